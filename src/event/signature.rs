@@ -1,0 +1,138 @@
+//! Ed25519 with the contract's strict semantics, and the encodings around it.
+//!
+//! Valid means what RFC 8032 section 5.1.7 accepts with canonical encodings:
+//! `S < L`, canonical `A` and `R`, `A` not of small order, and the
+//! cofactorless equation. ed25519-dalek's `verify_strict` checks all of that
+//! except the canonical encoding of `A`, which [`parse_public_key`] checks
+//! when a key is loaded. Batch verification is not used: common batch
+//! verifiers accept signatures whose `R` has a small-order component.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use curve25519_dalek::edwards::CompressedEdwardsY;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+/// Decodes canonical base64url without padding (unused bits must be zero).
+pub fn b64url_decode(s: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(s).ok()
+}
+
+/// Encodes base64url without padding.
+pub fn b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Encodes standard base64 with padding.
+pub fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// Decodes standard base64 with padding, strictly.
+pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
+    STANDARD.decode(s).ok()
+}
+
+/// Decodes an event's `signature` member: exactly 86 canonical base64url
+/// characters holding 64 bytes.
+pub fn decode_signature(s: &str) -> Result<[u8; 64], String> {
+    if s.len() != 86 {
+        return Err(format!(
+            "signature must be exactly 86 base64url characters without padding, not {}",
+            s.len()
+        ));
+    }
+    b64url_decode(s)
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .ok_or_else(|| {
+            "signature is not canonical base64url (alphabet A-Z a-z 0-9 - _, no padding, \
+             unused trailing bits zero)"
+                .to_string()
+        })
+}
+
+/// Parses a 32-byte Ed25519 public key, refusing non-canonical encodings and
+/// points of small order (RFC 8032 decoding plus the contract's rule).
+pub fn parse_public_key(bytes: &[u8]) -> Result<VerifyingKey, String> {
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| format!("an Ed25519 public key is 32 bytes, not {}", bytes.len()))?;
+    let point = CompressedEdwardsY(arr)
+        .decompress()
+        .ok_or("the public key is not a point on Ed25519")?;
+    if point.compress().to_bytes() != arr {
+        return Err("the public key is not canonically encoded".into());
+    }
+    if point.is_small_order() {
+        return Err("the public key has small order (a weak key)".into());
+    }
+    VerifyingKey::from_bytes(&arr).map_err(|e| format!("the public key is invalid: {e}"))
+}
+
+/// Verifies `sig` over `msg` with the contract's strict semantics.
+pub fn verify(key: &VerifyingKey, msg: &[u8], sig: &[u8; 64]) -> bool {
+    key.verify_strict(msg, &Signature::from_bytes(sig)).is_ok()
+}
+
+/// Signs `msg` (Ed25519 is deterministic).
+pub fn sign(key: &SigningKey, msg: &[u8]) -> [u8; 64] {
+    key.sign(msg).to_bytes()
+}
+
+/// A fresh random signing key from the operating system's generator.
+pub fn generate_key() -> std::io::Result<SigningKey> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(std::io::Error::other)?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 8032 section 7.1, tests 1-3.
+    #[test]
+    fn rfc8032_vectors() {
+        let cases = [
+            ("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60", "",
+             "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"),
+            ("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb", "72",
+             "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"),
+            ("c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7", "af82",
+             "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a"),
+        ];
+        for (seed, msg, sig) in cases {
+            let key = SigningKey::from_bytes(&hex::decode(seed).unwrap().try_into().unwrap());
+            let msg = hex::decode(msg).unwrap();
+            let want: [u8; 64] = hex::decode(sig).unwrap().try_into().unwrap();
+            assert_eq!(sign(&key, &msg), want);
+            let public = parse_public_key(key.verifying_key().as_bytes()).unwrap();
+            assert!(verify(&public, &msg, &want));
+            let mut bad = want;
+            bad[63] ^= 0x01;
+            assert!(!verify(&public, &msg, &bad));
+        }
+    }
+
+    #[test]
+    fn refuses_weak_and_noncanonical_keys() {
+        // The identity point (small order).
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(parse_public_key(&identity)
+            .unwrap_err()
+            .contains("small order"));
+        // y = p + 1 encodes the same point as y = 1, non-canonically.
+        let mut noncanon = [0xffu8; 32];
+        noncanon[0] = 0xee;
+        noncanon[31] = 0x7f;
+        assert!(parse_public_key(&noncanon).is_err());
+    }
+
+    #[test]
+    fn signature_encoding_is_strict() {
+        let ok = "A".repeat(86);
+        assert!(decode_signature(&ok).is_ok());
+        assert!(decode_signature(&format!("{}B", "A".repeat(85))).is_err());
+        assert!(decode_signature(&format!("{}==", "A".repeat(86))).is_err());
+    }
+}

@@ -1,0 +1,417 @@
+//! The I-JSON parser: iterative (no recursion on input nesting), strict.
+
+use super::Value;
+
+/// Why a text is not I-JSON, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} at line {line} column {column}")]
+pub struct ParseError {
+    /// What is wrong, as a phrase.
+    pub what: String,
+    /// 1-based line of the offending byte.
+    pub line: usize,
+    /// 1-based column (in bytes) of the offending byte.
+    pub column: usize,
+    /// Byte offset of the offending byte.
+    pub offset: usize,
+}
+
+/// Largest integer magnitude up to which every integer is a double.
+const EXACT_INT_LIMIT: f64 = 9_007_199_254_740_992.0;
+
+enum Frame {
+    Array(Vec<Value>),
+    Object(Vec<(String, Value)>, Option<String>),
+}
+
+struct Parser<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+/// Parses one I-JSON value that fills `input` (surrounding whitespace allowed).
+///
+/// Refuses invalid UTF-8, JSON syntax errors, duplicate member names, lone
+/// surrogates in escapes, non-finite numbers and integer literals that an
+/// IEEE double cannot hold exactly.
+pub fn parse(input: &[u8]) -> Result<Value, ParseError> {
+    let mut p = Parser { input, pos: 0 };
+    let value = p.value()?;
+    p.skip_ws();
+    if p.pos != input.len() {
+        return Err(p.error("unexpected data after the JSON value"));
+    }
+    Ok(value)
+}
+
+impl<'a> Parser<'a> {
+    fn error(&self, what: &str) -> ParseError {
+        let upto = &self.input[..self.pos.min(self.input.len())];
+        let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = upto.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        ParseError {
+            what: what.to_string(),
+            line,
+            column: self.pos - line_start + 1,
+            offset: self.pos,
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.input.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.input.get(self.pos).copied()
+    }
+
+    fn expect_literal(&mut self, lit: &[u8], v: Value) -> Result<Value, ParseError> {
+        if self.input[self.pos..].starts_with(lit) {
+            self.pos += lit.len();
+            Ok(v)
+        } else {
+            Err(self
+                .error("invalid literal (expected true, false, null, a number, a string, [ or {)"))
+        }
+    }
+
+    /// Parses a value with an explicit stack instead of recursion.
+    fn value(&mut self) -> Result<Value, ParseError> {
+        let mut stack: Vec<Frame> = Vec::new();
+        loop {
+            self.skip_ws();
+            // Parse one value (or open a container).
+            let mut v = match self.peek() {
+                Some(b'{') => {
+                    self.pos += 1;
+                    self.skip_ws();
+                    if self.peek() == Some(b'}') {
+                        self.pos += 1;
+                        Value::Object(Vec::new())
+                    } else {
+                        let key = self.member_name()?;
+                        stack.push(Frame::Object(Vec::new(), Some(key)));
+                        continue;
+                    }
+                }
+                Some(b'[') => {
+                    self.pos += 1;
+                    self.skip_ws();
+                    if self.peek() == Some(b']') {
+                        self.pos += 1;
+                        Value::Array(Vec::new())
+                    } else {
+                        stack.push(Frame::Array(Vec::new()));
+                        continue;
+                    }
+                }
+                Some(b'"') => Value::String(self.string()?),
+                Some(b't') => self.expect_literal(b"true", Value::Bool(true))?,
+                Some(b'f') => self.expect_literal(b"false", Value::Bool(false))?,
+                Some(b'n') => self.expect_literal(b"null", Value::Null)?,
+                Some(b'-' | b'0'..=b'9') => Value::Number(self.number()?),
+                Some(_) => return Err(self.error("unexpected character (expected a JSON value)")),
+                None => return Err(self.error("unexpected end of input (expected a JSON value)")),
+            };
+            // Attach the finished value to its parent, closing parents as needed.
+            loop {
+                let Some(top) = stack.last_mut() else {
+                    return Ok(v);
+                };
+                self.skip_ws();
+                match top {
+                    Frame::Array(items) => {
+                        items.push(v);
+                        match self.peek() {
+                            Some(b',') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            Some(b']') => {
+                                self.pos += 1;
+                                let Some(Frame::Array(items)) = stack.pop() else {
+                                    unreachable!("the top frame is an array")
+                                };
+                                v = Value::Array(items);
+                            }
+                            _ => return Err(self.error("expected , or ] in array")),
+                        }
+                    }
+                    Frame::Object(members, key) => {
+                        let name = key
+                            .take()
+                            .expect("a member name precedes every member value");
+                        // Small objects are checked as they grow; large ones
+                        // once, sorted, when they close (O(n log n) overall).
+                        if members.len() < 16 && members.iter().any(|(k, _)| *k == name) {
+                            return Err(self.error(&format!("duplicate member name {name:?}")));
+                        }
+                        members.push((name, v));
+                        match self.peek() {
+                            Some(b',') => {
+                                self.pos += 1;
+                                self.skip_ws();
+                                let k = self.member_name()?;
+                                *key = Some(k);
+                                break;
+                            }
+                            Some(b'}') => {
+                                self.pos += 1;
+                                let Some(Frame::Object(members, _)) = stack.pop() else {
+                                    unreachable!("the top frame is an object")
+                                };
+                                if members.len() > 16 {
+                                    check_unique(&members).map_err(|m| self.error(&m))?;
+                                }
+                                v = Value::Object(members);
+                            }
+                            _ => return Err(self.error("expected , or } in object")),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn member_name(&mut self) -> Result<String, ParseError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.error("expected a member name in double quotes"));
+        }
+        let name = self.string()?;
+        self.skip_ws();
+        if self.peek() != Some(b':') {
+            return Err(self.error("expected : after member name"));
+        }
+        self.pos += 1;
+        Ok(name)
+    }
+
+    fn string(&mut self) -> Result<String, ParseError> {
+        debug_assert_eq!(self.peek(), Some(b'"'));
+        self.pos += 1;
+        let mut out = String::new();
+        let mut run_start = self.pos;
+        loop {
+            let Some(b) = self.peek() else {
+                return Err(self.error("unterminated string"));
+            };
+            match b {
+                b'"' => {
+                    self.push_run(&mut out, run_start)?;
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                b'\\' => {
+                    self.push_run(&mut out, run_start)?;
+                    self.pos += 1;
+                    self.escape(&mut out)?;
+                    run_start = self.pos;
+                }
+                0..=0x1f => return Err(self.error("control character in string (escape it)")),
+                _ => self.pos += 1,
+            }
+        }
+    }
+
+    fn push_run(&self, out: &mut String, start: usize) -> Result<(), ParseError> {
+        match std::str::from_utf8(&self.input[start..self.pos]) {
+            Ok(s) => {
+                out.push_str(s);
+                Ok(())
+            }
+            Err(e) => {
+                let at = Parser {
+                    input: self.input,
+                    pos: start + e.valid_up_to(),
+                };
+                Err(at.error("invalid UTF-8 in string"))
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u16, ParseError> {
+        let digits = self
+            .input
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| self.error("truncated \\u escape"))?;
+        let text = std::str::from_utf8(digits).map_err(|_| self.error("invalid \\u escape"))?;
+        if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(self.error("invalid \\u escape (expected 4 hex digits)"));
+        }
+        let v = u16::from_str_radix(text, 16).map_err(|_| self.error("invalid \\u escape"))?;
+        self.pos += 4;
+        Ok(v)
+    }
+
+    fn escape(&mut self, out: &mut String) -> Result<(), ParseError> {
+        let Some(b) = self.peek() else {
+            return Err(self.error("unterminated escape"));
+        };
+        self.pos += 1;
+        let c = match b {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hi = self.hex4()?;
+                match hi {
+                    0xD800..=0xDBFF => {
+                        if !self.input[self.pos..].starts_with(b"\\u") {
+                            return Err(self.error("lone surrogate in \\u escape (not I-JSON)"));
+                        }
+                        self.pos += 2;
+                        let lo = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&lo) {
+                            return Err(self.error("lone surrogate in \\u escape (not I-JSON)"));
+                        }
+                        let cp = 0x10000 + (((hi as u32) - 0xD800) << 10) + ((lo as u32) - 0xDC00);
+                        char::from_u32(cp).expect("a surrogate pair always forms a valid scalar")
+                    }
+                    0xDC00..=0xDFFF => {
+                        return Err(self.error("lone surrogate in \\u escape (not I-JSON)"))
+                    }
+                    _ => {
+                        char::from_u32(hi as u32).expect("non-surrogate BMP code points are chars")
+                    }
+                }
+            }
+            _ => {
+                self.pos -= 1;
+                return Err(self.error("invalid escape character"));
+            }
+        };
+        out.push(c);
+        Ok(())
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    fn number(&mut self) -> Result<f64, ParseError> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        let int_start = self.pos;
+        let n = self.digits();
+        if n == 0 {
+            return Err(self.error("invalid number (expected a digit)"));
+        }
+        if n > 1 && self.input[int_start] == b'0' {
+            return Err(self.error("invalid number (leading zero)"));
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            integer = false;
+            if self.digits() == 0 {
+                return Err(self.error("invalid number (expected a digit after .)"));
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            integer = false;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.error("invalid number (expected a digit in the exponent)"));
+            }
+        }
+        let text =
+            std::str::from_utf8(&self.input[start..self.pos]).expect("a number literal is ASCII");
+        let v: f64 = text.parse().map_err(|_| self.error("invalid number"))?;
+        if !v.is_finite() {
+            self.pos = start;
+            return Err(self.error("number out of the range of a double (not I-JSON)"));
+        }
+        if integer && v.abs() >= EXACT_INT_LIMIT {
+            let exact = text.parse::<i128>().ok() == Some(v as i128);
+            if !exact {
+                self.pos = start;
+                return Err(self.error(
+                    "integer that a double cannot hold exactly (not I-JSON); send it as a string",
+                ));
+            }
+        }
+        Ok(v)
+    }
+}
+
+fn check_unique(members: &[(String, Value)]) -> Result<(), String> {
+    let mut names: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    match names.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(format!("duplicate member name {:?}", w[0])),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text.as_bytes()).unwrap_err().what
+    }
+
+    #[test]
+    fn parses_ordinary_json() {
+        let v = parse(br#" {"a": [1, -2.5e3, true, null], "b": "x\u00e9\ud83d\ude00"} "#).unwrap();
+        assert_eq!(v.get("b").unwrap().as_str().unwrap(), "xé😀");
+        assert_eq!(
+            v.get("a"),
+            Some(&Value::Array(vec![
+                Value::Number(1.0),
+                Value::Number(-2500.0),
+                Value::Bool(true),
+                Value::Null
+            ]))
+        );
+    }
+
+    #[test]
+    fn refuses_what_i_json_forbids() {
+        assert!(err(r#"{"a":1,"a":2}"#).contains("duplicate"));
+        assert!(err(r#"{"a":"\ud800"}"#).contains("lone surrogate"));
+        assert!(err(r#"{"a":"\udc00x"}"#).contains("lone surrogate"));
+        assert!(err(r#"{"n":9007199254740993}"#).contains("exactly"));
+        assert!(err("1e400").contains("range"));
+        assert!(parse(b"9007199254740992").is_ok());
+        assert!(parse(b"-9007199254740992").is_ok());
+        assert!(parse(b"1e21").is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_syntax_with_position() {
+        let e = parse(b"{\n  \"a\": tru }").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 8));
+        assert!(err("[1,]").contains("expected a JSON value"));
+        assert!(err("01").contains("leading zero"));
+        assert!(err("\"a\tb\"").contains("control character"));
+        assert!(err("{} x").contains("after the JSON value"));
+        assert!(parse(b"\"\xff\"").unwrap_err().what.contains("UTF-8"));
+    }
+
+    #[test]
+    fn finds_duplicates_in_large_objects() {
+        let mut text = String::from("{");
+        for i in 0..100 {
+            text.push_str(&format!("\"k{i}\":{i},"));
+        }
+        text.push_str("\"k7\":0}");
+        assert!(err(&text).contains("duplicate member name \"k7\""));
+    }
+}

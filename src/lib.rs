@@ -1,0 +1,36 @@
+//! Vigil: the audit and anomaly-detection pipeline behind AI agents.
+//!
+//! Agents sign every action they take; Vigil verifies each event against the
+//! agent key registry, gives every identifiable event a receipt in an
+//! append-only, hash-chained log with an RFC 9162 Merkle tree and signed
+//! C2SP checkpoints, and lets anyone verify a receipt offline. The external
+//! contract (formats, hashes, HTTP paths, exit codes) is `CONTRACT.md`.
+//!
+//! # Layout
+//!
+//! Core, bytes in and bytes out, no I/O:
+//! - [`json`]: the strict I-JSON parser and RFC 8785 canonical form.
+//! - [`event`]: the `vigil.event/v1` object, its field rules and signatures.
+//! - [`log`]: receipts, the Merkle tree, signed notes, checkpoints, proofs.
+//! - [`time`]: the contract's timestamps.
+//!
+//! Around it:
+//! - [`keys`]: JWKS loading, the key set events are judged against.
+//! - [`store`]: the data directory's files, each write made durable.
+//! - [`pipeline`]: judging in parallel, the single log writer with group
+//!   commit, recovery, checkpoints; shared by every ingest source.
+//! - [`ingest`]: turning request bodies (JSON, NDJSON, Splunk HEC) into items.
+//! - [`api`]: the HTTP server (axum), roles and tokens.
+//! - [`verify`]: the offline auditor (`vigil verify`).
+//! - [`config`], [`telemetry`], [`cli`], [`demo`], [`loadgen`].
+
+#![forbid(unsafe_code)]
+
+pub mod event;
+pub mod json;
+pub mod keys;
+pub mod log;
+pub mod pipeline;
+pub mod store;
+pub mod telemetry;
+pub mod time;

@@ -1,0 +1,244 @@
+//! C2SP signed notes, tlog checkpoints and Go-style verifier keys.
+//!
+//! A checkpoint is the note body `<origin>\n<size>\n<b64 root>\n`, a blank
+//! line, then `— <name> b64(key ID || signature)` lines. The key ID is the
+//! first 4 bytes of SHA-256(name || 0x0A || 0x01 || public key), and the
+//! verifier key is `<name>+<hex key ID>+b64(0x01 || public key)`.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+use crate::event::signature::{b64, b64_decode, parse_public_key};
+use crate::event::{sha256, Hash};
+
+/// The Ed25519 algorithm byte of signed-note keys.
+const ALG_ED25519: u8 = 0x01;
+
+/// Checks a signed-note key name (a log origin): non-empty, printable, no
+/// white space, no `+`.
+pub fn check_origin(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the origin is empty; give a name like vigil.example/prod/shard-0".into());
+    }
+    if name.contains('+') {
+        return Err(format!(
+            "the origin {name:?} contains '+', which signed-note key names cannot hold"
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "the origin {name:?} contains {c:?}; key names have no spaces or control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// The 4-byte key ID of an Ed25519 key under a note key name.
+pub fn key_id(name: &str, public: &VerifyingKey) -> [u8; 4] {
+    let mut buf = Vec::with_capacity(name.len() + 34);
+    buf.extend_from_slice(name.as_bytes());
+    buf.push(b'\n');
+    buf.push(ALG_ED25519);
+    buf.extend_from_slice(public.as_bytes());
+    let h = sha256(&buf);
+    [h[0], h[1], h[2], h[3]]
+}
+
+/// Signs notes (checkpoints) under a name.
+#[derive(Clone)]
+pub struct NoteSigner {
+    name: String,
+    key: SigningKey,
+    key_id: [u8; 4],
+}
+
+impl NoteSigner {
+    /// A signer for `name` (already checked with [`check_origin`]).
+    pub fn new(name: &str, key: SigningKey) -> NoteSigner {
+        let key_id = key_id(name, &key.verifying_key());
+        NoteSigner {
+            name: name.to_string(),
+            key,
+            key_id,
+        }
+    }
+
+    /// The name signatures are made under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The verifier key, as auditors pass to `vigil verify-proof --vkey`.
+    pub fn verifier_key(&self) -> String {
+        verifier_key(&self.name, &self.key.verifying_key())
+    }
+
+    /// Signs a note body (which must end in a newline) and returns the note.
+    pub fn sign(&self, body: &str) -> String {
+        debug_assert!(body.ends_with('\n'));
+        let sig = self.key.sign(body.as_bytes()).to_bytes();
+        let mut blob = Vec::with_capacity(68);
+        blob.extend_from_slice(&self.key_id);
+        blob.extend_from_slice(&sig);
+        format!("{body}\n\u{2014} {} {}\n", self.name, b64(&blob))
+    }
+}
+
+/// The verifier key string of a public key under a name.
+pub fn verifier_key(name: &str, public: &VerifyingKey) -> String {
+    let mut blob = vec![ALG_ED25519];
+    blob.extend_from_slice(public.as_bytes());
+    format!(
+        "{name}+{}+{}",
+        hex::encode(key_id(name, public)),
+        b64(&blob)
+    )
+}
+
+/// A parsed verifier key.
+#[derive(Debug, Clone)]
+pub struct NoteVerifier {
+    /// The key name (a log origin).
+    pub name: String,
+    /// The key ID.
+    pub key_id: [u8; 4],
+    /// The public key.
+    pub key: VerifyingKey,
+}
+
+impl NoteVerifier {
+    /// Parses `<name>+<hex key ID>+<b64(0x01 || key)>`, checking the ID.
+    pub fn parse(vkey: &str) -> Result<NoteVerifier, String> {
+        let vkey = vkey.trim();
+        let mut parts = vkey.splitn(3, '+');
+        let (Some(name), Some(id), Some(blob)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err("a verifier key has the form <name>+<8 hex digits>+<base64 key>".into());
+        };
+        check_origin(name)?;
+        let id = hex::decode(id)
+            .ok()
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .ok_or("the verifier key's ID is not 8 hex digits")?;
+        let blob = b64_decode(blob).ok_or("the verifier key's key part is not base64")?;
+        if blob.len() != 33 || blob[0] != ALG_ED25519 {
+            return Err(
+                "the verifier key is not an Ed25519 key (0x01 followed by 32 bytes)".into(),
+            );
+        }
+        let key = parse_public_key(&blob[1..])?;
+        if key_id(name, &key) != id {
+            return Err("the verifier key's ID does not match its name and key".into());
+        }
+        Ok(NoteVerifier {
+            name: name.to_string(),
+            key_id: id,
+            key,
+        })
+    }
+
+    /// Checks that `note` carries a valid signature by this key and returns
+    /// its body. Signature lines by other keys are ignored.
+    pub fn verify<'a>(&self, note: &'a str) -> Result<&'a str, String> {
+        let (body, sigs) = split_note(note)?;
+        let mut found = false;
+        for line in sigs.lines() {
+            let Some(rest) = line.strip_prefix("\u{2014} ") else {
+                return Err(format!(
+                    "signature line {line:?} does not start with an em dash and a space"
+                ));
+            };
+            let Some((name, sig)) = rest.split_once(' ') else {
+                return Err(format!("signature line {line:?} has no signature"));
+            };
+            if name != self.name {
+                continue;
+            }
+            let blob = b64_decode(sig).ok_or("a signature is not base64")?;
+            if blob.len() != 68 || blob[..4] != self.key_id {
+                continue;
+            }
+            found = true;
+            let sig = Signature::from_bytes(blob[4..].try_into().expect("68 - 4 = 64 bytes"));
+            if self.key.verify_strict(body.as_bytes(), &sig).is_ok() {
+                return Ok(body);
+            }
+        }
+        Err(if found {
+            format!("the signature by {} does not verify: the note was altered or signed by another key", self.name)
+        } else {
+            format!(
+                "the note has no signature by {} with key ID {}",
+                self.name,
+                hex::encode(self.key_id)
+            )
+        })
+    }
+}
+
+/// Splits a note into its body (ending in a newline) and signature lines.
+pub fn split_note(note: &str) -> Result<(&str, &str), String> {
+    if !note.ends_with('\n') {
+        return Err("a signed note ends with a newline".into());
+    }
+    let idx = note
+        .find("\n\n")
+        .ok_or("a signed note has a blank line before its signatures")?;
+    Ok((&note[..idx + 1], &note[idx + 2..]))
+}
+
+/// The contents of a checkpoint body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointBody {
+    /// The log's origin.
+    pub origin: String,
+    /// The tree size.
+    pub size: u64,
+    /// The root hash.
+    pub root: Hash,
+}
+
+impl CheckpointBody {
+    /// The note body text.
+    pub fn to_text(&self) -> String {
+        format!("{}\n{}\n{}\n", self.origin, self.size, b64(&self.root))
+    }
+
+    /// Parses a checkpoint note body (extension lines after the root are allowed).
+    pub fn parse(body: &str) -> Result<CheckpointBody, String> {
+        let mut lines = body.lines();
+        let origin = lines.next().ok_or("the checkpoint has no origin line")?;
+        let size = lines.next().ok_or("the checkpoint has no size line")?;
+        let root = lines.next().ok_or("the checkpoint has no root hash line")?;
+        if size.is_empty()
+            || (size.len() > 1 && size.starts_with('0'))
+            || !size.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(format!(
+                "the checkpoint size {size:?} is not a decimal number"
+            ));
+        }
+        let size: u64 = size
+            .parse()
+            .map_err(|_| format!("the checkpoint size {size:?} is too large"))?;
+        let root = b64_decode(root)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or("the checkpoint root is not base64 of 32 bytes")?;
+        Ok(CheckpointBody {
+            origin: origin.to_string(),
+            size,
+            root,
+        })
+    }
+}
+
+/// Verifies a checkpoint note with a verifier key and returns its body.
+pub fn verify_checkpoint(note: &str, verifier: &NoteVerifier) -> Result<CheckpointBody, String> {
+    let body = verifier.verify(note)?;
+    let cp = CheckpointBody::parse(body)?;
+    if cp.origin != verifier.name {
+        return Err(format!(
+            "the checkpoint's origin {:?} is not the verifier key's name {:?}",
+            cp.origin, verifier.name
+        ));
+    }
+    Ok(cp)
+}

@@ -1,0 +1,197 @@
+//! Receipt bodies (contract section 3).
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{sha256, Hash};
+use crate::json::write_jcs_string;
+
+/// The `spec` of every receipt.
+pub const RECEIPT_SPEC: &str = "vigil.receipt/v1";
+
+/// Why an event was rejected (the `rejected:<reason>` verdicts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Breaks a field rule of contract section 1.
+    Schema,
+    /// No key with this `kid` for this agent (or agent `vigil` from outside).
+    UnknownKey,
+    /// The signature does not verify strictly.
+    BadSignature,
+    /// `occurred_at` is before the key's `nbf`.
+    KeyNotValidYet,
+    /// `occurred_at` is at or after the key's `exp`.
+    KeyExpired,
+    /// The key was revoked before `occurred_at`, or too long ago.
+    KeyRevoked,
+    /// `occurred_at` is too far after the receipt time.
+    ClockSkew,
+    /// The agent is suspended or decommissioned.
+    AgentNotActive,
+    /// The same agent and event id were accepted with other content.
+    Conflict,
+}
+
+impl Reason {
+    /// Every reason, in the contract's check order.
+    pub const ALL: [Reason; 9] = [
+        Reason::Schema,
+        Reason::UnknownKey,
+        Reason::BadSignature,
+        Reason::KeyNotValidYet,
+        Reason::KeyExpired,
+        Reason::KeyRevoked,
+        Reason::ClockSkew,
+        Reason::AgentNotActive,
+        Reason::Conflict,
+    ];
+
+    /// The bare reason (`bad_signature`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Schema => "schema",
+            Reason::UnknownKey => "unknown_key",
+            Reason::BadSignature => "bad_signature",
+            Reason::KeyNotValidYet => "key_not_valid_yet",
+            Reason::KeyExpired => "key_expired",
+            Reason::KeyRevoked => "key_revoked",
+            Reason::ClockSkew => "clock_skew",
+            Reason::AgentNotActive => "agent_not_active",
+            Reason::Conflict => "conflict",
+        }
+    }
+}
+
+/// The verdict a receipt records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// The event passed every check.
+    Accepted,
+    /// The first check that failed.
+    Rejected(Reason),
+}
+
+impl Verdict {
+    /// The verdict as written in a receipt (`accepted`, `rejected:schema`).
+    pub fn as_string(self) -> String {
+        match self {
+            Verdict::Accepted => "accepted".into(),
+            Verdict::Rejected(r) => format!("rejected:{}", r.as_str()),
+        }
+    }
+
+    /// Parses a receipt's verdict string.
+    pub fn parse(s: &str) -> Option<Verdict> {
+        if s == "accepted" {
+            return Some(Verdict::Accepted);
+        }
+        let reason = s.strip_prefix("rejected:")?;
+        Reason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == reason)
+            .map(Verdict::Rejected)
+    }
+}
+
+/// A receipt body: what the log's leaf hash covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptBody {
+    /// Always [`RECEIPT_SPEC`].
+    pub spec: String,
+    /// The log's origin.
+    pub log: String,
+    /// Zero-based position in the log.
+    pub index: u64,
+    /// Copied from the event.
+    pub event_id: String,
+    /// Copied from the event.
+    pub agent_id: String,
+    /// Copied from the event (`""` when absent).
+    pub key_id: String,
+    /// Copied from the event (`""` when absent).
+    pub correlation_id: String,
+    /// Hex SHA-256 of JCS(whole event).
+    pub event_hash: String,
+    /// When the pipeline received the event (`YYYY-MM-DDTHH:MM:SS.sssZ`).
+    pub received_at: String,
+    /// `accepted` or `rejected:<reason>`.
+    pub verdict: String,
+    /// Hex chain hash of the previous receipt (64 zeros at index 0).
+    pub prev: String,
+}
+
+impl ReceiptBody {
+    /// The body's JCS bytes. All members are strings except `index`, and the
+    /// member names are ASCII, so their order is fixed.
+    pub fn to_jcs(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(420);
+        let mut field = |name: &str, value: &str, first: bool| {
+            out.extend_from_slice(if first { b"{\"" } else { b",\"" });
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            write_jcs_string(value, &mut out);
+        };
+        field("agent_id", &self.agent_id, true);
+        field("correlation_id", &self.correlation_id, false);
+        field("event_hash", &self.event_hash, false);
+        field("event_id", &self.event_id, false);
+        out.extend_from_slice(b",\"index\":");
+        out.extend_from_slice(self.index.to_string().as_bytes());
+        let mut field = |name: &str, value: &str| {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            write_jcs_string(value, &mut out);
+        };
+        field("key_id", &self.key_id);
+        field("log", &self.log);
+        field("prev", &self.prev);
+        field("received_at", &self.received_at);
+        field("spec", &self.spec);
+        field("verdict", &self.verdict);
+        out.push(b'}');
+        out
+    }
+
+    /// The parsed verdict, when it is one the contract names.
+    pub fn verdict(&self) -> Option<Verdict> {
+        Verdict::parse(&self.verdict)
+    }
+}
+
+/// RFC 9162 leaf hash of a receipt body's JCS bytes.
+pub fn leaf_hash(body_jcs: &[u8]) -> Hash {
+    crate::log::merkle::leaf_hash(body_jcs)
+}
+
+/// The chain hash: SHA-256(prev || leaf_hash).
+pub fn chain_hash(prev: &Hash, leaf: &Hash) -> Hash {
+    let mut buf = [0u8; 64];
+    buf[..32].copy_from_slice(prev);
+    buf[32..].copy_from_slice(leaf);
+    sha256(&buf)
+}
+
+/// A receipt as served: the body plus its leaf hash and chain hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServedReceipt {
+    /// The body's members.
+    #[serde(flatten)]
+    pub body: ReceiptBody,
+    /// Hex leaf hash.
+    pub leaf_hash: String,
+    /// Hex chain hash.
+    pub chain: String,
+}
+
+impl ServedReceipt {
+    /// Builds the served form from a body and its chain hash.
+    pub fn new(body: ReceiptBody, chain: &Hash) -> ServedReceipt {
+        let leaf = leaf_hash(&body.to_jcs());
+        ServedReceipt {
+            body,
+            leaf_hash: hex::encode(leaf),
+            chain: hex::encode(chain),
+        }
+    }
+}

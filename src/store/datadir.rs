@@ -1,0 +1,228 @@
+//! The data directory's identity: lock, origin, log key, pipeline key,
+//! admin token.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+
+use super::fsutil::{create_dir_durably, create_new_durably, write_file_durably};
+use crate::event::signature::{b64url, generate_key};
+use crate::event::{sha256, PIPELINE_AGENT};
+use crate::keys::private::PrivateJwk;
+use crate::log::note::{check_origin, verifier_key};
+use crate::time::Timestamp;
+
+/// Why a data directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// A file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// Another process holds the directory.
+    #[error(
+        "the data directory {0} is in use by another vigil process; stop it or pick another --data"
+    )]
+    Locked(PathBuf),
+    /// The origin asked for is not the one the log was created with.
+    #[error("the log in {dir} has origin {stored:?}, not {asked:?}; an origin is fixed when a log is created: drop --origin or use another --data")]
+    OriginMismatch {
+        /// The data directory.
+        dir: PathBuf,
+        /// The stored origin.
+        stored: String,
+        /// The origin asked for.
+        asked: String,
+    },
+    /// The origin is not a valid key name.
+    #[error("invalid origin: {0}")]
+    BadOrigin(String),
+    /// A key file is not a usable private JWK.
+    #[error("the key file {path} is not usable: {why}")]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DataDirError + 'a {
+    move |source| DataDirError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An open, locked data directory and the identity stored in it.
+pub struct DataDir {
+    /// The directory.
+    pub root: PathBuf,
+    /// The log's origin.
+    pub origin: String,
+    /// The log's signing key.
+    pub log_key: SigningKey,
+    /// The pipeline's event key (agent `vigil`).
+    pub pipeline_key: PrivateJwk,
+    _lock: File,
+}
+
+impl DataDir {
+    /// Opens or creates the data directory: takes its lock, loads or makes
+    /// the log key (from `log_key_file` when given), fixes the origin, and
+    /// loads or makes the pipeline key.
+    pub fn open(
+        root: &Path,
+        origin: Option<&str>,
+        log_key_file: Option<&Path>,
+    ) -> Result<DataDir, DataDirError> {
+        if let Some(o) = origin {
+            check_origin(o).map_err(DataDirError::BadOrigin)?;
+        }
+        create_dir_durably(root).map_err(io("cannot create the data directory", root))?;
+        let lock_path = root.join("lock");
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io("cannot open", &lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(DataDirError::Locked(root.to_path_buf()));
+        }
+        for sub in ["log", "keys", "quarantine"] {
+            let p = root.join(sub);
+            create_dir_durably(&p).map_err(io("cannot create", &p))?;
+        }
+        let log_key = match log_key_file {
+            Some(path) => load_key(path)?.key,
+            None => load_or_create_key(&root.join("log.key"), "vigil-log", None)?.key,
+        };
+        let origin_path = root.join("origin");
+        let origin = match std::fs::read_to_string(&origin_path) {
+            Ok(stored) => {
+                let stored = stored.trim_end().to_string();
+                if let Some(asked) = origin {
+                    if asked != stored {
+                        return Err(DataDirError::OriginMismatch {
+                            dir: root.to_path_buf(),
+                            stored,
+                            asked: asked.into(),
+                        });
+                    }
+                }
+                stored
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let o = origin.map(String::from).unwrap_or_else(|| {
+                    let h = sha256(log_key.verifying_key().as_bytes());
+                    format!("vigil.local/{}", &hex::encode(h)[..8])
+                });
+                write_file_durably(&origin_path, format!("{o}\n").as_bytes(), 0o644)
+                    .map_err(io("cannot write", &origin_path))?;
+                o
+            }
+            Err(e) => return Err(io("cannot read", &origin_path)(e)),
+        };
+        record_verifier_key(root, &verifier_key(&origin, &log_key.verifying_key()))?;
+        let pipeline_key = load_or_create_key(
+            &root.join("pipeline.key"),
+            &pipeline_kid(),
+            Some(PIPELINE_AGENT),
+        )?;
+        Ok(DataDir {
+            root: root.to_path_buf(),
+            origin,
+            log_key,
+            pipeline_key,
+            _lock: lock,
+        })
+    }
+
+    /// Every verifier key the log has used, the current one first.
+    pub fn verifier_keys(&self) -> Vec<String> {
+        read_verifier_keys(&self.root)
+    }
+
+    /// The admin token file, created with a fresh token when missing.
+    /// Returns the token and whether it was just created.
+    pub fn admin_token(&self) -> Result<(String, bool), DataDirError> {
+        let path = self.root.join("admin.token");
+        match std::fs::read_to_string(&path) {
+            Ok(t) if !t.trim().is_empty() => Ok((t.trim().to_string(), false)),
+            Ok(_) | Err(_) => {
+                let mut raw = [0u8; 32];
+                getrandom::getrandom(&mut raw)
+                    .map_err(|e| io("cannot make a token for", &path)(std::io::Error::other(e)))?;
+                let token = format!("vgl_{}", b64url(&raw));
+                write_file_durably(&path, format!("{token}\n").as_bytes(), 0o600)
+                    .map_err(io("cannot write", &path))?;
+                Ok((token, true))
+            }
+        }
+    }
+}
+
+fn pipeline_kid() -> String {
+    let now = Timestamp::now().to_rfc3339_millis();
+    format!("{PIPELINE_AGENT}#{}", &now[..7])
+}
+
+/// Reads a private JWK file.
+pub fn load_key(path: &Path) -> Result<PrivateJwk, DataDirError> {
+    let text = std::fs::read(path).map_err(io("cannot read the key file", path))?;
+    PrivateJwk::parse(&text).map_err(|why| DataDirError::BadKey {
+        path: path.to_path_buf(),
+        why,
+    })
+}
+
+fn load_or_create_key(
+    path: &Path,
+    kid: &str,
+    agent: Option<&str>,
+) -> Result<PrivateJwk, DataDirError> {
+    if path.exists() {
+        return load_key(path);
+    }
+    let key = generate_key().map_err(io("cannot generate a key for", path))?;
+    let jwk = PrivateJwk {
+        kid: kid.to_string(),
+        agent_id: agent.map(String::from),
+        key,
+    };
+    create_new_durably(path, jwk.to_json().as_bytes(), 0o600).map_err(io("cannot write", path))?;
+    Ok(jwk)
+}
+
+/// Reads `DIR/log-keys.txt` (missing = none).
+pub fn read_verifier_keys(root: &Path) -> Vec<String> {
+    std::fs::read_to_string(root.join("log-keys.txt"))
+        .map(|t| {
+            t.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn record_verifier_key(root: &Path, current: &str) -> Result<(), DataDirError> {
+    let mut keys = read_verifier_keys(root);
+    if keys.first().map(String::as_str) == Some(current) {
+        return Ok(());
+    }
+    keys.retain(|k| k != current);
+    keys.insert(0, current.to_string());
+    let path = root.join("log-keys.txt");
+    write_file_durably(&path, (keys.join("\n") + "\n").as_bytes(), 0o644)
+        .map_err(io("cannot write", &path))
+}

@@ -1,0 +1,73 @@
+//! Small durable-file helpers.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Syncs a directory so that entries created or renamed in it are durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes a whole file durably (temporary file, sync, rename, sync
+/// directory) with the given permission bits.
+pub fn write_file_durably(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(parent(path))
+}
+
+/// Creates a new file durably with the given bytes, failing if it exists.
+pub fn create_new_durably(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    sync_dir(parent(path))
+}
+
+/// Appends bytes to a file (creating it) and syncs before returning.
+pub fn append_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let existed = path.exists();
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    if !existed {
+        sync_dir(parent(path))?;
+    }
+    Ok(())
+}
+
+/// Creates a directory (and parents) and syncs its parent.
+pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    sync_dir(parent(dir))
+}
