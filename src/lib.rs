@@ -26,11 +26,19 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod demo;
 pub mod event;
+pub mod ingest;
 pub mod json;
 pub mod keys;
+pub mod loadgen;
 pub mod log;
 pub mod pipeline;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod verify;

@@ -40,6 +40,14 @@ impl Value {
         }
     }
 
+    /// The members, when this is an object (taking them out of `self`).
+    pub fn into_members(mut self) -> Option<Vec<(String, Value)>> {
+        match &mut self {
+            Value::Object(m) => Some(std::mem::take(m)),
+            _ => None,
+        }
+    }
+
     /// The string inside, when this is a string.
     pub fn as_str(&self) -> Option<&str> {
         match self {

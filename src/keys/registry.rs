@@ -9,11 +9,14 @@ use super::{parse_jwks, KeyDoc, KeySet};
 use crate::event::sha256;
 use crate::store::fsutil;
 
+/// A source's last good document and the SHA-256 of its bytes.
+type LoadedDoc = ([u8; 32], KeyDoc);
+
 /// Where agent keys come from and the set currently in force.
 pub struct KeyRegistry {
     current: RwLock<Arc<KeySet>>,
     sources: Vec<PathBuf>,
-    docs: Mutex<Vec<Option<([u8; 32], KeyDoc)>>>,
+    docs: Mutex<Vec<Option<LoadedDoc>>>,
     snapshot: Mutex<Snapshot>,
     refused_total: AtomicU64,
 }

@@ -67,7 +67,7 @@ impl Tree {
         }
         self.levels[0].push(leaf);
         let mut level = 0;
-        while self.levels[level].len() % 2 == 0 {
+        while self.levels[level].len().is_multiple_of(2) {
             let l = &self.levels[level];
             let parent = node_hash(&l[l.len() - 2], &l[l.len() - 1]);
             if self.levels.len() == level + 1 {
@@ -88,7 +88,7 @@ impl Tree {
     /// MTH(D[lo:hi]) for `lo < hi <= size`.
     fn subtree(&self, lo: u64, hi: u64) -> Hash {
         let n = hi - lo;
-        if n.is_power_of_two() && lo % n == 0 {
+        if n.is_power_of_two() && lo.is_multiple_of(n) {
             let k = n.trailing_zeros() as usize;
             return self.levels[k][(lo >> k) as usize];
         }

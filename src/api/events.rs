@@ -1,0 +1,105 @@
+//! `POST /v1/events`.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
+
+use super::auth::Role;
+use super::error::ApiError;
+use super::AppState;
+use crate::ingest::body::split_body;
+use crate::ingest::{gunzip_limited, GunzipError};
+use crate::pipeline::{ItemResult, PipelineError, Status};
+
+#[derive(Serialize)]
+struct BatchAnswer {
+    accepted: usize,
+    duplicates: usize,
+    rejected: usize,
+    results: Vec<ItemResult>,
+}
+
+/// Reads a request body, refusing more than `limit` bytes (compressed or
+/// not) and undoing `Content-Encoding: gzip`.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(ApiError::too_large(limit));
+        }
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(ApiError::too_large(limit))
+        }
+        Err(e) => {
+            return Err(ApiError::bad_request(format!(
+                "the request body could not be read: {e}"
+            )))
+        }
+    };
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
+        None => Ok(bytes),
+        Some(enc) if enc == "identity" => Ok(bytes),
+        Some(enc) if enc == "gzip" || enc == "x-gzip" => match gunzip_limited(&bytes, limit) {
+            Ok(b) => Ok(Bytes::from(b)),
+            Err(GunzipError::TooLarge(_)) => Err(ApiError::too_large(limit)),
+            Err(e) => Err(ApiError::bad_request(e.to_string())),
+        },
+        Some(enc) => Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding {enc:?} is not supported; send gzip or no encoding"),
+        )),
+    }
+}
+
+/// Maps a pipeline failure to 503.
+pub fn unavailable(e: PipelineError) -> ApiError {
+    ApiError::unavailable(e.to_string())
+}
+
+pub(super) async fn post_events(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    app.authorize(&headers, &[Role::Ingest])?;
+    let bytes = read_body(&headers, body, app.max_body_bytes).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "the body is empty; send one event, a JSON array of events, or NDJSON (one event per line)",
+        ));
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let items = split_body(bytes, ct);
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "the body holds no events; send at least one event object",
+        ));
+    }
+    let results = app.pipeline.ingest(items).await.map_err(unavailable)?;
+    let count = |s: Status| results.iter().filter(|r| r.status == s).count();
+    let answer = BatchAnswer {
+        accepted: count(Status::Accepted),
+        duplicates: count(Status::Duplicate),
+        rejected: count(Status::Rejected),
+        results,
+    };
+    Ok(Json(answer).into_response())
+}

@@ -1,0 +1,87 @@
+//! The HTTP API (contract section 5), built on axum.
+//!
+//! [`router`] builds the whole app from an [`AppState`]; [`serve`] runs it
+//! until a shutdown future completes, letting requests in flight finish
+//! (each waits for its receipts to be durable) before returning.
+
+pub mod auth;
+pub mod error;
+mod events;
+mod hec;
+mod read;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::pipeline::Pipeline;
+use auth::{Denied, Role, Tokens};
+use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The pipeline events go into and receipts come from.
+    pub pipeline: Arc<Pipeline>,
+    /// Configured tokens.
+    pub tokens: Arc<Tokens>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    /// Checks the request's bearer token for one of `roles`.
+    pub fn authorize(&self, headers: &HeaderMap, roles: &[Role]) -> Result<(), ApiError> {
+        match self.tokens.check(Tokens::presented(headers, false), roles) {
+            Ok(_) => Ok(()),
+            Err(Denied::Unauthenticated) => Err(ApiError::unauthenticated()),
+            Err(Denied::Forbidden) => {
+                let names: Vec<String> = roles
+                    .iter()
+                    .map(|r| format!("{r:?}").to_lowercase())
+                    .collect();
+                Err(ApiError::forbidden(&names.join(" or ")))
+            }
+        }
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", post(events::post_events))
+        .route("/services/collector/event", post(hec::post_hec))
+        .route("/services/collector", post(hec::post_hec))
+        .route("/services/collector/health", get(hec::health))
+        .route("/v1/receipts/{event_id}", get(read::receipt))
+        .route("/v1/checkpoint", get(read::checkpoint))
+        .route("/v1/proof/consistency", get(read::consistency))
+        .route("/v1/log-key", get(read::log_key))
+        .route("/v1/pipeline-keys", get(read::pipeline_keys))
+        .route("/v1/quarantine", get(read::quarantine))
+        .route("/metrics", get(read::metrics))
+        .route("/healthz", get(read::healthz))
+        .route("/readyz", get(read::readyz))
+        .fallback(read::not_found)
+        .with_state(state)
+}
+
+/// A router serving only `/metrics`, without a token (for `metrics_listen`).
+pub fn metrics_router() -> Router {
+    Router::new().route("/metrics", get(read::metrics_open))
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets
+/// requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,603 @@
+//! The command line (contract section 8): `serve`, `demo`, `keygen`,
+//! `sign`, `verify`, `verify-proof`, `quarantine`, `bench ingest`.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::auth::{Role, TokenEntry, Tokens};
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::event::signature::{b64url, sign};
+use crate::event::EVENT_SPEC;
+use crate::json::{self, Value};
+use crate::keys::private::PrivateJwk;
+use crate::keys::TimeRules;
+use crate::log::note::{check_origin, NoteVerifier};
+use crate::log::proof::verify_proof;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::time::Timestamp;
+use crate::verify::{verify_log, VerifyError, VerifyOptions};
+
+/// Vigil: signed-event ingest, hash-chained receipts, offline verification.
+#[derive(Parser, Debug)]
+#[command(name = "vigil", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server: HTTP and Splunk HEC ingest, receipts, checkpoints.
+    Serve(ServeArgs),
+    /// Run the pipeline on a local data directory with simulated agents.
+    Demo(crate::demo::DemoArgs),
+    /// Make an agent key: writes the private JWK (0600), prints the public JWK.
+    Keygen {
+        /// The agent the key signs for.
+        #[arg(long)]
+        agent: String,
+        /// The key id (default `<agent>#<YYYY-MM>`).
+        #[arg(long)]
+        kid: Option<String>,
+        /// Where to write the private key (default `<agent>.key.jwk`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sign an event read on stdin; prints the signed event.
+    Sign {
+        /// The agent's private key (JWK with d).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Re-check a whole log offline; exit 0 valid, 1 invalid, 2 error.
+    Verify {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Agent keys (JWKS), in addition to the snapshot in the directory.
+        #[arg(long)]
+        keys: Vec<PathBuf>,
+        /// A checkpoint you trust: the log must be at least this long.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Pin the log's verifier key (else the ones in the directory).
+        #[arg(long)]
+        vkey: Option<String>,
+        /// No progress lines on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Check one receipt proof (c2sp.org/tlog-proof@v1) with a verifier key.
+    VerifyProof {
+        /// The proof file.
+        file: PathBuf,
+        /// The verifier key, or a file holding it.
+        #[arg(long)]
+        vkey: String,
+        /// The event's bytes: its hash must be the receipt's event_hash.
+        #[arg(long)]
+        event: Option<PathBuf>,
+    },
+    /// List quarantined input (newest first) as JSON lines.
+    Quarantine {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Drive POST /v1/events with signed NDJSON batches and report rates.
+    Ingest(crate::loadgen::LoadArgs),
+}
+
+/// `vigil serve` flags (they override the configuration file).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory (default ./vigil-data).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Listen address (default 127.0.0.1:7070; port 0 picks one, written to DIR/listen.addr).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Agent keys: a JWKS file (repeatable).
+    #[arg(long)]
+    pub keys: Vec<String>,
+    /// The log's origin (fixed at creation).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// The log key as a private JWK file.
+    #[arg(long)]
+    pub log_key: Option<PathBuf>,
+    /// Kafka brokers.
+    #[arg(long)]
+    pub kafka_brokers: Option<String>,
+    /// Kafka topic.
+    #[arg(long)]
+    pub kafka_topic: Option<String>,
+    /// Kafka consumer group.
+    #[arg(long)]
+    pub kafka_group: Option<String>,
+}
+
+/// An error with the exit status it maps to.
+#[derive(Debug)]
+pub struct Exit {
+    /// 1 = not valid, 2 = usage or operating-system error.
+    pub code: u8,
+    /// What to print.
+    pub message: String,
+}
+
+impl From<anyhow::Error> for Exit {
+    fn from(e: anyhow::Error) -> Exit {
+        Exit {
+            code: 2,
+            message: format!("{e:#}"),
+        }
+    }
+}
+
+/// Parses arguments, runs the command, returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "vigil: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Exit> {
+    match cli.command {
+        Command::Serve(args) => serve_command(args),
+        Command::Demo(args) => crate::demo::run(args).map_err(Exit::from),
+        Command::Keygen { agent, kid, out } => keygen(&agent, kid, out).map_err(Exit::from),
+        Command::Sign { key } => sign_command(&key).map_err(Exit::from),
+        Command::Verify {
+            data,
+            keys,
+            checkpoint,
+            vkey,
+            quiet,
+        } => {
+            let opts = VerifyOptions {
+                data,
+                keys,
+                checkpoint,
+                vkey,
+                progress: !quiet,
+            };
+            match verify_log(&opts) {
+                Ok(r) => {
+                    for w in &r.warnings {
+                        eprintln!("vigil verify: note: {w}");
+                    }
+                    println!(
+                        "OK: {} receipts ({} accepted, {} rejected), hash chain intact, {} checkpoints verified (latest size {}), root {}",
+                        r.records,
+                        r.accepted,
+                        r.rejected,
+                        r.checkpoints,
+                        r.latest_size,
+                        hex::encode(r.root)
+                    );
+                    Ok(())
+                }
+                Err(e @ VerifyError::Invalid { .. }) => Err(Exit {
+                    code: 1,
+                    message: e.to_string(),
+                }),
+                Err(VerifyError::Usage(m)) => Err(Exit {
+                    code: 2,
+                    message: m,
+                }),
+            }
+        }
+        Command::VerifyProof { file, vkey, event } => {
+            verify_proof_command(&file, &vkey, event.as_deref())
+        }
+        Command::Quarantine { data, limit } => {
+            let (entries, dropped) =
+                crate::store::quarantine::list(&data.join("quarantine"), limit)
+                    .with_context(|| format!("cannot read the quarantine in {}", data.display()))?;
+            for e in entries {
+                println!(
+                    "{}",
+                    serde_json::to_string(&e).expect("an entry serialises")
+                );
+            }
+            eprintln!("vigil: {dropped} older entries were dropped to keep the quarantine's bound");
+            Ok(())
+        }
+        Command::Bench {
+            what: BenchCommand::Ingest(args),
+        } => crate::loadgen::run(args).map_err(Exit::from),
+    }
+}
+
+fn verify_proof_command(file: &Path, vkey: &str, event: Option<&Path>) -> Result<(), Exit> {
+    let usage = |m: String| Exit {
+        code: 2,
+        message: m,
+    };
+    let vkey_text = if Path::new(vkey).is_file() {
+        std::fs::read_to_string(vkey).map_err(|e| usage(format!("cannot read {vkey}: {e}")))?
+    } else {
+        vkey.to_string()
+    };
+    let verifier = NoteVerifier::parse(vkey_text.lines().next().unwrap_or(""))
+        .map_err(|e| usage(format!("bad --vkey: {e}")))?;
+    let text =
+        std::fs::read(file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+    let event_bytes = match event {
+        Some(p) => {
+            Some(std::fs::read(p).map_err(|e| usage(format!("cannot read {}: {e}", p.display())))?)
+        }
+        None => None,
+    };
+    let text = String::from_utf8(text).map_err(|_| Exit {
+        code: 1,
+        message: "INVALID: the proof is not UTF-8 text".into(),
+    })?;
+    match verify_proof(&text, &verifier, event_bytes.as_deref()) {
+        Ok(v) => {
+            println!(
+                "OK: receipt {} of log {} ({} for event {:?} of agent {:?}) is in the checkpoint of size {}",
+                v.body.index, v.body.log, v.body.verdict, v.body.event_id, v.body.agent_id, v.checkpoint.size
+            );
+            Ok(())
+        }
+        Err(e) => Err(Exit {
+            code: 1,
+            message: format!("INVALID: {e}"),
+        }),
+    }
+}
+
+fn keygen(agent: &str, kid: Option<String>, out: Option<PathBuf>) -> anyhow::Result<()> {
+    if agent.is_empty() || agent == crate::event::PIPELINE_AGENT {
+        bail!("--agent must name an agent other than \"vigil\" (reserved for the pipeline)");
+    }
+    let kid =
+        kid.unwrap_or_else(|| format!("{agent}#{}", &Timestamp::now().to_rfc3339_millis()[..7]));
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("{agent}.key.jwk")));
+    let key = crate::event::signature::generate_key().context("cannot generate a key")?;
+    let jwk = PrivateJwk {
+        kid,
+        agent_id: Some(agent.to_string()),
+        key,
+    };
+    crate::store::fsutil::create_new_durably(&out, jwk.to_json().as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {} (it must not exist yet)", out.display()))?;
+    eprintln!(
+        "vigil: wrote the private key to {} (mode 0600; keep it secret)",
+        out.display()
+    );
+    println!("{}", serde_json::to_string(&jwk.public_jwk())?);
+    Ok(())
+}
+
+fn sign_command(key_path: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read(key_path).with_context(|| format!("cannot read {}", key_path.display()))?;
+    let key = PrivateJwk::parse(&text)
+        .map_err(|e| anyhow!("{} is not a private key: {e}", key_path.display()))?;
+    let mut input = Vec::new();
+    std::io::stdin().read_to_end(&mut input)?;
+    let value = json::parse(&input).map_err(|e| anyhow!("stdin is not an I-JSON event: {e}"))?;
+    let Some(mut members) = value.into_members() else {
+        bail!("stdin must hold one JSON object (the event)")
+    };
+    if members.iter().any(|(k, _)| k == "signature") {
+        bail!("the event already has a signature; remove it to sign again");
+    }
+    let has = |members: &[(String, Value)], k: &str| members.iter().any(|(m, _)| m == k);
+    if let Some(agent) = &key.agent_id {
+        match members.iter().find(|(k, _)| k == "agent_id") {
+            Some((_, Value::String(a))) if a != agent => {
+                bail!("the event's agent_id {a:?} is not the key's agent {agent:?}")
+            }
+            Some(_) => {}
+            None => members.push(("agent_id".into(), Value::String(agent.clone()))),
+        }
+    }
+    let defaults = [
+        ("spec", EVENT_SPEC.to_string()),
+        ("event_id", uuid::Uuid::now_v7().to_string()),
+        ("occurred_at", Timestamp::now().to_rfc3339_millis()),
+        ("key_id", key.kid.clone()),
+    ];
+    for (k, v) in defaults {
+        if !has(&members, k) {
+            members.push((k.into(), Value::String(v)));
+        }
+    }
+    let canonical = json::Canonical::of_object(&members, "signature");
+    members.push((
+        "signature".into(),
+        Value::String(b64url(&sign(&key.key, &canonical.without))),
+    ));
+    let mut out = Vec::new();
+    json::write_jcs(&Value::Object(members), &mut out);
+    out.push(b'\n');
+    std::io::stdout().write_all(&out)?;
+    Ok(())
+}
+
+/// The settings `vigil serve` runs with, after file and flags are merged.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// The merged configuration.
+    pub config: Config,
+    /// The pipeline's configuration.
+    pub pipeline: PipelineConfig,
+}
+
+/// Merges a configuration file (if any) and flags, and checks them.
+pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
+    let mut config = match &args.config {
+        Some(p) => Config::load(p).map_err(|e| anyhow!(e))?,
+        None => Config::default(),
+    };
+    if let Some(d) = &args.data {
+        config.server.data = d.clone();
+    }
+    if let Some(l) = &args.listen {
+        config.server.listen = l.clone();
+    }
+    if !args.keys.is_empty() {
+        config.keys.jwks = args.keys.clone();
+    }
+    if let Some(o) = &args.origin {
+        config.server.origin = Some(o.clone());
+    }
+    if let Some(k) = &args.log_key {
+        config.server.log_key_file = Some(k.clone());
+    }
+    if args.kafka_brokers.is_some()
+        || args.kafka_topic.is_some()
+        || args.kafka_group.is_some()
+        || config.kafka.is_some()
+    {
+        bail!("Kafka ingestion is not part of this build yet: remove [kafka] and the --kafka-* flags, and send events over HTTP or HEC");
+    }
+    config.validate().map_err(|e| anyhow!(e))?;
+    if let Some(o) = &config.server.origin {
+        check_origin(o).map_err(|e| anyhow!("--origin: {e}"))?;
+    }
+    for (name, section) in [
+        ("ciba", &config.ciba),
+        ("vault", &config.vault),
+        ("oidc", &config.oidc),
+    ] {
+        if section.is_some() {
+            tracing::warn!(
+                section = name,
+                "This section is read but not used yet: its capability is not part of this build"
+            );
+        }
+    }
+    let mut pipeline = PipelineConfig::new(config.server.data.clone());
+    pipeline.origin = config.server.origin.clone();
+    pipeline.log_key_file = config.server.log_key_file.clone();
+    pipeline.jwks = config.keys.jwks.clone();
+    pipeline.rules = TimeRules {
+        revocation_grace_s: config.server.revocation_grace_s,
+        max_clock_skew_s: config.server.max_clock_skew_s,
+    };
+    pipeline.checkpoint_interval = Duration::from_millis(config.server.checkpoint_interval_ms);
+    pipeline.quarantine_max_entries = config.server.quarantine_max_entries;
+    Ok(ServeSettings { config, pipeline })
+}
+
+fn configured_tokens(config: &Config) -> anyhow::Result<Tokens> {
+    let mut entries = Vec::new();
+    for t in &config.tokens {
+        let digest: [u8; 32] = match (&t.sha256, &t.token, &t.token_file) {
+            (Some(h), _, _) => hex::decode(h)?
+                .try_into()
+                .map_err(|_| anyhow!("token {:?}: bad sha256", t.name))?,
+            (_, Some(tok), _) => crate::event::sha256(tok.as_bytes()),
+            (_, _, Some(f)) => {
+                let tok = std::fs::read_to_string(f)
+                    .with_context(|| format!("token {:?}: cannot read {}", t.name, f.display()))?;
+                crate::event::sha256(tok.trim().as_bytes())
+            }
+            _ => bail!("token {:?} has no secret", t.name),
+        };
+        let roles = t
+            .roles
+            .iter()
+            .map(|r| Role::parse(r).ok_or_else(|| anyhow!("unknown role {r:?}")))
+            .collect::<Result<_, _>>()?;
+        entries.push(TokenEntry {
+            name: t.name.clone(),
+            digest,
+            roles,
+        });
+    }
+    Ok(Tokens::new(entries))
+}
+
+fn serve_command(args: ServeArgs) -> Result<(), Exit> {
+    crate::telemetry::init_logging("info");
+    let settings = serve_settings(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let server = Server::start(settings).await?;
+        server.run_until_signal().await
+    })?;
+    Ok(())
+}
+
+/// A running server: the pipeline plus its HTTP listeners.
+pub struct Server {
+    /// The pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// The address the API listens on.
+    pub addr: SocketAddr,
+    listener: Option<tokio::net::TcpListener>,
+    state: AppState,
+    metrics_listen: Option<String>,
+}
+
+impl Server {
+    /// Opens the pipeline and binds the listener (nothing served yet).
+    pub async fn start(settings: ServeSettings) -> anyhow::Result<Server> {
+        let listen: SocketAddr = settings
+            .config
+            .server
+            .listen
+            .parse()
+            .context("bad listen address")?;
+        let mut tokens = configured_tokens(&settings.config)?;
+        if tokens.is_empty() && !listen.ip().is_loopback() {
+            bail!(
+                "no token is configured, so vigil refuses to listen on the non-loopback address {listen}; \
+                 configure [[tokens]] or listen on 127.0.0.1"
+            );
+        }
+        let pipeline = Pipeline::open(&settings.pipeline).map_err(|e| anyhow!("{e}"))?;
+        let data = pipeline.data_dir().root.clone();
+        if tokens.is_empty() {
+            let (token, created) = pipeline
+                .data_dir()
+                .admin_token()
+                .map_err(|e| anyhow!("{e}"))?;
+            let path = data.join("admin.token");
+            if created {
+                tracing::info!(path = %path.display(), "No tokens are configured: wrote a generated admin token (all roles) to this file");
+            } else {
+                tracing::info!(path = %path.display(), "No tokens are configured: using the admin token in this file");
+            }
+            tokens = Tokens::admin(&token);
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        crate::store::fsutil::write_file_durably(
+            &data.join("listen.addr"),
+            format!("{addr}\n").as_bytes(),
+            0o644,
+        )
+        .context("cannot write listen.addr")?;
+        let pipeline = Arc::new(pipeline);
+        let state = AppState {
+            pipeline: pipeline.clone(),
+            tokens: Arc::new(tokens),
+            max_body_bytes: settings.config.server.max_body_bytes,
+        };
+        let keys = pipeline.clone();
+        tokio::spawn(async move { watch_keys(keys).await });
+        Ok(Server {
+            pipeline,
+            addr,
+            listener: Some(listener),
+            state,
+            metrics_listen: settings.config.server.metrics_listen.clone(),
+        })
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains: stops taking requests,
+    /// answers those in flight, writes a last checkpoint.
+    pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler installs");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!(
+                "Shutting down: answering requests in flight, then writing a last checkpoint"
+            );
+        };
+        self.run(shutdown).await
+    }
+
+    /// Serves until `shutdown` completes, then drains as above.
+    pub async fn run(
+        &mut self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        if let Some(m) = &self.metrics_listen {
+            let l = tokio::net::TcpListener::bind(m)
+                .await
+                .with_context(|| format!("cannot listen on metrics_listen {m}"))?;
+            tokio::spawn(async move { axum::serve(l, api::metrics_router()).await });
+        }
+        let listener = self
+            .listener
+            .take()
+            .ok_or_else(|| anyhow!("the server already ran"))?;
+        tracing::info!(addr = %self.addr, log_size = self.pipeline.size(), "Vigil is serving");
+        api::serve(listener, api::router(self.state.clone()), shutdown).await?;
+        self.pipeline.shutdown().await;
+        tracing::info!("Stopped cleanly");
+        Ok(())
+    }
+}
+
+async fn watch_keys(pipeline: Arc<Pipeline>) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot watch SIGHUP; keys reload on file change only");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => tracing::info!("SIGHUP: reloading agent keys"),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        let p = pipeline.clone();
+        let report = tokio::task::spawn_blocking(move || p.keys().reload())
+            .await
+            .unwrap_or_default();
+        for line in report {
+            if line.contains("refused") || line.contains("cannot") {
+                tracing::warn!("{line}");
+            } else {
+                tracing::info!("{line}");
+            }
+        }
+        let m = crate::telemetry::metrics();
+        m.keys_refused_total.store(
+            pipeline.keys().refused_total(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        m.keys_loaded.store(
+            pipeline.keys().current().key_count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}

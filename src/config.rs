@@ -1,0 +1,253 @@
+//! The TOML configuration (contract section 9), with defaults and checks.
+//!
+//! Every table refuses unknown keys so that a typo is an error at start,
+//! not a silently ignored setting. Secrets may be given inline or as a
+//! `*_file` path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listening, storage and limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Bearer tokens and their roles.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Agent key sources.
+    #[serde(default)]
+    pub keys: KeysConfig,
+    /// Kafka ingestion (absent = none).
+    pub kafka: Option<KafkaConfig>,
+    /// OpenID provider for CIBA step-up (used by the response capability).
+    pub ciba: Option<toml::Table>,
+    /// Vault lease revocation (used by the response capability).
+    pub vault: Option<toml::Table>,
+    /// OIDC bearer tokens (used by a later capability).
+    pub oidc: Option<toml::Table>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Data directory.
+    pub data: PathBuf,
+    /// The log's origin, fixed when the log is created.
+    pub origin: Option<String>,
+    /// The log key as a private JWK file (else `DIR/log.key`).
+    pub log_key_file: Option<PathBuf>,
+    /// Largest request body, bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// How far `occurred_at` may be ahead of the receipt time.
+    pub max_clock_skew_s: u64,
+    /// How long events signed by a revoked key are still taken.
+    pub revocation_grace_s: u64,
+    /// A separate address serving `/metrics` without a token.
+    pub metrics_listen: Option<String>,
+    /// Bound of the quarantine.
+    pub quarantine_max_entries: u64,
+    /// Longest time between checkpoints while the log grows.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:7070".into(),
+            data: PathBuf::from("./vigil-data"),
+            origin: None,
+            log_key_file: None,
+            max_body_bytes: 10 * 1024 * 1024,
+            max_clock_skew_s: 300,
+            revocation_grace_s: 3600,
+            metrics_listen: None,
+            quarantine_max_entries: 10_000,
+            checkpoint_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[[tokens]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs.
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub sha256: Option<String>,
+    /// The token itself.
+    pub token: Option<String>,
+    /// A file holding the token.
+    pub token_file: Option<PathBuf>,
+    /// Roles granted: ingest, audit, soc, posture, metrics, admin.
+    pub roles: Vec<String>,
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// JWKS files (or URLs).
+    pub jwks: Vec<String>,
+    /// How often URLs are polled, seconds.
+    pub poll_s: u64,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            jwks: Vec::new(),
+            poll_s: 60,
+        }
+    }
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers.
+    pub brokers: String,
+    /// Topic to consume.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Consumer group.
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// librdkafka properties passed through.
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+fn default_topic() -> String {
+    "agent-events".into()
+}
+
+fn default_group() -> String {
+    "vigil".into()
+}
+
+/// The roles a token can grant.
+pub const ROLES: [&str; 6] = ["ingest", "audit", "soc", "posture", "metrics", "admin"];
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the configuration {}: {e}", path.display()))?;
+        let cfg: Config = toml::from_str(&text)
+            .map_err(|e| format!("the configuration {} is invalid: {e}", path.display()))?;
+        cfg.validate()
+            .map_err(|e| format!("the configuration {} is invalid: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Cross-field checks.
+    pub fn validate(&self) -> Result<(), String> {
+        self.server.listen.parse::<SocketAddr>().map_err(|_| {
+            format!(
+                "[server] listen {:?} is not an address like 127.0.0.1:7070",
+                self.server.listen
+            )
+        })?;
+        if let Some(m) = &self.server.metrics_listen {
+            m.parse::<SocketAddr>().map_err(|_| {
+                format!("[server] metrics_listen {m:?} is not an address like 127.0.0.1:9464")
+            })?;
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(format!(
+                "[server] max_body_bytes {} is too small; use at least 1024",
+                self.server.max_body_bytes
+            ));
+        }
+        if self.server.checkpoint_interval_ms == 0 || self.server.checkpoint_interval_ms > 1000 {
+            return Err("[server] checkpoint_interval_ms must be 1 to 1000 (the contract asks for a checkpoint at least every second)".into());
+        }
+        for t in &self.tokens {
+            let given = [
+                t.sha256.is_some(),
+                t.token.is_some(),
+                t.token_file.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if given != 1 {
+                return Err(format!(
+                    "token {:?} must have exactly one of sha256, token or token_file",
+                    t.name
+                ));
+            }
+            if let Some(h) = &t.sha256 {
+                if h.len() != 64 || hex::decode(h).is_err() {
+                    return Err(format!("token {:?}: sha256 must be 64 hex digits", t.name));
+                }
+            }
+            if t.roles.is_empty() {
+                return Err(format!("token {:?} grants no roles", t.name));
+            }
+            if let Some(r) = t.roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
+                return Err(format!(
+                    "token {:?}: unknown role {r:?}; roles are {}",
+                    t.name,
+                    ROLES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_contract_example_and_refuses_typos() {
+        let cfg: Config = toml::from_str(
+            r#"
+[server]
+listen = "127.0.0.1:7070"
+data = "./vigil-data"
+origin = "vigil.example/prod/shard-0"
+max_body_bytes = 10485760
+max_clock_skew_s = 300
+revocation_grace_s = 3600
+[[tokens]]
+name = "siem"
+sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+roles = ["ingest"]
+[keys]
+jwks = ["keys/agents.jwks.json"]
+poll_s = 60
+[kafka]
+brokers = "127.0.0.1:9092"
+topic = "agent-events"
+group = "vigil"
+[kafka.librdkafka]
+"security.protocol" = "SASL_SSL"
+[ciba]
+issuer = "https://idp.example"
+client_id = "vigil"
+client_secret = "..."
+"#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(
+            cfg.kafka.unwrap().librdkafka["security.protocol"],
+            "SASL_SSL"
+        );
+        assert!(toml::from_str::<Config>("[server]\nlisten_addr = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,458 @@
+//! `vigil bench ingest`: the load generator.
+//!
+//! It measures this machine's strict Ed25519 verification rate (1 and N
+//! threads), signs a corpus before any timing starts (signing costs as much
+//! as verifying), starts `vigil serve` as a child process on a fresh data
+//! directory, then drives `POST /v1/events` with NDJSON batches twice: as
+//! fast as it can (throughput) and at a fixed rate (acknowledgement
+//! latency, measured from each batch's scheduled send time so queueing
+//! counts). It reports events/s, p50/p99 latency, and the CPU time used by
+//! the server and by itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Args;
+use ed25519_dalek::SigningKey;
+use rayon::prelude::*;
+
+use crate::client::Client;
+use crate::event::signature::{b64url, sign, verify};
+use crate::json::{self, Value};
+use crate::keys::private::PrivateJwk;
+use crate::time::Timestamp;
+
+/// `vigil bench ingest` options.
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Events in the throughput phase.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Events per NDJSON batch in the throughput phase.
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Concurrent connections in the throughput phase.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Events per second in the latency phase.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: usize,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 10)]
+    pub latency_seconds: u64,
+    /// Distinct simulated agents.
+    #[arg(long, default_value_t = 64)]
+    pub agents: usize,
+    /// Keep the server's data directory here (default: a temporary one).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU seconds (user + system) used so far by a process.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / clock_ticks_per_second()
+}
+
+/// Strict verifications per second with `threads` threads for ~1 s.
+fn verify_rate(threads: usize) -> f64 {
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let public = key.verifying_key();
+    let msgs: Vec<(Vec<u8>, [u8; 64])> = (0..256u32)
+        .map(|i| {
+            let mut m = vec![b'x'; 600];
+            m[..4].copy_from_slice(&i.to_le_bytes());
+            let s = sign(&key, &m);
+            (m, s)
+        })
+        .collect();
+    let msgs = Arc::new(msgs);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let msgs = msgs.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_millis(1000) {
+                    for (m, s) in msgs.iter().take(64) {
+                        assert!(verify(&public, m, s), "a signature made here verifies");
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = handles
+        .into_iter()
+        .map(|h| h.join().expect("a verify thread finishes"))
+        .sum();
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn make_event(key: &PrivateJwk, i: usize, now: &str) -> Vec<u8> {
+    let members = vec![
+        (
+            "spec".to_string(),
+            Value::String(crate::event::EVENT_SPEC.into()),
+        ),
+        (
+            "event_id".into(),
+            Value::String(format!("bench-{i:09}-{}", uuid::Uuid::now_v7())),
+        ),
+        ("occurred_at".into(), Value::String(now.to_string())),
+        (
+            "agent_id".into(),
+            Value::String(key.agent_id.clone().unwrap_or_default()),
+        ),
+        ("key_id".into(), Value::String(key.kid.clone())),
+        (
+            "correlation_id".into(),
+            Value::String(format!("bench-corr-{}", i / 10)),
+        ),
+        (
+            "action".into(),
+            Value::String(["db.query", "llm.chat", "hris.lookup_employee"][i % 3].into()),
+        ),
+        (
+            "principal".into(),
+            Value::String(format!("user{}@corp.example", i % 500)),
+        ),
+        (
+            "resource".into(),
+            Value::String(format!("postgres://analytics/table_{}", i % 97)),
+        ),
+        (
+            "session_id".into(),
+            Value::String(format!("sess-{}", i / 50)),
+        ),
+        ("source_ip".into(), Value::String("10.1.2.3".into())),
+        ("records".into(), Value::Number((i % 1000) as f64)),
+        (
+            "justification".into(),
+            Value::String("scheduled report for the finance team, ticket FIN-2231".into()),
+        ),
+    ];
+    let c = json::Canonical::of_object(&members, "signature");
+    let mut members = members;
+    members.push((
+        "signature".into(),
+        Value::String(b64url(&sign(&key.key, &c.without))),
+    ));
+    let mut out = Vec::new();
+    json::write_jcs(&Value::Object(members), &mut out);
+    out
+}
+
+fn batches(events: &[Vec<u8>], size: usize) -> Vec<Bytes> {
+    events
+        .chunks(size)
+        .map(|chunk| {
+            let mut body = Vec::with_capacity(chunk.len() * 700);
+            for e in chunk {
+                body.extend_from_slice(e);
+                body.push(b'\n');
+            }
+            Bytes::from(body)
+        })
+        .collect()
+}
+
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    token: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(data: &Path, jwks: &Path) -> anyhow::Result<ServerProcess> {
+    let exe = std::env::current_exe()?;
+    let child = Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .arg("--keys")
+        .arg(jwks)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .context("cannot start vigil serve")?;
+    let addr_file = data.join("listen.addr");
+    let start = Instant::now();
+    while !addr_file.exists() {
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("vigil serve did not start within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let addr = std::fs::read_to_string(&addr_file)?.trim().parse()?;
+    let token = std::fs::read_to_string(data.join("admin.token"))?
+        .trim()
+        .to_string();
+    Ok(ServerProcess { child, addr, token })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Runs the benchmark and prints its report.
+pub fn run(args: LoadArgs) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    println!("vigil bench ingest: {cores} cores");
+    let v1 = verify_rate(1);
+    let vn = verify_rate(cores);
+    println!("strict Ed25519 verification (verify_strict, 600-byte messages): {v1:.0}/s on 1 thread, {vn:.0}/s on {cores} threads");
+    let tmp;
+    let data = match &args.data {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::Builder::new().prefix("vigil-bench-").tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let keys: Vec<PrivateJwk> = (0..args.agents)
+        .map(|i| PrivateJwk {
+            kid: format!("bench-agent-{i}#1"),
+            agent_id: Some(format!("bench-agent-{i}")),
+            key: SigningKey::from_bytes(&[(i % 250) as u8 + 1; 32]),
+        })
+        .collect();
+    let jwks: Vec<serde_json::Value> = keys.iter().map(|k| k.public_jwk()).collect();
+    let jwks_path = data.join("bench.jwks.json");
+    std::fs::create_dir_all(&data)?;
+    std::fs::write(
+        &jwks_path,
+        serde_json::to_vec(&serde_json::json!({ "keys": jwks }))?,
+    )?;
+    let latency_events = args.rate * args.latency_seconds as usize;
+    let total = args.events + latency_events;
+    let sign_start = Instant::now();
+    let now = Timestamp::now().to_rfc3339_millis();
+    let corpus: Vec<Vec<u8>> = (0..total)
+        .into_par_iter()
+        .map(|i| make_event(&keys[i % keys.len()], i, &now))
+        .collect();
+    let mean_size = corpus.iter().map(Vec::len).sum::<usize>() / corpus.len().max(1);
+    println!(
+        "signed a corpus of {total} events (mean {mean_size} bytes) in {:.1} s, before any timing",
+        sign_start.elapsed().as_secs_f64()
+    );
+    let (throughput_events, latency_corpus) = corpus.split_at(args.events);
+    let throughput_batches = batches(throughput_events, args.batch);
+    let per_tick = (args.rate / 100).max(1);
+    let latency_batches = batches(latency_corpus, per_tick);
+    let server = start_server(&data, &jwks_path)?;
+    let server_pid = server.child.id().to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let self_cpu0 = cpu_seconds("self");
+    let srv_cpu0 = cpu_seconds(&server_pid);
+    let (elapsed, lat) = rt.block_on(throughput(
+        server.addr,
+        &server.token,
+        throughput_batches,
+        args.connections,
+        args.batch,
+    ))?;
+    let srv_cpu1 = cpu_seconds(&server_pid);
+    let self_cpu1 = cpu_seconds("self");
+    let rate = args.events as f64 / elapsed;
+    println!();
+    println!(
+        "## throughput: {} events in batches of {}, {} connections",
+        args.events, args.batch, args.connections
+    );
+    println!(
+        "durable ingest: {rate:.0} events/s ({:.2} of the {cores}-thread strict verification rate)",
+        rate / vn
+    );
+    println!(
+        "batch acknowledgement latency: p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&lat, 0.5) * 1e3,
+        percentile(&lat, 0.99) * 1e3
+    );
+    println!(
+        "CPU: vigil {:.1} s ({:.0}% of {cores} cores), load generator {:.1} s, over {elapsed:.1} s",
+        srv_cpu1 - srv_cpu0,
+        (srv_cpu1 - srv_cpu0) / elapsed / cores as f64 * 100.0,
+        self_cpu1 - self_cpu0
+    );
+    let srv_cpu2 = cpu_seconds(&server_pid);
+    let self_cpu2 = cpu_seconds("self");
+    let (elapsed2, lat2, sent) = rt.block_on(fixed_rate(
+        server.addr,
+        &server.token,
+        latency_batches,
+        per_tick,
+    ))?;
+    let srv_cpu3 = cpu_seconds(&server_pid);
+    let self_cpu3 = cpu_seconds("self");
+    println!();
+    println!(
+        "## latency: {} events/s for {} s in batches of {per_tick} (100 batches/s)",
+        args.rate, args.latency_seconds
+    );
+    println!("achieved {:.0} events/s; acknowledgement latency from scheduled send: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        sent as f64 / elapsed2, percentile(&lat2, 0.5) * 1e3, percentile(&lat2, 0.99) * 1e3, lat2.last().copied().unwrap_or(0.0) * 1e3);
+    println!(
+        "CPU: vigil {:.1} s, load generator {:.1} s, over {elapsed2:.1} s",
+        srv_cpu3 - srv_cpu2,
+        self_cpu3 - self_cpu2
+    );
+    drop(server);
+    Ok(())
+}
+
+async fn post_checked(client: &mut Client, body: Bytes, expect: usize) -> anyhow::Result<()> {
+    let (status, answer) = client
+        .send("POST", "/v1/events", Some("application/x-ndjson"), body)
+        .await?;
+    if status != 200 {
+        bail!(
+            "the server answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let a: serde_json::Value = serde_json::from_slice(&answer)?;
+    if a["accepted"].as_u64() != Some(expect as u64) {
+        bail!(
+            "a batch of {expect} was not all accepted: {}",
+            &String::from_utf8_lossy(&answer)[..300.min(answer.len())]
+        );
+    }
+    Ok(())
+}
+
+async fn throughput(
+    addr: SocketAddr,
+    token: &str,
+    batches: Vec<Bytes>,
+    connections: usize,
+    batch: usize,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    let batches = Arc::new(batches);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (batches, next, token) = (batches.clone(), next.clone(), token.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr, &token).await?;
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = batches.get(i) else { break };
+                let expect = body.iter().filter(|&&b| b == b'\n').count().min(batch);
+                let t = Instant::now();
+                post_checked(&mut client, body.clone(), expect).await?;
+                lat.push(t.elapsed().as_secs_f64());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    Ok((elapsed, lat))
+}
+
+async fn fixed_rate(
+    addr: SocketAddr,
+    token: &str,
+    batches: Vec<Bytes>,
+    per_tick: usize,
+) -> anyhow::Result<(f64, Vec<f64>, usize)> {
+    let (tx, rx) = async_channel(batches.len());
+    let start = tokio::time::Instant::now();
+    let mut workers = Vec::new();
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..16 {
+        let (rx, token) = (rx.clone(), token.to_string());
+        workers.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr, &token).await?;
+            let mut lat = Vec::new();
+            loop {
+                let job = rx.lock().await.recv().await;
+                let Some((scheduled, body)) = job else { break };
+                let expect = per_tick;
+                post_checked(&mut client, body, expect).await?;
+                lat.push(scheduled_elapsed(scheduled));
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let n = batches.len();
+    for (k, body) in batches.into_iter().enumerate() {
+        let at = start + Duration::from_millis(10 * k as u64);
+        tokio::time::sleep_until(at).await;
+        tx.send((at, body))
+            .await
+            .map_err(|_| anyhow::anyhow!("latency workers stopped early"))?;
+    }
+    drop(tx);
+    let mut lat = Vec::new();
+    for w in workers {
+        lat.extend(w.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    Ok((elapsed, lat, n * per_tick))
+}
+
+fn scheduled_elapsed(at: tokio::time::Instant) -> f64 {
+    at.elapsed().as_secs_f64()
+}
+
+type Job = (tokio::time::Instant, Bytes);
+
+fn async_channel(
+    cap: usize,
+) -> (
+    tokio::sync::mpsc::Sender<Job>,
+    tokio::sync::mpsc::Receiver<Job>,
+) {
+    tokio::sync::mpsc::channel(cap.max(1))
+}
