@@ -1,0 +1,6 @@
+//! Vigil's outside-in tests: the real binary, real HTTP, real files.
+//! One test binary, one module per area.
+
+mod util;
+
+mod vectors;
