@@ -1,1 +1,142 @@
-fn main() {}
+//! Criterion benchmarks of the verify-canonicalise-append path.
+//!
+//! - `judge/one_event`: parse (I-JSON), JCS twice, SHA-256 twice, schema,
+//!   key lookup, strict Ed25519: the per-event CPU cost.
+//! - `canonicalise/one_event`: parse and JCS only.
+//! - `pipeline/batch_1000`: a batch of 1000 pre-signed events through the
+//!   whole pipeline (parallel judging, sequencing, append, fdatasync) into
+//!   a temporary data directory. Events are signed before timing starts.
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ed25519_dalek::SigningKey;
+use vigil::event::signature::{b64url, sign};
+use vigil::json::{self, Value};
+use vigil::keys::private::PrivateJwk;
+use vigil::keys::{parse_jwks, KeySet, TimeRules};
+use vigil::pipeline::judge::judge;
+use vigil::pipeline::{Item, Pipeline, PipelineConfig};
+use vigil::time::Timestamp;
+
+fn key() -> PrivateJwk {
+    PrivateJwk {
+        kid: "bench#1".into(),
+        agent_id: Some("bench-agent".into()),
+        key: SigningKey::from_bytes(&[42; 32]),
+    }
+}
+
+fn event(k: &PrivateJwk, i: u64) -> Vec<u8> {
+    let members = vec![
+        ("spec".to_string(), Value::String("vigil.event/v1".into())),
+        (
+            "event_id".into(),
+            Value::String(format!("bench-{i}-{}", uuid::Uuid::now_v7())),
+        ),
+        (
+            "occurred_at".into(),
+            Value::String(Timestamp::now().to_rfc3339_millis()),
+        ),
+        ("agent_id".into(), Value::String("bench-agent".into())),
+        ("key_id".into(), Value::String(k.kid.clone())),
+        (
+            "correlation_id".into(),
+            Value::String(format!("corr-{}", i / 10)),
+        ),
+        ("action".into(), Value::String("db.query".into())),
+        (
+            "principal".into(),
+            Value::String("user@corp.example".into()),
+        ),
+        (
+            "resource".into(),
+            Value::String(format!("postgres://analytics/table_{}", i % 97)),
+        ),
+        ("records".into(), Value::Number((i % 1000) as f64)),
+        (
+            "justification".into(),
+            Value::String("scheduled report for the finance team, ticket FIN-2231".into()),
+        ),
+    ];
+    let c = json::Canonical::of_object(&members, "signature");
+    let mut members = members;
+    members.push((
+        "signature".into(),
+        Value::String(b64url(&sign(&k.key, &c.without))),
+    ));
+    let mut out = Vec::new();
+    json::write_jcs(&Value::Object(members), &mut out);
+    out
+}
+
+fn jwks(k: &PrivateJwk) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "keys": [k.public_jwk()] })).unwrap()
+}
+
+fn bench_judge(c: &mut Criterion) {
+    let k = key();
+    let set = KeySet::merge([&parse_jwks(&jwks(&k)).unwrap()]).unwrap();
+    let raw = event(&k, 1);
+    let rules = TimeRules::default();
+    let mut g = c.benchmark_group("judge");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("one_event", |b| {
+        b.iter(|| judge(&raw, &set, &rules, Timestamp::now()))
+    });
+    g.finish();
+    let mut g = c.benchmark_group("canonicalise");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("one_event", |b| {
+        b.iter(|| vigil::event::Event::parse(&raw).unwrap());
+    });
+    g.finish();
+}
+
+fn bench_pipeline(c: &mut Criterion) {
+    let k = key();
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_path = dir.path().join("keys.json");
+    std::fs::write(&jwks_path, jwks(&k)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut cfg = PipelineConfig::new(dir.path().join("data"));
+    cfg.jwks = vec![jwks_path.display().to_string()];
+    let pipeline = rt.block_on(async { Pipeline::open(&cfg) }).unwrap();
+    let mut counter = 0u64;
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(1000));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("batch_1000", |b| {
+        b.iter_custom(|iters| {
+            let batches: Vec<Vec<Item>> = (0..iters)
+                .map(|_| {
+                    (0..1000)
+                        .map(|_| {
+                            counter += 1;
+                            Item::new(bytes::Bytes::from(event(&k, counter)), "bench")
+                        })
+                        .collect()
+                })
+                .collect();
+            let start = Instant::now();
+            rt.block_on(async {
+                for batch in batches {
+                    let results = pipeline.ingest(batch).await.unwrap();
+                    assert!(results
+                        .iter()
+                        .all(|r| r.status == vigil::pipeline::Status::Accepted));
+                }
+            });
+            start.elapsed()
+        })
+    });
+    g.finish();
+    rt.block_on(pipeline.shutdown());
+}
+
+criterion_group!(benches, bench_judge, bench_pipeline);
+criterion_main!(benches);

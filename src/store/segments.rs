@@ -287,7 +287,7 @@ impl SegmentWriter {
                 reader,
             });
         };
-        let active = OpenOptions::new().write(true).open(last)?;
+        let active = OpenOptions::new().append(true).open(last)?;
         let len = active_len.expect("a length is given with existing segments");
         if active.metadata()?.len() != len {
             active.set_len(len)?;

@@ -3,4 +3,7 @@
 
 mod util;
 
+mod cli;
+mod interop;
+mod schemas;
 mod vectors;
