@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every Vigil test, installing what the tests need first:
-# Debian's strace (the fsync-before-acknowledgement trace) and Python's
+# Debian's strace (the fsync-before-acknowledgement trace), Python's
 # cryptography, rfc8785 and jsonschema (the independent signer and the
-# schema checks).
+# schema checks), and the Kafka-protocol broker tansu (built with cargo
+# once, about 10 minutes, then reused from ~/.cargo/bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,11 @@ fi
 if ! python3 -c 'import cryptography, rfc8785, jsonschema' >/dev/null 2>&1; then
   echo "test.sh: installing Python test packages (tests/py/requirements.txt)"
   python3 -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
+fi
+
+if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ] && [ -z "${TANSU_BIN:-}" ]; then
+  echo "test.sh: installing the tansu broker (cargo install tansu --features dynostore; about 10 minutes, once)"
+  cargo install tansu --features dynostore --locked --quiet
 fi
 
 cargo test --all-targets "$@"

@@ -57,11 +57,13 @@ enum Command {
         #[arg(long)]
         key: PathBuf,
     },
-    /// Re-check a whole log offline; exit 0 valid, 1 invalid, 2 error.
+    /// Re-check logs offline; exit 0 valid, 1 invalid, 2 error. Given several
+    /// logs (instances of one consumer group), also reports events that more
+    /// than one of them receipted.
     Verify {
-        /// The data directory.
-        #[arg(long)]
-        data: PathBuf,
+        /// A data directory (repeatable).
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
         /// Agent keys (JWKS), in addition to the snapshot in the directory.
         #[arg(long)]
         keys: Vec<PathBuf>,
@@ -182,40 +184,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
             checkpoint,
             vkey,
             quiet,
-        } => {
-            let opts = VerifyOptions {
-                data,
-                keys,
-                checkpoint,
-                vkey,
-                progress: !quiet,
-            };
-            match verify_log(&opts) {
-                Ok(r) => {
-                    for w in &r.warnings {
-                        eprintln!("vigil verify: note: {w}");
-                    }
-                    println!(
-                        "OK: {} receipts ({} accepted, {} rejected), hash chain intact, {} checkpoints verified (latest size {}), root {}",
-                        r.records,
-                        r.accepted,
-                        r.rejected,
-                        r.checkpoints,
-                        r.latest_size,
-                        hex::encode(r.root)
-                    );
-                    Ok(())
-                }
-                Err(e @ VerifyError::Invalid { .. }) => Err(Exit {
-                    code: 1,
-                    message: e.to_string(),
-                }),
-                Err(VerifyError::Usage(m)) => Err(Exit {
-                    code: 2,
-                    message: m,
-                }),
-            }
-        }
+        } => verify_command(data, keys, checkpoint, vkey, quiet),
         Command::VerifyProof { file, vkey, event } => {
             verify_proof_command(&file, &vkey, event.as_deref())
         }
@@ -236,6 +205,89 @@ fn run(cli: Cli) -> Result<(), Exit> {
             what: BenchCommand::Ingest(args),
         } => crate::loadgen::run(args).map_err(Exit::from),
     }
+}
+
+fn verify_command(
+    data: Vec<PathBuf>,
+    keys: Vec<PathBuf>,
+    checkpoint: Option<PathBuf>,
+    vkey: Option<String>,
+    quiet: bool,
+) -> Result<(), Exit> {
+    if data.len() > 1 && (checkpoint.is_some() || vkey.is_some()) {
+        return Err(Exit {
+            code: 2,
+            message:
+                "--checkpoint and --vkey apply to one log; verify logs one at a time to use them"
+                    .into(),
+        });
+    }
+    let mut reports = Vec::new();
+    for dir in &data {
+        let opts = VerifyOptions {
+            data: dir.clone(),
+            keys: keys.clone(),
+            checkpoint: checkpoint.clone(),
+            vkey: vkey.clone(),
+            progress: !quiet,
+            collect_accepted: data.len() > 1,
+        };
+        match verify_log(&opts) {
+            Ok(r) => {
+                for w in &r.warnings {
+                    eprintln!("vigil verify: note: {}: {w}", dir.display());
+                }
+                println!(
+                    "OK: {}: {} receipts ({} accepted, {} rejected), hash chain intact, {} checkpoints verified (latest size {}), root {}",
+                    dir.display(),
+                    r.records,
+                    r.accepted,
+                    r.rejected,
+                    r.checkpoints,
+                    r.latest_size,
+                    hex::encode(r.root)
+                );
+                reports.push((dir.display().to_string(), r));
+            }
+            Err(e @ VerifyError::Invalid { .. }) => {
+                return Err(Exit {
+                    code: 1,
+                    message: format!("{}: {e}", dir.display()),
+                })
+            }
+            Err(VerifyError::Usage(m)) => {
+                return Err(Exit {
+                    code: 2,
+                    message: m,
+                })
+            }
+        }
+    }
+    if reports.len() > 1 {
+        let refs: Vec<(String, &crate::verify::VerifyReport)> =
+            reports.iter().map(|(n, r)| (n.clone(), r)).collect();
+        let dups = crate::verify::cross_log_duplicates(&refs);
+        for d in &dups {
+            let places: Vec<String> = d
+                .places
+                .iter()
+                .map(|(log, i, h)| format!("{log} index {i} (event_hash {h})"))
+                .collect();
+            let kind = if d.same_event() {
+                "cross-log duplicate"
+            } else {
+                "cross-log conflict (different content)"
+            };
+            println!(
+                "{kind}: agent {:?} event {:?} accepted in {}",
+                d.agent_id,
+                d.event_id,
+                places.join(" and ")
+            );
+        }
+        println!("cross-log duplicates: {}", dups.len());
+    }
+    Ok(())
 }
 
 fn verify_proof_command(file: &Path, vkey: &str, event: Option<&Path>) -> Result<(), Exit> {
@@ -377,12 +429,25 @@ pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
     if let Some(k) = &args.log_key {
         config.server.log_key_file = Some(k.clone());
     }
-    if args.kafka_brokers.is_some()
-        || args.kafka_topic.is_some()
-        || args.kafka_group.is_some()
-        || config.kafka.is_some()
-    {
-        bail!("Kafka ingestion is not part of this build yet: remove [kafka] and the --kafka-* flags, and send events over HTTP or HEC");
+    if let Some(brokers) = &args.kafka_brokers {
+        let k = config
+            .kafka
+            .get_or_insert_with(|| crate::config::KafkaConfig::new(brokers));
+        k.brokers = brokers.clone();
+    }
+    if args.kafka_topic.is_some() || args.kafka_group.is_some() {
+        let k = config.kafka.as_mut().ok_or_else(|| {
+            anyhow!("--kafka-topic and --kafka-group need --kafka-brokers or a [kafka] section")
+        })?;
+        if let Some(t) = &args.kafka_topic {
+            k.topic = t.clone();
+        }
+        if let Some(g) = &args.kafka_group {
+            k.group = g.clone();
+        }
+    }
+    if let Some(k) = &config.kafka {
+        crate::ingest::kafka::check_passthrough(k).map_err(|e| anyhow!(e))?;
     }
     config.validate().map_err(|e| anyhow!(e))?;
     if let Some(o) = &config.server.origin {
@@ -465,6 +530,7 @@ pub struct Server {
     listener: Option<tokio::net::TcpListener>,
     state: AppState,
     metrics_listen: Option<String>,
+    kafka: Option<crate::config::KafkaConfig>,
 }
 
 impl Server {
@@ -498,6 +564,9 @@ impl Server {
             }
             tokens = Tokens::admin(&token);
         }
+        // SIGHUP reloads keys; take it over before anyone can know our address.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot handle SIGHUP")?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -509,19 +578,26 @@ impl Server {
         )
         .context("cannot write listen.addr")?;
         let pipeline = Arc::new(pipeline);
+        let kafka_assigned = settings
+            .config
+            .kafka
+            .as_ref()
+            .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)));
         let state = AppState {
             pipeline: pipeline.clone(),
             tokens: Arc::new(tokens),
             max_body_bytes: settings.config.server.max_body_bytes,
+            kafka_assigned,
         };
         let keys = pipeline.clone();
-        tokio::spawn(async move { watch_keys(keys).await });
+        tokio::spawn(async move { watch_keys(keys, hup).await });
         Ok(Server {
             pipeline,
             addr,
             listener: Some(listener),
             state,
             metrics_listen: settings.config.server.metrics_listen.clone(),
+            kafka: settings.config.kafka.clone(),
         })
     }
 
@@ -558,22 +634,42 @@ impl Server {
             .listener
             .take()
             .ok_or_else(|| anyhow!("the server already ran"))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut kafka_task = None;
+        if let Some(k) = &self.kafka {
+            let (consumer, handle) = crate::ingest::kafka::start(k, self.pipeline.clone(), stop_rx)
+                .map_err(|e| anyhow!(e))?;
+            if let Some(flag) = &self.state.kafka_assigned {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    loop {
+                        flag.store(
+                            consumer.assigned.load(std::sync::atomic::Ordering::Relaxed),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                });
+            }
+            tracing::info!(brokers = %k.brokers, topic = %k.topic, group = %k.group, "Consuming from Kafka");
+            kafka_task = Some(handle);
+        }
         tracing::info!(addr = %self.addr, log_size = self.pipeline.size(), "Vigil is serving");
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
         api::serve(listener, api::router(self.state.clone()), shutdown).await?;
+        if let Some(h) = kafka_task {
+            let _ = h.await;
+        }
         self.pipeline.shutdown().await;
         tracing::info!("Stopped cleanly");
         Ok(())
     }
 }
 
-async fn watch_keys(pipeline: Arc<Pipeline>) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "Cannot watch SIGHUP; keys reload on file change only");
-            return;
-        }
-    };
+async fn watch_keys(pipeline: Arc<Pipeline>, mut hup: tokio::signal::unix::Signal) {
     loop {
         tokio::select! {
             _ = hup.recv() => tracing::info!("SIGHUP: reloading agent keys"),

@@ -128,6 +128,18 @@ pub struct KafkaConfig {
     pub librdkafka: BTreeMap<String, String>,
 }
 
+impl KafkaConfig {
+    /// A configuration with defaults for everything but the brokers.
+    pub fn new(brokers: &str) -> KafkaConfig {
+        KafkaConfig {
+            brokers: brokers.into(),
+            topic: default_topic(),
+            group: default_group(),
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
 fn default_topic() -> String {
     "agent-events".into()
 }

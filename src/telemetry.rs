@@ -104,6 +104,16 @@ pub struct Metrics {
     pub keys_refused_total: AtomicU64,
     /// Agent keys in force.
     pub keys_loaded: AtomicU64,
+    /// Kafka messages handed to the pipeline.
+    pub kafka_messages_total: AtomicU64,
+    /// Kafka offset commits requested.
+    pub kafka_commits_total: AtomicU64,
+    /// `.rejected` copies published and acknowledged.
+    pub kafka_rejected_published_total: AtomicU64,
+    /// Messages whose key is not the event's agent_id.
+    pub kafka_key_mismatch_total: AtomicU64,
+    /// Consumer lag (messages) by "topic/partition".
+    pub kafka_lag: std::sync::Mutex<Vec<(String, i64)>>,
     /// Time from a batch's arrival to its answer being ready (all durable).
     pub ingest_ack_seconds: Histogram,
     /// Time of each log fdatasync.
@@ -128,6 +138,11 @@ pub fn metrics() -> &'static Metrics {
         checkpoints_total: AtomicU64::new(0),
         keys_refused_total: AtomicU64::new(0),
         keys_loaded: AtomicU64::new(0),
+        kafka_messages_total: AtomicU64::new(0),
+        kafka_commits_total: AtomicU64::new(0),
+        kafka_rejected_published_total: AtomicU64::new(0),
+        kafka_key_mismatch_total: AtomicU64::new(0),
+        kafka_lag: std::sync::Mutex::new(Vec::new()),
         ingest_ack_seconds: Histogram::new(LATENCY_BOUNDS),
         log_sync_seconds: Histogram::new(LATENCY_BOUNDS),
     })
@@ -141,6 +156,14 @@ impl Metrics {
             .position(|r| *r == reason)
             .expect("every reason is in ALL");
         self.events_rejected_total[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Replaces the consumer lag gauges.
+    pub fn set_kafka_lag(&self, lags: Vec<(String, i64)>) {
+        *self
+            .kafka_lag
+            .lock()
+            .expect("the lag lock is never poisoned") = lags;
     }
 
     /// Renders every metric in the Prometheus text format.
@@ -176,7 +199,31 @@ impl Metrics {
             "vigil_ingest_events_total{{outcome=\"quarantined\",reason=\"unknown_agent\"}} {}",
             get(&self.quarantined_unknown_agent_total)
         );
-        let simple: [(&str, &str, &str, &AtomicU64); 10] = [
+        let simple: [(&str, &str, &str, &AtomicU64); 14] = [
+            (
+                "vigil_kafka_messages_total",
+                "counter",
+                "Kafka messages handed to the pipeline.",
+                &self.kafka_messages_total,
+            ),
+            (
+                "vigil_kafka_commits_total",
+                "counter",
+                "Kafka offset commits of durable offsets.",
+                &self.kafka_commits_total,
+            ),
+            (
+                "vigil_kafka_rejected_published_total",
+                "counter",
+                "Copies published to <topic>.rejected and acknowledged.",
+                &self.kafka_rejected_published_total,
+            ),
+            (
+                "vigil_kafka_key_mismatch_total",
+                "counter",
+                "Kafka messages whose key is not the event's agent_id.",
+                &self.kafka_key_mismatch_total,
+            ),
             (
                 "vigil_quarantine_dropped_total",
                 "counter",

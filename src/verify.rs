@@ -42,6 +42,8 @@ pub struct VerifyOptions {
     pub vkey: Option<String>,
     /// Print progress to stderr.
     pub progress: bool,
+    /// Collect every accepted (agent, event id, event hash) for cross-log checks.
+    pub collect_accepted: bool,
 }
 
 /// What a successful verification found.
@@ -61,6 +63,51 @@ pub struct VerifyReport {
     pub root: [u8; 32],
     /// Notes that do not make the log invalid (a torn unacknowledged tail).
     pub warnings: Vec<String>,
+    /// With `collect_accepted`: (agent, event id, event hash, index) of
+    /// every accepted receipt.
+    pub accepted_ids: Vec<(String, String, String, u64)>,
+}
+
+/// An (agent, event id) accepted by more than one log.
+#[derive(Debug, Clone)]
+pub struct CrossLogDuplicate {
+    /// The agent.
+    pub agent_id: String,
+    /// The event id.
+    pub event_id: String,
+    /// (log directory, index, event hash) of each acceptance.
+    pub places: Vec<(String, u64, String)>,
+}
+
+impl CrossLogDuplicate {
+    /// Whether every log accepted the same bytes (a failover re-delivery)
+    /// rather than different content under one id.
+    pub fn same_event(&self) -> bool {
+        self.places.windows(2).all(|w| w[0].2 == w[1].2)
+    }
+}
+
+/// Finds (agent, event id) pairs accepted by more than one of the logs.
+pub fn cross_log_duplicates(logs: &[(String, &VerifyReport)]) -> Vec<CrossLogDuplicate> {
+    let mut seen: HashMap<(&str, &str), Vec<(String, u64, String)>> = HashMap::new();
+    for (name, report) in logs {
+        for (agent, id, hash, index) in &report.accepted_ids {
+            seen.entry((agent, id))
+                .or_default()
+                .push((name.clone(), *index, hash.clone()));
+        }
+    }
+    let mut out: Vec<CrossLogDuplicate> = seen
+        .into_iter()
+        .filter(|(_, places)| places.len() > 1)
+        .map(|((agent, id), places)| CrossLogDuplicate {
+            agent_id: agent.to_string(),
+            event_id: id.to_string(),
+            places,
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.agent_id, &a.event_id).cmp(&(&b.agent_id, &b.event_id)));
+    out
 }
 
 /// Why verification failed.
@@ -247,6 +294,13 @@ pub fn verify_log(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
             );
             match result {
                 Ok((leaf_verdict, leaf, chain)) => {
+                    if opts.collect_accepted && leaf_verdict == Verdict::Accepted {
+                        if let Ok(b) = serde_json::from_slice::<ReceiptBody>(&record.body) {
+                            report
+                                .accepted_ids
+                                .push((b.agent_id, b.event_id, b.event_hash, index));
+                        }
+                    }
                     tree.push(leaf);
                     prev = chain;
                     match leaf_verdict {

@@ -30,6 +30,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// Whether Kafka partitions are assigned, when Kafka is configured.
+    pub kafka_assigned: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl AppState {

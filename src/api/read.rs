@@ -120,6 +120,17 @@ pub(super) async fn healthz() -> Response {
 }
 
 pub(super) async fn readyz(State(app): State<AppState>) -> Response {
+    if app
+        .kafka_assigned
+        .as_ref()
+        .is_some_and(|a| !a.load(std::sync::atomic::Ordering::Relaxed))
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "waiting", "message": "no Kafka partitions are assigned yet" })),
+        )
+            .into_response();
+    }
     match app.pipeline.failure() {
         None => Json(json!({ "status": "ready", "log_size": app.pipeline.size() })).into_response(),
         Some(why) => (

@@ -11,7 +11,7 @@ mod parse;
 mod split;
 
 pub use jcs::{write_jcs, write_jcs_string, Canonical};
-pub use parse::{parse, ParseError};
+pub use parse::{check_syntax, parse, ParseError};
 pub use split::{split_array, split_concatenated, SplitError};
 
 /// A parsed JSON value. Objects keep their members in input order.

@@ -27,6 +27,9 @@ enum Frame {
 struct Parser<'a> {
     input: &'a [u8],
     pos: usize,
+    /// Apply I-JSON's rules (duplicates, surrogates, exact numbers); off
+    /// when only JSON syntax is being checked.
+    strict: bool,
 }
 
 /// Parses one I-JSON value that fills `input` (surrounding whitespace allowed).
@@ -35,7 +38,22 @@ struct Parser<'a> {
 /// surrogates in escapes, non-finite numbers and integer literals that an
 /// IEEE double cannot hold exactly.
 pub fn parse(input: &[u8]) -> Result<Value, ParseError> {
-    let mut p = Parser { input, pos: 0 };
+    parse_with(input, true)
+}
+
+/// Checks JSON syntax only: whether `input` is one JSON value, whatever
+/// I-JSON would say of its names, surrogates and numbers. Used to decide
+/// whether a batch frames before its items are judged one by one.
+pub fn check_syntax(input: &[u8]) -> Result<(), ParseError> {
+    parse_with(input, false).map(drop)
+}
+
+fn parse_with(input: &[u8], strict: bool) -> Result<Value, ParseError> {
+    let mut p = Parser {
+        input,
+        pos: 0,
+        strict,
+    };
     let value = p.value()?;
     p.skip_ws();
     if p.pos != input.len() {
@@ -145,7 +163,10 @@ impl<'a> Parser<'a> {
                             .expect("a member name precedes every member value");
                         // Small objects are checked as they grow; large ones
                         // once, sorted, when they close (O(n log n) overall).
-                        if members.len() < 16 && members.iter().any(|(k, _)| *k == name) {
+                        if self.strict
+                            && members.len() < 16
+                            && members.iter().any(|(k, _)| *k == name)
+                        {
                             return Err(self.error(&format!("duplicate member name {name:?}")));
                         }
                         members.push((name, v));
@@ -162,7 +183,7 @@ impl<'a> Parser<'a> {
                                 let Some(Frame::Object(members, _)) = stack.pop() else {
                                     unreachable!("the top frame is an object")
                                 };
-                                if members.len() > 16 {
+                                if self.strict && members.len() > 16 {
                                     check_unique(&members).map_err(|m| self.error(&m))?;
                                 }
                                 v = Value::Object(members);
@@ -225,6 +246,7 @@ impl<'a> Parser<'a> {
                 let at = Parser {
                     input: self.input,
                     pos: start + e.valid_up_to(),
+                    strict: self.strict,
                 };
                 Err(at.error("invalid UTF-8 in string"))
             }
@@ -262,6 +284,9 @@ impl<'a> Parser<'a> {
             b'u' => {
                 let hi = self.hex4()?;
                 match hi {
+                    0xD800..=0xDFFF if !self.strict => {
+                        char::from_u32(hi as u32).unwrap_or(char::REPLACEMENT_CHARACTER)
+                    }
                     0xD800..=0xDBFF => {
                         if !self.input[self.pos..].starts_with(b"\\u") {
                             return Err(self.error("lone surrogate in \\u escape (not I-JSON)"));
@@ -333,6 +358,9 @@ impl<'a> Parser<'a> {
         let text =
             std::str::from_utf8(&self.input[start..self.pos]).expect("a number literal is ASCII");
         let v: f64 = text.parse().map_err(|_| self.error("invalid number"))?;
+        if !self.strict {
+            return Ok(v);
+        }
         if !v.is_finite() {
             self.pos = start;
             return Err(self.error("number out of the range of a double (not I-JSON)"));

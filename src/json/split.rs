@@ -56,6 +56,10 @@ fn scan_value(input: &[u8], mut pos: usize) -> Result<usize, SplitError> {
             b'[' | b'{' => depth += 1,
             b']' | b'}' => {
                 if depth == 0 {
+                    // The bracket closes the container around a scalar.
+                    if pos > start {
+                        return Ok(pos);
+                    }
                     return Err(SplitError {
                         what: "unbalanced closing bracket",
                         offset: pos,
@@ -85,6 +89,11 @@ fn skip_ws(input: &[u8], mut pos: usize) -> usize {
 /// Fails when the text is not an array, its brackets do not balance, or
 /// something other than whitespace follows it.
 pub fn split_array(input: &[u8]) -> Result<Vec<Range<usize>>, SplitError> {
+    // The array as a whole must be JSON; I-JSON's rules apply per element.
+    super::check_syntax(input).map_err(|e| SplitError {
+        what: "the array is not valid JSON",
+        offset: e.offset,
+    })?;
     let mut pos = skip_ws(input, 0);
     if input.get(pos) != Some(&b'[') {
         return Err(SplitError {
@@ -148,13 +157,22 @@ pub fn split_concatenated(input: &[u8]) -> (Vec<Range<usize>>, Option<SplitError
                 }),
             );
         }
-        match scan_value(input, pos) {
-            Ok(end) => {
-                items.push(pos..end);
-                pos = skip_ws(input, end);
-            }
+        let end = match scan_value(input, pos) {
+            Ok(end) => end,
             Err(e) => return (items, Some(e)),
+        };
+        // An envelope that is not JSON leaves the framing of the rest unsure.
+        if super::check_syntax(&input[pos..end]).is_err() {
+            return (
+                items,
+                Some(SplitError {
+                    what: "an envelope that is not valid JSON",
+                    offset: pos,
+                }),
+            );
         }
+        items.push(pos..end);
+        pos = skip_ws(input, end);
     }
     (items, None)
 }
@@ -179,6 +197,13 @@ mod tests {
         assert!(split_array(b"[1 2]").is_err());
         assert!(split_array(b"[1] x").is_err());
         assert!(split_array(b"{}").is_err());
+        assert!(split_array(br#"[{"a":1}, {"b" "c"}, {"d":2}]"#).is_err());
+        assert_eq!(
+            split_array(br#"[{"a":1,"a":2}, {"s":"\ud800"}, 9007199254740993]"#)
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]
@@ -189,6 +214,9 @@ mod tests {
         assert_eq!(items.len(), 3);
         assert!(err.is_none());
         let (items, err) = split_concatenated(br#"{"event":1} garbage {"event":2}"#);
+        assert_eq!(items.len(), 1);
+        assert_eq!(err.unwrap().offset, 12);
+        let (items, err) = split_concatenated(br#"{"event":1} {"event": nul} {"event":2}"#);
         assert_eq!(items.len(), 1);
         assert_eq!(err.unwrap().offset, 12);
     }

@@ -17,6 +17,9 @@ pub struct KeyRegistry {
     current: RwLock<Arc<KeySet>>,
     sources: Vec<PathBuf>,
     docs: Mutex<Vec<Option<LoadedDoc>>>,
+    /// SHA-256 of each source's last refused bytes, so that a refusal is
+    /// reported and counted once per version of a file, not per poll.
+    refused: Mutex<Vec<Option<[u8; 32]>>>,
     snapshot: Mutex<Snapshot>,
     refused_total: AtomicU64,
 }
@@ -140,7 +143,8 @@ impl KeyRegistry {
             .map_err(snap_err)?;
         Ok(KeyRegistry {
             current: RwLock::new(Arc::new(set)),
-            sources: paths,
+            sources: paths.clone(),
+            refused: Mutex::new(vec![None; paths.len()]),
             docs: Mutex::new(docs),
             snapshot: Mutex::new(snapshot),
             refused_total: AtomicU64::new(0),
@@ -186,6 +190,15 @@ impl KeyRegistry {
             if docs[i].as_ref().is_some_and(|(f, _)| *f == fingerprint) {
                 continue;
             }
+            let mut refused = self
+                .refused
+                .lock()
+                .expect("the refused lock is never poisoned");
+            if refused[i] == Some(fingerprint) {
+                continue;
+            }
+            refused[i] = Some(fingerprint);
+            drop(refused);
             let doc = match parse_jwks(&bytes) {
                 Ok(d) => d,
                 Err(why) => {
@@ -211,6 +224,13 @@ impl KeyRegistry {
             report.push(format!("JWKS file {} reloaded", path.display()));
         }
         if changed {
+            // Another source changed: documents refused for conflicting with
+            // it get another chance.
+            self.refused
+                .lock()
+                .expect("the refused lock is never poisoned")
+                .iter_mut()
+                .for_each(|r| *r = None);
             let set = KeySet::merge(docs.iter().flatten().map(|(_, d)| d))
                 .expect("each accepted document was merged successfully above");
             let mut snapshot = self

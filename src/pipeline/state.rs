@@ -52,8 +52,11 @@ pub struct LogState {
     pub positions: Vec<RecordRef>,
     /// Accepted claims.
     pub accepted: HashMap<Hash, Claim>,
-    /// Latest rejections.
+    /// Latest rejection of each (agent, event id), for receipt lookups.
     pub rejected: HashMap<Hash, Rejection>,
+    /// Every rejection by (agent, event id, event hash): a repeat with the
+    /// same verdict is a duplicate of it.
+    pub rejected_seen: HashMap<Hash, (Verdict, u64)>,
     /// Records known durable; readers see nothing at or past this.
     pub durable_size: u64,
     /// The latest checkpoint note, served as is.
@@ -62,6 +65,17 @@ pub struct LogState {
     pub checkpoint_size: u64,
     /// Every checkpointed size, ascending (for consistency proofs).
     pub checkpoint_sizes: Vec<u64>,
+}
+
+/// The map key of one rejected event: (agent, event id, event hash).
+pub fn rejection_key(agent_id: &str, event_id: &str, event_hash: &Hash) -> Hash {
+    let mut buf = Vec::with_capacity(agent_id.len() + event_id.len() + 34);
+    buf.extend_from_slice(agent_id.as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(event_id.as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(event_hash);
+    sha256(&buf)
 }
 
 /// The map key of an (agent, event id).
@@ -79,7 +93,7 @@ impl LogState {
         self.chains.last().copied().unwrap_or([0; 32])
     }
 
-    /// Adds a record's hashes and indexes; returns (leaf, chain).
+    /// Adds a record's hashes and indexes.
     pub fn add(
         &mut self,
         body: &ReceiptBody,
@@ -111,6 +125,9 @@ impl LogState {
                         verdict,
                     },
                 );
+                self.rejected_seen
+                    .entry(rejection_key(&body.agent_id, &body.event_id, &event_hash))
+                    .or_insert((verdict, body.index));
             }
             None => {}
         }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::judge::Judgement;
-use super::state::{id_key, LogState};
+use super::state::{id_key, rejection_key, LogState};
 use super::{ItemResult, PipelineError, Status};
 use crate::log::note::{CheckpointBody, NoteSigner};
 use crate::log::receipt::{ReceiptBody, Verdict, RECEIPT_SPEC};
@@ -255,10 +255,15 @@ impl Writer {
                                 }
                             }
                             if verdict != Verdict::Accepted {
-                                if let Some(rej) = st.rejected.get(&key).copied() {
-                                    if rej.event_hash == event.event_hash && rej.verdict == verdict
-                                    {
-                                        let body = self.body_at(&st, rej.index, base, &new_bodies);
+                                let seen = rejection_key(
+                                    event.agent_id(),
+                                    event.event_id(),
+                                    &event.event_hash,
+                                );
+                                if let Some((earlier, index)) = st.rejected_seen.get(&seen).copied()
+                                {
+                                    if earlier == verdict {
+                                        let body = self.body_at(&st, index, base, &new_bodies);
                                         results.push(ItemResult::rejected(
                                             &event,
                                             verdict,

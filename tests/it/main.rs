@@ -4,6 +4,8 @@
 mod util;
 
 mod cli;
+mod http;
 mod interop;
+mod keys;
 mod schemas;
 mod vectors;

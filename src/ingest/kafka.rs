@@ -1,0 +1,424 @@
+//! Kafka ingestion as a consumer group (contract section 7), and the Kafka
+//! sink the pipeline publishes through (`<topic>.rejected` now; the
+//! anomaly and enforcement topics later).
+//!
+//! The consume loop is sequential per instance: it takes a batch of
+//! messages (up to [`BATCH_MAX`] or [`BATCH_WAIT`]), hands it to the same
+//! pipeline HTTP uses, publishes the `.rejected` copies with `acks=all` and
+//! waits for them, and only then records the batch's offsets as durable
+//! and commits them. Nothing is fetched beyond librdkafka's bounded queue
+//! while a batch is being made durable, so a slow log pauses consumption
+//! instead of buffering without bound.
+//!
+//! On a graceful rebalance the revoke callback commits what is durable
+//! before the partitions are released, and messages of revoked partitions
+//! that were fetched but not yet handed to the pipeline are dropped (their
+//! new owner reads them from the committed offset): across graceful
+//! rebalances every message gets exactly one receipt among the instances.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::event::Unidentifiable;
+use crate::pipeline::{Item, Pipeline, Status};
+use crate::telemetry::metrics;
+
+/// Most messages handed to the pipeline at once.
+pub const BATCH_MAX: usize = 1000;
+/// Longest wait for more messages once a batch has one.
+pub const BATCH_WAIT: Duration = Duration::from_millis(5);
+
+/// librdkafka properties Vigil owns: offsets are committed only when durable.
+const OWNED: [&str; 4] = [
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+];
+
+/// Checks the pass-through properties: the ones Vigil owns are refused.
+pub fn check_passthrough(cfg: &KafkaConfig) -> Result<(), String> {
+    if let Some(k) = cfg.librdkafka.keys().find(|k| OWNED.contains(&k.as_str())) {
+        return Err(format!(
+            "[kafka.librdkafka] sets {k:?}, which Vigil owns (offsets are committed only once receipts are durable); \
+             remove it (the group is [kafka] group)"
+        ));
+    }
+    if cfg.brokers.trim().is_empty() {
+        return Err("[kafka] brokers is empty; give host:port[,host:port]".into());
+    }
+    if cfg.topic.trim().is_empty() || cfg.group.trim().is_empty() {
+        return Err("[kafka] topic and group must not be empty".into());
+    }
+    Ok(())
+}
+
+fn base_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in &cfg.librdkafka {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Offsets that are durable (receipted or quarantined, `.rejected` copies
+/// acknowledged) but not known committed, by (topic, partition): the next
+/// offset to read.
+#[derive(Default)]
+struct Durable(Mutex<HashMap<(String, i32), i64>>);
+
+impl Durable {
+    fn tpl(&self, only: Option<&TopicPartitionList>) -> TopicPartitionList {
+        let map = self
+            .0
+            .lock()
+            .expect("the durable offsets lock is never poisoned");
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in map.iter() {
+            let wanted = only.is_none_or(|l| {
+                l.elements()
+                    .iter()
+                    .any(|e| e.topic() == t && e.partition() == *p)
+            });
+            if wanted {
+                let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+            }
+        }
+        tpl
+    }
+}
+
+/// The consumer's callbacks: commit durable offsets before partitions go.
+pub struct VigilContext {
+    durable: Arc<Durable>,
+    epoch: AtomicU64,
+    assigned: Arc<AtomicBool>,
+}
+
+impl ClientContext for VigilContext {}
+
+impl ConsumerContext for VigilContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let commit = self.durable.tpl(Some(tpl));
+            if commit.count() > 0 {
+                match consumer.commit(&commit, CommitMode::Sync) {
+                    Ok(()) => tracing::info!(
+                        partitions = commit.count(),
+                        "Committed durable offsets before the partitions are released"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Could not commit durable offsets at revocation; their messages will be read again and answered as duplicates where they land in this log")
+                    }
+                }
+            }
+            let mut map = self
+                .durable
+                .0
+                .lock()
+                .expect("the durable offsets lock is never poisoned");
+            for e in tpl.elements() {
+                map.remove(&(e.topic().to_string(), e.partition()));
+            }
+            self.assigned.store(false, Ordering::Relaxed);
+        }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(partitions = tpl.count(), "Kafka partitions assigned");
+            self.assigned.store(tpl.count() > 0, Ordering::Relaxed);
+        }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Publishes to Kafka with `acks=all` (the `.rejected` copies now; anomaly
+/// and enforcement objects later).
+#[derive(Clone)]
+pub struct KafkaSink {
+    producer: FutureProducer,
+}
+
+impl KafkaSink {
+    /// A producer for the cluster in `cfg`.
+    pub fn new(cfg: &KafkaConfig) -> Result<KafkaSink, String> {
+        let mut c = base_config(cfg);
+        c.set("acks", "all")
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "2");
+        let producer = c
+            .create()
+            .map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
+        Ok(KafkaSink { producer })
+    }
+
+    /// Publishes one message and waits until the brokers acknowledge it.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<(), String> {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        let mut record = FutureRecord::to(topic).payload(payload).headers(h);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| format!("cannot publish to {topic}: {e}"))
+    }
+}
+
+/// A running consumer's handles.
+pub struct KafkaConsumer {
+    /// Whether partitions are assigned (for `/readyz`).
+    pub assigned: Arc<AtomicBool>,
+}
+
+/// Starts the consume loop; it ends when `stop` fires, after committing
+/// what is durable and leaving the group.
+pub fn start(
+    cfg: &KafkaConfig,
+    pipeline: Arc<Pipeline>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(KafkaConsumer, tokio::task::JoinHandle<()>), String> {
+    check_passthrough(cfg)?;
+    let durable = Arc::new(Durable::default());
+    let assigned = Arc::new(AtomicBool::new(false));
+    let ctx = VigilContext {
+        durable: durable.clone(),
+        epoch: AtomicU64::new(0),
+        assigned: assigned.clone(),
+    };
+    let mut c = base_config(cfg);
+    c.set("group.id", &cfg.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("queued.max.messages.kbytes", "65536");
+    if !cfg.librdkafka.contains_key("auto.offset.reset") {
+        c.set("auto.offset.reset", "earliest");
+    }
+    let consumer: StreamConsumer<VigilContext> = c
+        .create_with_context(ctx)
+        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+    consumer
+        .subscribe(&[&cfg.topic])
+        .map_err(|e| format!("cannot subscribe to {}: {e}", cfg.topic))?;
+    let sink = KafkaSink::new(cfg)?;
+    let rejected_topic = format!("{}.rejected", cfg.topic);
+    let handle = tokio::spawn(async move {
+        if let Err(e) = consume(consumer, durable, pipeline, sink, rejected_topic, stop).await {
+            tracing::error!(error = %e, "Kafka consumption stopped");
+        }
+    });
+    Ok((KafkaConsumer { assigned }, handle))
+}
+
+async fn consume(
+    consumer: StreamConsumer<VigilContext>,
+    durable: Arc<Durable>,
+    pipeline: Arc<Pipeline>,
+    sink: KafkaSink,
+    rejected_topic: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut last_lag = Instant::now();
+    loop {
+        let first = tokio::select! {
+            _ = stop.changed() => break,
+            m = consumer.recv() => m,
+        };
+        let epoch = consumer.context().epoch.load(Ordering::SeqCst);
+        let mut batch: Vec<OwnedMessage> = Vec::new();
+        match first {
+            Ok(m) => batch.push(m.detach()),
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka consumer error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
+        while batch.len() < BATCH_MAX {
+            match tokio::time::timeout(BATCH_WAIT, consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Kafka consumer error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if consumer.context().epoch.load(Ordering::SeqCst) != epoch {
+            // A rebalance happened while the batch was being read: keep only
+            // messages of partitions this instance still owns.
+            let owned = consumer
+                .assignment()
+                .map_err(|e| format!("cannot read the assignment: {e}"))?;
+            let before = batch.len();
+            batch.retain(|m| {
+                owned
+                    .elements()
+                    .iter()
+                    .any(|e| e.topic() == m.topic() && e.partition() == m.partition())
+            });
+            if batch.len() != before {
+                tracing::info!(
+                    dropped = before - batch.len(),
+                    "Dropped fetched messages of revoked partitions; their new owner reads them"
+                );
+            }
+            if batch.is_empty() {
+                continue;
+            }
+        }
+        handle_batch(&batch, &pipeline, &sink, &rejected_topic).await?;
+        let mut commit = TopicPartitionList::new();
+        {
+            let mut map = durable
+                .0
+                .lock()
+                .expect("the durable offsets lock is never poisoned");
+            for m in &batch {
+                let next = m.offset() + 1;
+                let e = map
+                    .entry((m.topic().to_string(), m.partition()))
+                    .or_insert(next);
+                *e = (*e).max(next);
+            }
+            for ((t, p), o) in map.iter() {
+                let _ = commit.add_partition_offset(t, *p, Offset::Offset(*o));
+            }
+        }
+        if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
+            tracing::warn!(error = %e, "Offset commit failed; it is retried with the next batch");
+        }
+        metrics()
+            .kafka_commits_total
+            .fetch_add(1, Ordering::Relaxed);
+        if last_lag.elapsed() >= Duration::from_secs(2) {
+            last_lag = Instant::now();
+            update_lag(&consumer, &durable);
+        }
+    }
+    let commit = durable.tpl(None);
+    if commit.count() > 0 {
+        if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+            tracing::warn!(error = %e, "Could not commit the last durable offsets at shutdown");
+        }
+    }
+    consumer.unsubscribe();
+    Ok(())
+}
+
+/// Receipts a batch and publishes the `.rejected` copies; returns when all
+/// of it is durable and acknowledged.
+async fn handle_batch(
+    batch: &[OwnedMessage],
+    pipeline: &Pipeline,
+    sink: &KafkaSink,
+    rejected_topic: &str,
+) -> Result<(), String> {
+    let items: Vec<Item> = batch
+        .iter()
+        .map(|m| {
+            let source = format!("kafka:{}/{}@{}", m.topic(), m.partition(), m.offset());
+            match m.payload() {
+                Some(p) if !p.is_empty() => Item::new(Bytes::copy_from_slice(p), source),
+                _ => Item {
+                    raw: Bytes::new(),
+                    source,
+                    preset: Some(Unidentifiable::Unparseable(
+                        "the Kafka message has no value; send one event JSON per message".into(),
+                    )),
+                },
+            }
+        })
+        .collect();
+    metrics()
+        .kafka_messages_total
+        .fetch_add(items.len() as u64, Ordering::Relaxed);
+    let results = pipeline
+        .ingest(items)
+        .await
+        .map_err(|e| format!("the pipeline cannot take the batch: {e}"))?;
+    let mut publishes = Vec::new();
+    for (m, r) in batch.iter().zip(&results) {
+        if let (Some(key), Status::Accepted | Status::Duplicate) = (m.key(), r.status) {
+            let agent = r.receipt.as_ref().map(|rc| rc.body.agent_id.as_bytes());
+            if agent.is_some_and(|a| a != key) {
+                metrics()
+                    .kafka_key_mismatch_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if r.status != Status::Rejected {
+            continue;
+        }
+        let reason = r.reason.clone().unwrap_or_else(|| "unparseable".into());
+        publishes.push(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match sink.publish(rejected_topic, m.key(), m.payload().unwrap_or(b""), &[("vigil-reason", &reason)]).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Publishing a .rejected copy failed; retrying (offsets wait for it)");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+    }
+    let n = publishes.len() as u64;
+    futures_util::future::join_all(publishes).await;
+    metrics()
+        .kafka_rejected_published_total
+        .fetch_add(n, Ordering::Relaxed);
+    Ok(())
+}
+
+fn update_lag(consumer: &StreamConsumer<VigilContext>, durable: &Durable) {
+    let positions: Vec<((String, i32), i64)> = durable
+        .0
+        .lock()
+        .expect("the durable offsets lock is never poisoned")
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    let mut lags = Vec::new();
+    for ((topic, partition), next) in positions {
+        if let Ok((_, high)) =
+            consumer.fetch_watermarks(&topic, partition, Duration::from_millis(500))
+        {
+            lags.push((format!("{topic}/{partition}"), (high - next).max(0)));
+        }
+    }
+    metrics().set_kafka_lag(lags);
+}
