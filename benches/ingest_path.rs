@@ -138,5 +138,10 @@ fn bench_pipeline(c: &mut Criterion) {
     rt.block_on(pipeline.shutdown());
 }
 
-criterion_group!(benches, bench_judge, bench_pipeline);
-criterion_main!(benches);
+mod group {
+    #![allow(missing_docs)]
+    use super::*;
+    criterion_group!(benches, bench_judge, bench_pipeline);
+}
+
+criterion_main!(group::benches);

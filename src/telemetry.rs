@@ -292,6 +292,21 @@ impl Metrics {
                 get(v)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP vigil_kafka_consumer_lag_messages Messages in a partition not yet durable here.\n# TYPE vigil_kafka_consumer_lag_messages gauge"
+        );
+        for (tp, lag) in self
+            .kafka_lag
+            .lock()
+            .expect("the lag lock is never poisoned")
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "vigil_kafka_consumer_lag_messages{{partition=\"{tp}\"}} {lag}"
+            );
+        }
         self.ingest_ack_seconds.render(
             &mut out,
             "vigil_ingest_ack_seconds",

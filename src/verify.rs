@@ -75,9 +75,12 @@ pub struct CrossLogDuplicate {
     pub agent_id: String,
     /// The event id.
     pub event_id: String,
-    /// (log directory, index, event hash) of each acceptance.
-    pub places: Vec<(String, u64, String)>,
+    /// Each acceptance.
+    pub places: Vec<Place>,
 }
+
+/// Where a log accepted an event: (log directory, index, event hash).
+pub type Place = (String, u64, String);
 
 impl CrossLogDuplicate {
     /// Whether every log accepted the same bytes (a failover re-delivery)
@@ -89,7 +92,7 @@ impl CrossLogDuplicate {
 
 /// Finds (agent, event id) pairs accepted by more than one of the logs.
 pub fn cross_log_duplicates(logs: &[(String, &VerifyReport)]) -> Vec<CrossLogDuplicate> {
-    let mut seen: HashMap<(&str, &str), Vec<(String, u64, String)>> = HashMap::new();
+    let mut seen: HashMap<(&str, &str), Vec<Place>> = HashMap::new();
     for (name, report) in logs {
         for (agent, id, hash, index) in &report.accepted_ids {
             seen.entry((agent, id))

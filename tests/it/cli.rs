@@ -50,7 +50,7 @@ fn keygen_and_sign_make_events_the_server_accepts() {
     );
 
     let jwks = dir.path().join("keys.json");
-    write_jwks(&jwks, &[public.clone()]);
+    write_jwks(&jwks, std::slice::from_ref(&public));
     let signed = run_vigil_stdin(
         &["sign", "--key", key.to_str().unwrap()],
         br#"{"correlation_id":"c-1","action":"db.query","resource":"db://x"}"#,
@@ -83,7 +83,7 @@ fn keygen_and_sign_make_events_the_server_accepts() {
         &dir.path().join("data"),
         &["--keys", jwks.to_str().unwrap()],
     );
-    let answer = server.post_ndjson(&[signed.stdout.clone()]);
+    let answer = server.post_ndjson(std::slice::from_ref(&signed.stdout));
     assert_eq!(answer["results"][0]["status"], "accepted", "{answer}");
 }
 

@@ -4,8 +4,12 @@
 mod util;
 
 mod cli;
+mod crash;
+mod durability;
 mod http;
 mod interop;
+mod kafka;
 mod keys;
 mod schemas;
+mod tamper;
 mod vectors;

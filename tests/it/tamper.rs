@@ -1,0 +1,692 @@
+//! Tampering from the outside: build a real log with the server, change
+//! its files as an attacker (or a bad disk) would, and check that
+//! `vigil verify` fails with exit 1 naming the place and the fault, that
+//! the server refuses to start on damage a crash cannot cause, and that a
+//! torn tail (what a crash leaves) is cut on start.
+//!
+//! File formats used here (see src/store/segments.rs and
+//! src/store/checkpoints.rs): a segment is a 24-byte header then records
+//! `u32 len | u32 crc32 | payload`, payload = `u8 kind | u32 body_len |
+//! receipt body JCS | event bytes`; checkpoints.log holds records
+//! `u32 len | u32 crc32 | note`. All integers little-endian.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value as J};
+
+use crate::util::*;
+
+const SEG: &str = "log/00000000000000000000.seg";
+
+/// One framed record in a segment.
+#[derive(Debug, Clone)]
+struct Rec {
+    /// Offset of the record header.
+    start: usize,
+    /// Offset just past the record.
+    end: usize,
+    /// The receipt body's bytes.
+    body: Range<usize>,
+    /// The event's bytes.
+    event: Range<usize>,
+}
+
+/// Parses every record of a clean segment (panics on anything else: the
+/// base log is the server's own).
+fn records(seg: &[u8]) -> Vec<Rec> {
+    assert_eq!(&seg[..8], b"VIGILSEG", "a segment header");
+    let mut pos = 24;
+    let mut out = Vec::new();
+    while pos < seg.len() {
+        let len = u32::from_le_bytes(seg[pos..pos + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(seg[pos + 4..pos + 8].try_into().unwrap());
+        let payload = pos + 8;
+        let end = payload + len;
+        assert!(end <= seg.len(), "a whole record at byte {pos}");
+        assert_eq!(
+            crc32fast::hash(&seg[payload..end]),
+            crc,
+            "CRC at byte {pos}"
+        );
+        assert_eq!(seg[payload], 1, "a receipt record at byte {pos}");
+        let body_len =
+            u32::from_le_bytes(seg[payload + 1..payload + 5].try_into().unwrap()) as usize;
+        let body = payload + 5..payload + 5 + body_len;
+        out.push(Rec {
+            start: pos,
+            end,
+            event: body.end..end,
+            body,
+        });
+        pos = end;
+    }
+    out
+}
+
+/// Recomputes the CRC-32 of record `r` so that its framing is valid again.
+fn fix_crc(seg: &mut [u8], r: &Rec) {
+    let crc = crc32fast::hash(&seg[r.start + 8..r.end]);
+    seg[r.start + 4..r.start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Replaces record `r` with a well-framed record of `body` and `event`.
+fn replace_record(seg: &mut Vec<u8>, r: &Rec, body: &[u8], event: &[u8]) {
+    let mut payload = vec![1u8];
+    payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    payload.extend_from_slice(body);
+    payload.extend_from_slice(event);
+    let mut framed = (payload.len() as u32).to_le_bytes().to_vec();
+    framed.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    framed.extend_from_slice(&payload);
+    seg.splice(r.start..r.end, framed);
+}
+
+/// Cuts checkpoints.log after the checkpoint of size `size`, as if the
+/// later ones had never been written.
+fn keep_checkpoints_up_to(copy: &Path, size: u64) {
+    let path = copy.join("checkpoints.log");
+    let mut file = std::fs::read(&path).unwrap();
+    let cps = checkpoint_records(&file);
+    let k = cps.iter().position(|c| c.size() == size).unwrap();
+    file.truncate(cps[k].end);
+    std::fs::write(&path, file).unwrap();
+}
+
+/// One record of checkpoints.log: its span and its note text.
+#[derive(Debug, Clone)]
+struct CpRec {
+    start: usize,
+    end: usize,
+    note: String,
+}
+
+impl CpRec {
+    fn size(&self) -> u64 {
+        self.note.lines().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+fn checkpoint_records(file: &[u8]) -> Vec<CpRec> {
+    let mut pos = 0;
+    let mut out = Vec::new();
+    while pos < file.len() {
+        let len = u32::from_le_bytes(file[pos..pos + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(file[pos + 4..pos + 8].try_into().unwrap());
+        let text = &file[pos + 8..pos + 8 + len];
+        assert_eq!(crc32fast::hash(text), crc, "checkpoint CRC at byte {pos}");
+        out.push(CpRec {
+            start: pos,
+            end: pos + 8 + len,
+            note: String::from_utf8(text.to_vec()).unwrap(),
+        });
+        pos += 8 + len;
+    }
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A log the server wrote: 20 records (15 accepted, 5 rejected) in two
+/// batches of 10, a checkpoint of size 10 between them, a final one of
+/// size 20, and that size-20 checkpoint as served, saved to a file.
+struct Base {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    jwks: PathBuf,
+    trusted: PathBuf,
+    signer: Signer,
+}
+
+impl Base {
+    fn seg(&self, copy: &Path) -> PathBuf {
+        copy.join(SEG)
+    }
+
+    fn copy(&self, name: &str) -> PathBuf {
+        let to = self.dir.path().join("cases").join(name);
+        copy_dir(&self.data, &to);
+        to
+    }
+
+    fn checkpoints(&self) -> Vec<CpRec> {
+        checkpoint_records(&std::fs::read(self.data.join("checkpoints.log")).unwrap())
+    }
+
+    /// Ordinal of the first stored checkpoint whose size is more than `n`.
+    fn first_covering_more_than(&self, n: u64) -> usize {
+        self.checkpoints()
+            .iter()
+            .position(|c| c.size() > n)
+            .expect("a checkpoint covers the records")
+    }
+}
+
+fn wait_checkpoint(server: &Server, size: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = server.req("GET", "/v1/checkpoint", None, b"");
+        assert_eq!(r.status, 200, "GET /v1/checkpoint: {}", r.text());
+        let text = r.text();
+        let have: u64 = text.lines().nth(1).unwrap().parse().unwrap();
+        if have >= size {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint of size {size} within 15 s: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Event `t-NN`, signed, or spoiled as `kind` says.
+fn make_event(signer: &Signer, n: usize, kind: &str) -> Vec<u8> {
+    let id = format!("t-{n:02}");
+    match kind {
+        "bad_signature" => {
+            let mut e: J =
+                serde_json::from_slice(&signer.sign(&signer.event(&id, json!({})))).unwrap();
+            e["action"] = json!("db.drop_table");
+            serde_json::to_vec(&e).unwrap()
+        }
+        "unknown_key" => {
+            let other = Signer::new(77, &signer.agent, "tamper-agent#unknown");
+            other.sign(&other.event(&id, json!({})))
+        }
+        "schema" => {
+            let mut e = signer.event(&id, json!({}));
+            e.as_object_mut().unwrap().remove("action");
+            signer.sign(&e)
+        }
+        _ => signer.sign(&signer.event(&id, json!({"resource": format!("db://t/{n}")}))),
+    }
+}
+
+fn build_base() -> Base {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("base");
+    let signer = Signer::new(52, "tamper-agent", "tamper-agent#1");
+    let jwks = dir.path().join("keys.jwks.json");
+    write_jwks(&jwks, &[signer.jwk(json!({"status": "active"}))]);
+    let mut server = Server::start(&data, &["--keys", jwks.to_str().unwrap()]);
+    let spoiled = |n: usize| match n {
+        3 | 15 | 19 => "bad_signature",
+        7 => "unknown_key",
+        12 => "schema",
+        _ => "good",
+    };
+    for batch in [0..10, 10..20] {
+        let lines: Vec<Vec<u8>> = batch
+            .clone()
+            .map(|n| make_event(&signer, n, spoiled(n)))
+            .collect();
+        let answer = server.post_ndjson(&lines);
+        for (n, r) in batch.clone().zip(answer["results"].as_array().unwrap()) {
+            let kind = spoiled(n);
+            assert_eq!(r["receipt"]["index"], json!(n), "{r}");
+            if kind == "good" {
+                assert_eq!(r["status"], "accepted", "{r}");
+            } else {
+                assert_eq!(r["status"], "rejected", "{r}");
+                assert_eq!(r["reason"], kind, "{r}");
+            }
+        }
+        wait_checkpoint(&server, batch.end as u64);
+    }
+    let trusted = dir.path().join("trusted-20.checkpoint");
+    std::fs::write(&trusted, wait_checkpoint(&server, 20)).unwrap();
+    assert_eq!(server.stop(), Some(0), "{}", server.log_text());
+    let base = Base {
+        dir,
+        data,
+        jwks,
+        trusted,
+        signer,
+    };
+    let seg = std::fs::read(base.seg(&base.data)).unwrap();
+    assert_eq!(records(&seg).len(), 20, "one segment holds the 20 records");
+    let sizes: Vec<u64> = base.checkpoints().iter().map(CpRec::size).collect();
+    assert!(
+        sizes.first() == Some(&0) && sizes.contains(&10) && sizes.last() == Some(&20),
+        "checkpoints of sizes 0, 10 and 20 were stored: {sizes:?}"
+    );
+    base
+}
+
+/// What a tampering is expected to produce: every group must have one of
+/// its strings in verify's stderr.
+type Needles = Vec<Vec<String>>;
+
+fn one(s: impl Into<String>) -> Vec<String> {
+    vec![s.into()]
+}
+
+/// A tampering: its name, what it does to a copy, what verify must say,
+/// and whether the server must refuse to start on it.
+struct Case {
+    name: &'static str,
+    apply: fn(&Base, &Path) -> Needles,
+    serve_refuses: bool,
+}
+
+fn edit_seg(base: &Base, copy: &Path, f: impl FnOnce(&mut Vec<u8>, &[Rec])) {
+    let path = base.seg(copy);
+    let mut seg = std::fs::read(&path).unwrap();
+    let recs = records(&seg);
+    f(&mut seg, &recs);
+    std::fs::write(&path, seg).unwrap();
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| panic!("{:?} in the record", String::from_utf8_lossy(needle)))
+}
+
+/// (a) one byte inside record 5's event bytes, CRC left as it was.
+fn event_byte_no_crc(base: &Base, copy: &Path) -> Needles {
+    edit_seg(base, copy, |seg, recs| {
+        let r = &recs[5];
+        let at = r.event.start + find(&seg[r.event.clone()], b"db.query") + 3;
+        seg[at] = b'Q';
+    });
+    vec![one(SEG), one("index 5"), one("CRC")]
+}
+
+/// (b) one byte of record 5's receipt body (its received_at), CRC fixed:
+/// the chain through `prev` no longer holds at the next record.
+fn body_byte_crc_fixed(base: &Base, copy: &Path) -> Needles {
+    edit_seg(base, copy, |seg, recs| {
+        let r = &recs[5];
+        let at = r.body.start + find(&seg[r.body.clone()], b"Z\",\"spec\"") - 1;
+        seg[at] = if seg[at] == b'7' { b'8' } else { b'7' };
+        fix_crc(seg, r);
+    });
+    vec![
+        one(SEG),
+        vec!["index 5".into(), "index 6".into()],
+        vec!["prev".into(), "chain".into()],
+    ]
+}
+
+/// (b') the same in the last record: only the checkpoint's root shows it.
+fn last_body_byte_crc_fixed(base: &Base, copy: &Path) -> Needles {
+    edit_seg(base, copy, |seg, recs| {
+        let r = &recs[19];
+        let at = r.body.start + find(&seg[r.body.clone()], b"Z\",\"spec\"") - 1;
+        seg[at] = if seg[at] == b'7' { b'8' } else { b'7' };
+        fix_crc(seg, r);
+    });
+    let k = base.first_covering_more_than(19);
+    vec![
+        one(format!("checkpoints.log, checkpoint {k}")),
+        one("root does not match"),
+    ]
+}
+
+/// (c) one byte of record 8's event bytes, CRC fixed.
+fn event_byte_crc_fixed(base: &Base, copy: &Path) -> Needles {
+    edit_seg(base, copy, |seg, recs| {
+        let r = &recs[8];
+        let at = r.event.start + find(&seg[r.event.clone()], b"db.query") + 7;
+        seg[at] = b'z';
+        fix_crc(seg, r);
+    });
+    vec![one(SEG), one("index 8"), one("event_hash")]
+}
+
+/// (d) record 10 removed from the middle.
+fn delete_record(base: &Base, copy: &Path) -> Needles {
+    edit_seg(base, copy, |seg, recs| {
+        seg.drain(recs[10].start..recs[10].end);
+    });
+    vec![one(SEG), one("index 10"), one("says index 11")]
+}
+
+/// (e) records 13 and 14 swapped.
+fn swap_records(base: &Base, copy: &Path) -> Needles {
+    edit_seg(base, copy, |seg, recs| {
+        let (a, b) = (&recs[13], &recs[14]);
+        let mut swapped = seg[b.start..b.end].to_vec();
+        swapped.extend_from_slice(&seg[a.start..a.end]);
+        seg.splice(a.start..b.end, swapped);
+    });
+    vec![one(SEG), one("index 13"), one("says index 14")]
+}
+
+/// (f) the log cut to 12 records, at a record boundary.
+fn truncate_below_checkpoint(base: &Base, copy: &Path) -> Needles {
+    edit_seg(base, copy, |seg, recs| seg.truncate(recs[12].start));
+    let k = base.first_covering_more_than(12);
+    vec![
+        one(format!("checkpoints.log, checkpoint {k}")),
+        one("covers 20 records"),
+        one("holds only 12"),
+    ]
+}
+
+/// (f') the last record cut in half although a checkpoint covers it.
+fn tear_covered_record(base: &Base, copy: &Path) -> Needles {
+    edit_seg(base, copy, |seg, recs| {
+        let r = &recs[19];
+        seg.truncate(r.start + (r.end - r.start) / 2)
+    });
+    let k = base.first_covering_more_than(19);
+    vec![
+        one(format!("checkpoints.log, checkpoint {k}")),
+        one("covers 20 records"),
+    ]
+}
+
+/// (g) one character of the size-10 checkpoint's signature changed, its
+/// record's CRC fixed.
+fn checkpoint_signature(_base: &Base, copy: &Path) -> Needles {
+    let path = copy.join("checkpoints.log");
+    let mut file = std::fs::read(&path).unwrap();
+    let cps = checkpoint_records(&file);
+    let k = cps.iter().position(|c| c.size() == 10).unwrap();
+    let cp = &cps[k];
+    let text_start = cp.start + 8;
+    // The signature line is the last line: "— <origin> <base64 blob>".
+    let blob_start = cp.note.trim_end().rfind(' ').unwrap() + 1;
+    let at = text_start + blob_start + 40;
+    file[at] = if file[at] == b'A' { b'B' } else { b'A' };
+    let crc = crc32fast::hash(&file[text_start..cp.end]);
+    file[cp.start + 4..cp.start + 8].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, file).unwrap();
+    vec![
+        one(format!("checkpoints.log, checkpoint {k}")),
+        one("signature"),
+    ]
+}
+
+/// (h) the log and checkpoints.log cut back to the size-10 checkpoint:
+/// consistent in itself, so only a checkpoint the auditor kept shows it.
+fn truncate_log_and_checkpoints(base: &Base, copy: &Path) -> Needles {
+    edit_seg(base, copy, |seg, recs| seg.truncate(recs[10].start));
+    keep_checkpoints_up_to(copy, 10);
+    vec![one("trusted checkpoint"), one("covers 20 records")]
+}
+
+/// (i) past the last stored checkpoint, the last record's verdict turned
+/// from rejected:bad_signature into accepted (framing and chain intact):
+/// only re-checking the event's signature shows it.
+fn forged_acceptance(base: &Base, copy: &Path) -> Needles {
+    keep_checkpoints_up_to(copy, 10);
+    edit_seg(base, copy, |seg, recs| {
+        let r = &recs[19];
+        let body = String::from_utf8(seg[r.body.clone()].to_vec()).unwrap();
+        let forged = body.replace(
+            "\"verdict\":\"rejected:bad_signature\"",
+            "\"verdict\":\"accepted\"",
+        );
+        assert_ne!(body, forged, "record 19 is a bad_signature rejection");
+        let event = seg[r.event.clone()].to_vec();
+        replace_record(seg, r, forged.as_bytes(), &event);
+    });
+    vec![one(SEG), one("index 19"), one("signature")]
+}
+
+/// (j) past the last stored checkpoint, the last record replaced by a
+/// second acceptance of event t-18 (framing and chain intact).
+fn accepted_twice(base: &Base, copy: &Path) -> Needles {
+    keep_checkpoints_up_to(copy, 10);
+    edit_seg(base, copy, |seg, recs| {
+        let (r18, r19) = (&recs[18], &recs[19]);
+        let body18: J = serde_json::from_slice(&seg[r18.body.clone()]).unwrap();
+        let body19: J = serde_json::from_slice(&seg[r19.body.clone()]).unwrap();
+        // The JCS body as the server writes it (keys sorted, no spaces),
+        // at index 19 and chained to record 18.
+        let mut forged = body18.clone();
+        forged["index"] = json!(19);
+        forged["prev"] = body19["prev"].clone();
+        let forged = serde_json::to_vec(&forged).unwrap();
+        let event = seg[r18.event.clone()].to_vec();
+        replace_record(seg, r19, &forged, &event);
+    });
+    vec![one(SEG), one("index 19"), one("accepted a second time")]
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "a-event-byte-no-crc",
+            apply: event_byte_no_crc,
+            serve_refuses: true,
+        },
+        Case {
+            name: "b-body-byte-crc-fixed",
+            apply: body_byte_crc_fixed,
+            serve_refuses: true,
+        },
+        Case {
+            name: "b-last-body-byte-crc-fixed",
+            apply: last_body_byte_crc_fixed,
+            serve_refuses: true,
+        },
+        Case {
+            name: "c-event-byte-crc-fixed",
+            apply: event_byte_crc_fixed,
+            serve_refuses: true,
+        },
+        Case {
+            name: "d-delete-record",
+            apply: delete_record,
+            serve_refuses: true,
+        },
+        Case {
+            name: "e-swap-records",
+            apply: swap_records,
+            serve_refuses: true,
+        },
+        Case {
+            name: "f-truncate-below-checkpoint",
+            apply: truncate_below_checkpoint,
+            serve_refuses: true,
+        },
+        Case {
+            name: "f-tear-covered-record",
+            apply: tear_covered_record,
+            serve_refuses: true,
+        },
+        Case {
+            name: "g-checkpoint-signature",
+            apply: checkpoint_signature,
+            serve_refuses: false,
+        },
+        Case {
+            name: "h-truncate-log-and-checkpoints",
+            apply: truncate_log_and_checkpoints,
+            serve_refuses: false,
+        },
+        Case {
+            name: "i-forged-acceptance",
+            apply: forged_acceptance,
+            serve_refuses: false,
+        },
+        Case {
+            name: "j-accepted-twice",
+            apply: accepted_twice,
+            serve_refuses: false,
+        },
+    ]
+}
+
+fn verify(copy: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["verify", "--data", copy.to_str().unwrap(), "--quiet"];
+    args.extend_from_slice(extra);
+    let out = run_vigil(&args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn verify_fails_on_every_tampering_and_names_the_place() {
+    let base = build_base();
+    let (code, err) = verify(&base.data, &[]);
+    assert_eq!(code, Some(0), "the untampered log verifies: {err}");
+    let (code, err) = verify(
+        &base.data,
+        &["--checkpoint", base.trusted.to_str().unwrap()],
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "the untampered log verifies against its checkpoint: {err}"
+    );
+
+    let mut failures = Vec::new();
+    for case in cases() {
+        let copy = base.copy(case.name);
+        let needles = (case.apply)(&base, &copy);
+        let trusted = base.trusted.to_str().unwrap();
+        let extra: &[&str] = if case.name.starts_with("h-") {
+            // Consistent in itself: without the trusted checkpoint nobody
+            // can tell (contract section 8).
+            let (code, err) = verify(&copy, &[]);
+            if code != Some(0) {
+                failures.push(format!(
+                    "{}: without --checkpoint, verify gave {code:?} on a self-consistent shorter log: {err}",
+                    case.name
+                ));
+            }
+            &["--checkpoint", trusted]
+        } else {
+            &[]
+        };
+        let (code, err) = verify(&copy, extra);
+        eprintln!("{}: exit {code:?}: {}", case.name, err.trim_end());
+        if code != Some(1) {
+            failures.push(format!(
+                "{}: verify exited {code:?}, not 1: {err}",
+                case.name
+            ));
+            continue;
+        }
+        for group in &needles {
+            if !group.iter().any(|n| err.contains(n.as_str())) {
+                failures.push(format!(
+                    "{}: verify's message does not name {group:?}: {err}",
+                    case.name
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Runs `vigil serve` on `data`; returns its exit code and stderr if it
+/// exits within 30 s, else kills it and returns None (it started).
+fn serve_exits(data: &Path, jwks: &Path) -> Option<(Option<i32>, String)> {
+    let err_path = data.with_extension("stderr");
+    let err_file = std::fs::File::create(&err_path).unwrap();
+    let mut child = vigil()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .arg("--keys")
+        .arg(jwks)
+        .stdout(Stdio::null())
+        .stderr(err_file)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some((
+                status.code(),
+                std::fs::read_to_string(&err_path).unwrap_or_default(),
+            ));
+        }
+        if Instant::now() > deadline || data.join("listen.addr").exists() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serve_refuses_damage_in_the_middle_and_cuts_a_torn_tail() {
+    let base = build_base();
+    let mut failures = Vec::new();
+    for case in cases().into_iter().filter(|c| c.serve_refuses) {
+        let copy = base.copy(case.name);
+        (case.apply)(&base, &copy);
+        // listen.addr is the server's own sign of having started.
+        let _ = std::fs::remove_file(copy.join("listen.addr"));
+        match serve_exits(&copy, &base.jwks) {
+            None => failures.push(format!("{}: vigil serve started on it", case.name)),
+            Some((code, err)) => {
+                eprintln!("serve on {}: exit {code:?}: {}", case.name, err.trim_end());
+                if code != Some(2) || !err.contains("vigil verify") {
+                    failures.push(format!(
+                        "{}: vigil serve exited {code:?} (want 2, telling to run vigil verify): {err}",
+                        case.name
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Torn tails past the last checkpoint, as a crash leaves them: half of
+    // a record, or zeros where the file grew but nothing was written.
+    let seg = std::fs::read(base.seg(&base.data)).unwrap();
+    let last = records(&seg)[19].clone();
+    let half = seg[last.start..last.start + (last.end - last.start) / 2].to_vec();
+    for (name, tail) in [("torn-half-record", half), ("torn-zeros", vec![0u8; 100])] {
+        let copy = base.copy(name);
+        let path = base.seg(&copy);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&tail);
+        std::fs::write(&path, &bytes).unwrap();
+        let (code, err) = verify(&copy, &[]);
+        assert_eq!(
+            code,
+            Some(0),
+            "{name}: a torn unacknowledged tail is not tampering: {err}"
+        );
+        assert!(
+            err.contains(SEG),
+            "{name}: verify notes the torn tail: {err}"
+        );
+
+        let mut server = Server::start(&copy, &["--keys", base.jwks.to_str().unwrap()]);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            seg.len() as u64,
+            "{name}: the torn tail is cut on start"
+        );
+        let r = server.receipt(&base.signer.agent, "t-19");
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        assert_eq!(r.json()["receipt"]["index"], 19);
+        let answer = server.post_ndjson(&[make_event(&base.signer, 20, "good")]);
+        assert_eq!(answer["results"][0]["status"], "accepted", "{answer}");
+        assert_eq!(answer["results"][0]["receipt"]["index"], 20, "{answer}");
+        assert_eq!(server.stop(), Some(0), "{}", server.log_text());
+        let (code, err) = verify(&copy, &[]);
+        assert_eq!(code, Some(0), "{name}: after the restart: {err}");
+        assert_eq!(
+            records(&std::fs::read(&path).unwrap()).len(),
+            21,
+            "{name}: 21 whole records"
+        );
+    }
+}
