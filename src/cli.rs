@@ -108,6 +108,8 @@ enum Command {
 enum BenchCommand {
     /// Drive POST /v1/events with signed NDJSON batches and report rates.
     Ingest(crate::loadgen::LoadArgs),
+    /// Produce a signed corpus to a local tansu broker, then time Vigil consuming it.
+    Kafka(crate::loadgen::kafka::KafkaBenchArgs),
 }
 
 /// `vigil serve` flags (they override the configuration file).
@@ -204,6 +206,9 @@ fn run(cli: Cli) -> Result<(), Exit> {
         Command::Bench {
             what: BenchCommand::Ingest(args),
         } => crate::loadgen::run(args).map_err(Exit::from),
+        Command::Bench {
+            what: BenchCommand::Kafka(args),
+        } => crate::loadgen::kafka::run(args).map_err(Exit::from),
     }
 }
 

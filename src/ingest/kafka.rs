@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::client::ClientContext;
@@ -249,6 +249,8 @@ pub fn start(
         .map_err(|e| format!("cannot subscribe to {}: {e}", cfg.topic))?;
     let sink = KafkaSink::new(cfg)?;
     let rejected_topic = format!("{}.rejected", cfg.topic);
+    let consumer = Arc::new(consumer);
+    tokio::spawn(watch_lag(consumer.clone(), durable.clone(), stop.clone()));
     let handle = tokio::spawn(async move {
         if let Err(e) = consume(consumer, durable, pipeline, sink, rejected_topic, stop).await {
             tracing::error!(error = %e, "Kafka consumption stopped");
@@ -258,14 +260,13 @@ pub fn start(
 }
 
 async fn consume(
-    consumer: StreamConsumer<VigilContext>,
+    consumer: Arc<StreamConsumer<VigilContext>>,
     durable: Arc<Durable>,
     pipeline: Arc<Pipeline>,
     sink: KafkaSink,
     rejected_topic: String,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let mut last_lag = Instant::now();
     loop {
         let first = tokio::select! {
             _ = stop.changed() => break,
@@ -338,10 +339,6 @@ async fn consume(
         metrics()
             .kafka_commits_total
             .fetch_add(1, Ordering::Relaxed);
-        if last_lag.elapsed() >= Duration::from_secs(2) {
-            last_lag = Instant::now();
-            update_lag(&consumer, &durable);
-        }
     }
     let commit = durable.tpl(None);
     if commit.count() > 0 {
@@ -418,6 +415,23 @@ async fn handle_batch(
         .kafka_rejected_published_total
         .fetch_add(n, Ordering::Relaxed);
     Ok(())
+}
+
+/// Updates the lag gauges every 2 s, off the consume loop (watermark
+/// queries block on the broker).
+async fn watch_lag(
+    consumer: Arc<StreamConsumer<VigilContext>>,
+    durable: Arc<Durable>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        let (c, d) = (consumer.clone(), durable.clone());
+        let _ = tokio::task::spawn_blocking(move || update_lag(&c, &d)).await;
+    }
 }
 
 fn update_lag(consumer: &StreamConsumer<VigilContext>, durable: &Durable) {

@@ -28,6 +28,8 @@ use crate::json::{self, Value};
 use crate::keys::private::PrivateJwk;
 use crate::time::Timestamp;
 
+pub mod kafka;
+
 /// `vigil bench ingest` options.
 #[derive(Args, Debug, Clone)]
 pub struct LoadArgs {
@@ -65,7 +67,7 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 /// CPU seconds (user + system) used so far by a process.
-fn cpu_seconds(pid: &str) -> f64 {
+pub(crate) fn cpu_seconds(pid: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -81,7 +83,7 @@ fn cpu_seconds(pid: &str) -> f64 {
 }
 
 /// Strict verifications per second with `threads` threads for ~1 s.
-fn verify_rate(threads: usize) -> f64 {
+pub(crate) fn verify_rate(threads: usize) -> f64 {
     let key = SigningKey::from_bytes(&[7; 32]);
     let public = key.verifying_key();
     let msgs: Vec<(Vec<u8>, [u8; 64])> = (0..256u32)
@@ -117,7 +119,7 @@ fn verify_rate(threads: usize) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-fn make_event(key: &PrivateJwk, i: usize, now: &str) -> Vec<u8> {
+pub(crate) fn make_event(key: &PrivateJwk, i: usize, now: &str) -> Vec<u8> {
     let members = vec![
         (
             "spec".to_string(),
@@ -171,7 +173,7 @@ fn make_event(key: &PrivateJwk, i: usize, now: &str) -> Vec<u8> {
     out
 }
 
-fn batches(events: &[Vec<u8>], size: usize) -> Vec<Bytes> {
+pub(crate) fn batches(events: &[Vec<u8>], size: usize) -> Vec<Bytes> {
     events
         .chunks(size)
         .map(|chunk| {
@@ -185,7 +187,7 @@ fn batches(events: &[Vec<u8>], size: usize) -> Vec<Bytes> {
         .collect()
 }
 
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     addr: SocketAddr,
     token: String,
@@ -201,13 +203,18 @@ impl Drop for ServerProcess {
     }
 }
 
-fn start_server(data: &Path, jwks: &Path) -> anyhow::Result<ServerProcess> {
+pub(crate) fn start_server(
+    data: &Path,
+    jwks: &Path,
+    extra: &[&str],
+) -> anyhow::Result<ServerProcess> {
     let exe = std::env::current_exe()?;
     let child = Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .arg("--keys")
         .arg(jwks)
+        .args(extra)
         .env("RUST_LOG", "warn")
         .spawn()
         .context("cannot start vigil serve")?;
@@ -226,11 +233,47 @@ fn start_server(data: &Path, jwks: &Path) -> anyhow::Result<ServerProcess> {
     Ok(ServerProcess { child, addr, token })
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Writes the JWKS of `agents` bench agents into `data` and signs `total`
+/// events (in parallel, before any timing); returns the JWKS path and the
+/// events.
+pub(crate) fn signed_corpus(
+    data: &Path,
+    agents: usize,
+    total: usize,
+) -> anyhow::Result<(PathBuf, Vec<Vec<u8>>)> {
+    let keys: Vec<PrivateJwk> = (0..agents)
+        .map(|i| PrivateJwk {
+            kid: format!("bench-agent-{i}#1"),
+            agent_id: Some(format!("bench-agent-{i}")),
+            key: SigningKey::from_bytes(&[(i % 250) as u8 + 1; 32]),
+        })
+        .collect();
+    let jwks: Vec<serde_json::Value> = keys.iter().map(|k| k.public_jwk()).collect();
+    let jwks_path = data.join("bench.jwks.json");
+    std::fs::create_dir_all(data)?;
+    std::fs::write(
+        &jwks_path,
+        serde_json::to_vec(&serde_json::json!({ "keys": jwks }))?,
+    )?;
+    let sign_start = Instant::now();
+    let now = Timestamp::now().to_rfc3339_millis();
+    let corpus: Vec<Vec<u8>> = (0..total)
+        .into_par_iter()
+        .map(|i| make_event(&keys[i % keys.len()], i, &now))
+        .collect();
+    let mean_size = corpus.iter().map(Vec::len).sum::<usize>() / corpus.len().max(1);
+    println!(
+        "signed a corpus of {total} events (mean {mean_size} bytes) in {:.1} s, before any timing",
+        sign_start.elapsed().as_secs_f64()
+    );
+    Ok((jwks_path, corpus))
 }
 
 /// Runs the benchmark and prints its report.
@@ -248,38 +291,14 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
             tmp.path().to_path_buf()
         }
     };
-    let keys: Vec<PrivateJwk> = (0..args.agents)
-        .map(|i| PrivateJwk {
-            kid: format!("bench-agent-{i}#1"),
-            agent_id: Some(format!("bench-agent-{i}")),
-            key: SigningKey::from_bytes(&[(i % 250) as u8 + 1; 32]),
-        })
-        .collect();
-    let jwks: Vec<serde_json::Value> = keys.iter().map(|k| k.public_jwk()).collect();
-    let jwks_path = data.join("bench.jwks.json");
-    std::fs::create_dir_all(&data)?;
-    std::fs::write(
-        &jwks_path,
-        serde_json::to_vec(&serde_json::json!({ "keys": jwks }))?,
-    )?;
     let latency_events = args.rate * args.latency_seconds as usize;
     let total = args.events + latency_events;
-    let sign_start = Instant::now();
-    let now = Timestamp::now().to_rfc3339_millis();
-    let corpus: Vec<Vec<u8>> = (0..total)
-        .into_par_iter()
-        .map(|i| make_event(&keys[i % keys.len()], i, &now))
-        .collect();
-    let mean_size = corpus.iter().map(Vec::len).sum::<usize>() / corpus.len().max(1);
-    println!(
-        "signed a corpus of {total} events (mean {mean_size} bytes) in {:.1} s, before any timing",
-        sign_start.elapsed().as_secs_f64()
-    );
+    let (jwks_path, corpus) = signed_corpus(&data, args.agents, total)?;
     let (throughput_events, latency_corpus) = corpus.split_at(args.events);
     let throughput_batches = batches(throughput_events, args.batch);
     let per_tick = (args.rate / 100).max(1);
     let latency_batches = batches(latency_corpus, per_tick);
-    let server = start_server(&data, &jwks_path)?;
+    let server = start_server(&data, &jwks_path, &[])?;
     let server_pid = server.child.id().to_string();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -363,7 +382,7 @@ async fn post_checked(client: &mut Client, body: Bytes, expect: usize) -> anyhow
     Ok(())
 }
 
-async fn throughput(
+pub(crate) async fn throughput(
     addr: SocketAddr,
     token: &str,
     batches: Vec<Bytes>,

@@ -1,0 +1,220 @@
+//! `vigil bench kafka`: Vigil's consume-verify-receipt rate end to end.
+//!
+//! It starts the Kafka-protocol broker `tansu` on a loopback port (memory
+//! storage), creates a 3-partition topic, signs a corpus and produces it
+//! before timing starts, measures Vigil's HTTP ingest rate on an equal
+//! corpus in the same run, then starts `vigil serve --kafka-brokers` and
+//! times how fast it makes the whole topic durable, sampling consumer lag
+//! every half second, and reports the CPU used by Vigil and by the broker.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use super::{batches, cpu_seconds, signed_corpus, start_server, throughput};
+use crate::client::Client;
+
+/// `vigil bench kafka` options.
+#[derive(Args, Debug, Clone)]
+pub struct KafkaBenchArgs {
+    /// Events produced to the topic (and sent over HTTP for comparison).
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Distinct simulated agents (the message key is the agent id).
+    #[arg(long, default_value_t = 64)]
+    pub agents: usize,
+    /// The tansu binary (default: tansu on PATH, then ~/.cargo/bin/tansu).
+    #[arg(long)]
+    pub tansu: Option<PathBuf>,
+}
+
+fn find_tansu(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let path = std::env::var("PATH").unwrap_or_default();
+    for dir in path
+        .split(':')
+        .map(String::from)
+        .chain([format!("{home}/.cargo/bin")])
+    {
+        let p = Path::new(&dir).join("tansu");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("tansu is not installed: cargo install tansu --features dynostore (or pass --tansu PATH)")
+}
+
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the benchmark and prints its report.
+pub fn run(args: KafkaBenchArgs) -> anyhow::Result<()> {
+    let tmp = tempfile::Builder::new()
+        .prefix("vigil-bench-kafka-")
+        .tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let broker = Broker(
+        Command::new(find_tansu(args.tansu.as_deref())?)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start tansu")?,
+    );
+    let brokers = format!("127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&brokers).is_err() {
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("tansu did not listen within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()?;
+    let topics = [
+        NewTopic::new("agent-events", 3, TopicReplication::Fixed(1)),
+        NewTopic::new("agent-events.rejected", 1, TopicReplication::Fixed(1)),
+    ];
+    for r in rt.block_on(admin.create_topics(&topics, &AdminOptions::new()))? {
+        r.map_err(|(t, e)| anyhow::anyhow!("cannot create topic {t}: {e}"))?;
+    }
+
+    let http_dir = tmp.path().join("http");
+    let kafka_dir = tmp.path().join("kafka");
+    let (jwks, corpus) = signed_corpus(tmp.path(), args.agents, args.events * 2)?;
+    let (for_kafka, for_http) = corpus.split_at(args.events);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let produce_start = Instant::now();
+    for (i, event) in for_kafka.iter().enumerate() {
+        let key = format!("bench-agent-{}", i % args.agents);
+        let mut record = BaseRecord::to("agent-events").key(&key).payload(event);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    println!(
+        "produced {} events to a 3-partition topic in {:.1} s, before any timing",
+        args.events,
+        produce_start.elapsed().as_secs_f64()
+    );
+
+    // Vigil's HTTP ingest rate, in the same run, on an equal corpus.
+    let http = start_server(&http_dir, &jwks, &[])?;
+    let (http_elapsed, _) = rt.block_on(throughput(
+        http.addr,
+        &http.token,
+        batches(for_http, 500),
+        8,
+        500,
+    ))?;
+    drop(http);
+    let http_rate = args.events as f64 / http_elapsed;
+    println!("HTTP ingest (same run): {http_rate:.0} events/s");
+
+    let broker_pid = broker.0.id().to_string();
+    let broker_cpu0 = cpu_seconds(&broker_pid);
+    let vigil = start_server(&kafka_dir, &jwks, &["--kafka-brokers", &brokers])?;
+    let vigil_pid = vigil.child.id().to_string();
+    let vigil_cpu0 = cpu_seconds(&vigil_pid);
+    let started = Instant::now();
+    let (first, done, lags) = rt.block_on(async {
+        let mut client = Client::connect(vigil.addr, &vigil.token).await?;
+        let mut first = None;
+        let mut lags = Vec::new();
+        loop {
+            let (_, body) = client
+                .send("GET", "/readyz", None, bytes::Bytes::new())
+                .await?;
+            let size = serde_json::from_slice::<serde_json::Value>(&body)?["log_size"]
+                .as_u64()
+                .unwrap_or(0);
+            if size > 0 && first.is_none() {
+                first = Some(started.elapsed());
+            }
+            lags.push((
+                started.elapsed().as_secs_f64(),
+                args.events as u64 - size.min(args.events as u64),
+            ));
+            if size >= args.events as u64 {
+                return anyhow::Ok((first.unwrap_or_default(), started.elapsed(), lags));
+            }
+            if started.elapsed() > Duration::from_secs(600) {
+                bail!("Vigil did not consume the topic within 600 s (log size {size})");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })?;
+    let vigil_cpu = cpu_seconds(&vigil_pid) - vigil_cpu0;
+    let broker_cpu = cpu_seconds(&broker_pid) - broker_cpu0;
+    drop(vigil);
+    let consuming = (done - first).as_secs_f64().max(1e-9);
+    let kafka_rate = args.events as f64 / consuming;
+    println!();
+    println!(
+        "## kafka: {} events, 3 partitions, one Vigil instance",
+        args.events
+    );
+    println!(
+        "consume-verify-receipt: {kafka_rate:.0} events/s from the first receipt to the last ({:.2} of the HTTP rate); \
+         group join took {:.1} s",
+        kafka_rate / http_rate,
+        first.as_secs_f64()
+    );
+    let samples: Vec<String> = lags
+        .iter()
+        .step_by((lags.len() / 10).max(1))
+        .map(|(t, l)| format!("{t:.1}s:{l}"))
+        .collect();
+    println!(
+        "consumer lag (messages not yet durable) over time: {}",
+        samples.join(" ")
+    );
+    println!(
+        "CPU: vigil {vigil_cpu:.1} s, broker {broker_cpu:.1} s, over {:.1} s",
+        done.as_secs_f64()
+    );
+    Ok(())
+}
