@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ed25519_dalek::SigningKey;
-use vigil::event::signature::{b64url, sign};
-use vigil::json::{self, Value};
 use vigil::keys::private::PrivateJwk;
 use vigil::keys::{parse_jwks, KeySet, TimeRules};
 use vigil::pipeline::judge::judge;
@@ -28,46 +26,7 @@ fn key() -> PrivateJwk {
 }
 
 fn event(k: &PrivateJwk, i: u64) -> Vec<u8> {
-    let members = vec![
-        ("spec".to_string(), Value::String("vigil.event/v1".into())),
-        (
-            "event_id".into(),
-            Value::String(format!("bench-{i}-{}", uuid::Uuid::now_v7())),
-        ),
-        (
-            "occurred_at".into(),
-            Value::String(Timestamp::now().to_rfc3339_millis()),
-        ),
-        ("agent_id".into(), Value::String("bench-agent".into())),
-        ("key_id".into(), Value::String(k.kid.clone())),
-        (
-            "correlation_id".into(),
-            Value::String(format!("corr-{}", i / 10)),
-        ),
-        ("action".into(), Value::String("db.query".into())),
-        (
-            "principal".into(),
-            Value::String("user@corp.example".into()),
-        ),
-        (
-            "resource".into(),
-            Value::String(format!("postgres://analytics/table_{}", i % 97)),
-        ),
-        ("records".into(), Value::Number((i % 1000) as f64)),
-        (
-            "justification".into(),
-            Value::String("scheduled report for the finance team, ticket FIN-2231".into()),
-        ),
-    ];
-    let c = json::Canonical::of_object(&members, "signature");
-    let mut members = members;
-    members.push((
-        "signature".into(),
-        Value::String(b64url(&sign(&k.key, &c.without))),
-    ));
-    let mut out = Vec::new();
-    json::write_jcs(&Value::Object(members), &mut out);
-    out
+    vigil::loadgen::make_event(k, i as usize, &Timestamp::now().to_rfc3339_millis())
 }
 
 fn jwks(k: &PrivateJwk) -> Vec<u8> {

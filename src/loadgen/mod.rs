@@ -119,7 +119,9 @@ pub(crate) fn verify_rate(threads: usize) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-pub(crate) fn make_event(key: &PrivateJwk, i: usize, now: &str) -> Vec<u8> {
+/// A signed benchmark event (about 560 bytes) of `key`'s agent, number `i`,
+/// occurring at `now`; its event id is unique.
+pub fn make_event(key: &PrivateJwk, i: usize, now: &str) -> Vec<u8> {
     let members = vec![
         (
             "spec".to_string(),
