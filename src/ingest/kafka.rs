@@ -384,7 +384,7 @@ async fn handle_batch(
     let mut publishes = Vec::new();
     for (m, r) in batch.iter().zip(&results) {
         if let (Some(key), Status::Accepted | Status::Duplicate) = (m.key(), r.status) {
-            let agent = r.receipt.as_ref().map(|rc| rc.body.agent_id.as_bytes());
+            let agent = r.agent_id.as_ref().map(|a| a.as_bytes());
             if agent.is_some_and(|a| a != key) {
                 metrics()
                     .kafka_key_mismatch_total

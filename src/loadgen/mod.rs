@@ -105,7 +105,10 @@ pub(crate) fn verify_rate(threads: usize) -> f64 {
                 while t.elapsed() < Duration::from_millis(1000) {
                     for (m, s) in msgs.iter().take(64) {
                         let sig = ed25519_dalek::Signature::from_bytes(s);
-                        assert!(public.verify_strict(m, &sig).is_ok(), "a signature made here verifies");
+                        assert!(
+                            public.verify_strict(m, &sig).is_ok(),
+                            "a signature made here verifies"
+                        );
                         n += 1;
                     }
                 }

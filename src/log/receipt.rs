@@ -172,26 +172,39 @@ pub fn chain_hash(prev: &Hash, leaf: &Hash) -> Hash {
     sha256(&buf)
 }
 
-/// A receipt as served: the body plus its leaf hash and chain hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServedReceipt {
-    /// The body's members.
-    #[serde(flatten)]
-    pub body: ReceiptBody,
-    /// Hex leaf hash.
-    pub leaf_hash: String,
-    /// Hex chain hash.
-    pub chain: String,
-}
+/// A receipt as served: the body's members plus `leaf_hash` and `chain`,
+/// as JSON text made straight from the body's JCS bytes (the answer to a
+/// batch holds one per item, so nothing is parsed or cloned to make it).
+#[derive(Debug, Clone)]
+pub struct ServedReceipt(Box<serde_json::value::RawValue>);
 
 impl ServedReceipt {
-    /// Builds the served form from a body and its chain hash.
-    pub fn new(body: ReceiptBody, chain: &Hash) -> ServedReceipt {
-        let leaf = leaf_hash(&body.to_jcs());
-        ServedReceipt {
-            body,
-            leaf_hash: hex::encode(leaf),
-            chain: hex::encode(chain),
-        }
+    /// The served form of a body given its JCS bytes, leaf hash and chain.
+    pub fn from_jcs(body_jcs: &[u8], leaf: &Hash, chain: &Hash) -> ServedReceipt {
+        debug_assert!(body_jcs.last() == Some(&b'}'));
+        let mut out = String::with_capacity(body_jcs.len() + 160);
+        out.push_str(
+            std::str::from_utf8(&body_jcs[..body_jcs.len() - 1]).expect("JCS output is UTF-8"),
+        );
+        out.push_str(",\"chain\":\"");
+        out.push_str(&hex::encode(chain));
+        out.push_str("\",\"leaf_hash\":\"");
+        out.push_str(&hex::encode(leaf));
+        out.push_str("\"}");
+        ServedReceipt(
+            serde_json::value::RawValue::from_string(out)
+                .expect("a JCS object with two more string members is JSON"),
+        )
+    }
+
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl Serialize for ServedReceipt {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
     }
 }

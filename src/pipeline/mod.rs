@@ -30,7 +30,7 @@ use crate::keys::registry::KeyError;
 use crate::keys::{KeyRegistry, TimeRules};
 use crate::log::note::NoteSigner;
 use crate::log::proof::build_proof;
-use crate::log::receipt::{ReceiptBody, ServedReceipt, Verdict};
+use crate::log::receipt::{ServedReceipt, Verdict};
 use crate::store::checkpoints::{read_checkpoints, CheckpointWriter};
 use crate::store::datadir::{DataDir, DataDirError};
 use crate::store::quarantine::Quarantine;
@@ -148,6 +148,9 @@ pub struct ItemResult {
     /// The event's id, when it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
+    /// The event's agent, when it had one (not part of the answer).
+    #[serde(skip)]
+    pub agent_id: Option<String>,
     /// What happened.
     pub status: Status,
     /// The bare reason of a rejection.
@@ -165,6 +168,7 @@ impl ItemResult {
     fn quarantined(u: &Unidentifiable) -> ItemResult {
         ItemResult {
             event_id: None,
+            agent_id: None,
             status: Status::Rejected,
             reason: Some(u.reason().to_string()),
             receipt: None,
@@ -184,6 +188,7 @@ impl ItemResult {
         };
         ItemResult {
             event_id: Some(event.event_id().to_string()),
+            agent_id: Some(event.agent_id().to_string()),
             status: Status::Rejected,
             reason,
             receipt,
@@ -454,8 +459,6 @@ impl Pipeline {
             (index, st.positions[index as usize])
         };
         let record = self.reader.read(pos)?;
-        let body: ReceiptBody =
-            serde_json::from_slice(&record.body).map_err(std::io::Error::other)?;
         let st = self
             .state
             .read()
@@ -465,7 +468,7 @@ impl Pipeline {
             build_proof(&record.body, index, &path, &st.checkpoint)
         });
         Ok(Some(ReceiptLookup {
-            receipt: st.served(body),
+            receipt: st.served(index, &record.body),
             proof,
         }))
     }

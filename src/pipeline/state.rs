@@ -133,14 +133,13 @@ impl LogState {
         }
     }
 
-    /// The served receipt of a durable record, given its body.
-    pub fn served(&self, body: ReceiptBody) -> ServedReceipt {
-        let i = body.index;
-        ServedReceipt {
-            leaf_hash: hex::encode(self.tree.leaf(i).expect("a served record is in the tree")),
-            chain: hex::encode(self.chains[i as usize]),
-            body,
-        }
+    /// The served receipt of record `index`, given its body's JCS bytes.
+    pub fn served(&self, index: u64, body_jcs: &[u8]) -> ServedReceipt {
+        let leaf = self
+            .tree
+            .leaf(index)
+            .expect("a served record is in the tree");
+        ServedReceipt::from_jcs(body_jcs, &leaf, &self.chains[index as usize])
     }
 
     /// Records a new latest checkpoint.

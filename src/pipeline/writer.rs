@@ -13,7 +13,7 @@ use super::judge::Judgement;
 use super::state::{id_key, rejection_key, LogState};
 use super::{ItemResult, PipelineError, Status};
 use crate::log::note::{CheckpointBody, NoteSigner};
-use crate::log::receipt::{ReceiptBody, Verdict, RECEIPT_SPEC};
+use crate::log::receipt::{ReceiptBody, ServedReceipt, Verdict, RECEIPT_SPEC};
 use crate::store::checkpoints::CheckpointWriter;
 use crate::store::quarantine::{Quarantine, QuarantineEntry};
 use crate::store::segments::{encode_record, SegmentReader, SegmentWriter};
@@ -193,7 +193,7 @@ impl Writer {
                 .write()
                 .expect("the log state lock is never poisoned");
             let base = st.tree.size();
-            let mut new_bodies: Vec<ReceiptBody> = Vec::new();
+            let mut new_bodies: Vec<Vec<u8>> = Vec::new();
             let mut pos = self.segments.position();
             for (items, received_at, arrived, reply) in batches {
                 let received = received_at.to_rfc3339_millis();
@@ -229,15 +229,17 @@ impl Writer {
                                     && (verdict == Verdict::Accepted
                                         || claim.event_hash == event.event_hash)
                                 {
-                                    let body = self.body_at(&st, claim.index, base, &new_bodies);
+                                    let receipt =
+                                        self.served_at(&st, claim.index, base, &new_bodies);
                                     metrics()
                                         .events_duplicate_total
                                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                     results.push(ItemResult {
                                         event_id: Some(event.event_id().to_string()),
+                                        agent_id: Some(event.agent_id().to_string()),
                                         status: Status::Duplicate,
                                         reason: None,
-                                        receipt: body.map(|b| st.served(b)),
+                                        receipt,
                                         error: None,
                                     });
                                     continue;
@@ -263,12 +265,9 @@ impl Writer {
                                 if let Some((earlier, index)) = st.rejected_seen.get(&seen).copied()
                                 {
                                     if earlier == verdict {
-                                        let body = self.body_at(&st, index, base, &new_bodies);
+                                        let receipt = self.served_at(&st, index, base, &new_bodies);
                                         results.push(ItemResult::rejected(
-                                            &event,
-                                            verdict,
-                                            error,
-                                            body.map(|b| st.served(b)),
+                                            &event, verdict, error, receipt,
                                         ));
                                         continue;
                                     }
@@ -292,8 +291,8 @@ impl Writer {
                             let len = encode_record(&jcs, &item.raw, &mut framed);
                             st.add(&body, &jcs, event.content_hash, event.event_hash, pos);
                             pos.offset += len;
-                            let served = st.served(body.clone());
-                            new_bodies.push(body);
+                            let served = st.served(index, &jcs);
+                            new_bodies.push(jcs);
                             match verdict {
                                 Verdict::Accepted => {
                                     metrics()
@@ -301,6 +300,7 @@ impl Writer {
                                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                     ItemResult {
                                         event_id: Some(event.event_id().to_string()),
+                                        agent_id: Some(event.agent_id().to_string()),
                                         status: Status::Accepted,
                                         reason: None,
                                         receipt: Some(served),
@@ -388,20 +388,22 @@ impl Writer {
         }
     }
 
-    /// The body of record `index`: from this group's new records, or read
-    /// back from its segment.
-    fn body_at(
+    /// The served receipt of an earlier record: its body's JCS bytes come
+    /// from this group's new records, or are read back from its segment.
+    fn served_at(
         &self,
         st: &LogState,
         index: u64,
         base: u64,
-        new_bodies: &[ReceiptBody],
-    ) -> Option<ReceiptBody> {
+        new_bodies: &[Vec<u8>],
+    ) -> Option<ServedReceipt> {
         if index >= base {
-            return new_bodies.get((index - base) as usize).cloned();
+            return new_bodies
+                .get((index - base) as usize)
+                .map(|jcs| st.served(index, jcs));
         }
         let record = self.reader.read(st.positions[index as usize]).ok()?;
-        serde_json::from_slice(&record.body).ok()
+        Some(st.served(index, &record.body))
     }
 
     /// Signs and stores a checkpoint over the durable records when they grew
