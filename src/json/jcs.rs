@@ -10,6 +10,14 @@ use super::Value;
 /// minimal ECMAScript escapes and numbers the ECMAScript `Number` to string
 /// rules. Iterative, so nesting depth cannot exhaust the stack.
 pub fn write_jcs(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => return out.extend_from_slice(b"null"),
+        Value::Bool(true) => return out.extend_from_slice(b"true"),
+        Value::Bool(false) => return out.extend_from_slice(b"false"),
+        Value::Number(n) => return write_number(*n, out),
+        Value::String(s) => return write_jcs_string(s, out),
+        Value::Array(_) | Value::Object(_) => {}
+    }
     enum Step<'a> {
         Value(&'a Value),
         Raw(&'static [u8]),
@@ -77,19 +85,18 @@ impl Canonical {
         without.push(b'{');
         whole.push(b'{');
         for (name, value) in sorted {
-            let mut piece = Vec::with_capacity(64);
-            write_jcs_string(name, &mut piece);
-            piece.push(b':');
-            write_jcs(value, &mut piece);
             if whole.len() > 1 {
                 whole.push(b',');
             }
-            whole.extend_from_slice(&piece);
+            let piece = whole.len();
+            write_jcs_string(name, &mut whole);
+            whole.push(b':');
+            write_jcs(value, &mut whole);
             if name != excluded {
                 if without.len() > 1 {
                     without.push(b',');
                 }
-                without.extend_from_slice(&piece);
+                without.extend_from_slice(&whole[piece..]);
             }
         }
         without.push(b'}');

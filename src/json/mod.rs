@@ -93,7 +93,22 @@ impl Value {
 impl Drop for Value {
     fn drop(&mut self) {
         // Dropping a deeply nested value recursively could overflow the
-        // stack; flatten children into a heap list first.
+        // stack; flatten children into a heap list first. A container whose
+        // children hold no non-empty container drops recursively only one
+        // level, so it takes the ordinary path (no extra allocation).
+        let nested = |v: &Value| match v {
+            Value::Array(items) => !items.is_empty(),
+            Value::Object(members) => !members.is_empty(),
+            _ => false,
+        };
+        let flat = match &*self {
+            Value::Array(items) => !items.iter().any(nested),
+            Value::Object(members) => !members.iter().any(|(_, v)| nested(v)),
+            _ => true,
+        };
+        if flat {
+            return;
+        }
         let mut pending = Vec::new();
         match self {
             Value::Array(items) if !items.is_empty() => pending.append(items),
