@@ -286,9 +286,13 @@ pub(crate) fn signed_corpus(
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!("vigil bench ingest: {cores} cores");
-    let v1 = verify_rate(1);
-    let vn = verify_rate(cores);
-    println!("strict Ed25519 verification (ed25519-dalek verify_strict, the contract's reference, 600-byte messages): {v1:.0}/s on 1 thread, {vn:.0}/s on {cores} threads");
+    // The best of three 1-second runs each: the baseline should not be
+    // lowered by a passing hiccup of the machine.
+    let v1 = (0..3).map(|_| verify_rate(1)).fold(0.0, f64::max);
+    let vn = (0..3).map(|_| verify_rate(cores)).fold(0.0, f64::max);
+    println!(
+        "strict Ed25519 verification (ed25519-dalek verify_strict, 600-byte messages, best of 3 s): {v1:.0}/s on 1 thread, {vn:.0}/s on {cores} threads"
+    );
     let tmp;
     let data = match &args.data {
         Some(d) => d.clone(),
