@@ -3,6 +3,7 @@
 //! fdatasync for everything that arrived while the last one ran), answers
 //! only after that sync, and signs checkpoints over durable records.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use super::judge::Judgement;
 use super::state::{id_key, rejection_key, LogState};
 use super::{ItemResult, PipelineError, Status};
 use crate::log::note::{CheckpointBody, NoteSigner};
-use crate::log::receipt::{ReceiptBody, ServedReceipt, Verdict, RECEIPT_SPEC};
+use crate::log::receipt::{Reason, ReceiptBody, ServedReceipt, Verdict, RECEIPT_SPEC};
 use crate::store::checkpoints::CheckpointWriter;
 use crate::store::quarantine::{Quarantine, QuarantineEntry};
 use crate::store::segments::{encode_record, SegmentReader, SegmentWriter};
@@ -79,6 +80,20 @@ type Batch = (
     Instant,
     oneshot::Sender<Result<Vec<ItemResult>, PipelineError>>,
 );
+
+/// What one group commit is building.
+struct Group {
+    /// Framed records to append.
+    framed: Vec<u8>,
+    /// Quarantine entries to append.
+    quarantined: Vec<(QuarantineEntry, Bytes)>,
+    /// JCS bytes of the records framed so far (index `base + i`).
+    new_bodies: Vec<Vec<u8>>,
+    /// Index of the group's first new record.
+    base: u64,
+    /// Where the next framed record lands.
+    pos: crate::store::segments::RecordRef,
+}
 
 struct Pending {
     results: Vec<ItemResult>,
@@ -184,138 +199,25 @@ impl Writer {
             }
             return;
         }
-        let mut framed = Vec::with_capacity(64 * 1024);
-        let mut quarantined: Vec<(QuarantineEntry, Bytes)> = Vec::new();
         let mut pending = Vec::with_capacity(batches.len());
+        let mut group = Group {
+            framed: Vec::with_capacity(64 * 1024),
+            quarantined: Vec::new(),
+            new_bodies: Vec::new(),
+            base: next,
+            pos: self.segments.position(),
+        };
         {
             let mut st = self
                 .state
                 .write()
                 .expect("the log state lock is never poisoned");
-            let base = st.tree.size();
-            let mut new_bodies: Vec<Vec<u8>> = Vec::new();
-            let mut pos = self.segments.position();
             for (items, received_at, arrived, reply) in batches {
                 let received = received_at.to_rfc3339_millis();
-                let mut results = Vec::with_capacity(items.len());
-                for item in items {
-                    let result = match item.judgement {
-                        Judgement::Quarantine(u) => {
-                            quarantined.push((
-                                QuarantineEntry {
-                                    received_at: received.clone(),
-                                    source: item.source,
-                                    reason: u.reason().to_string(),
-                                    error: u.message().to_string(),
-                                    sha256: hex::encode(crate::event::sha256(&item.raw)),
-                                    size: item.raw.len() as u64,
-                                    raw_b64: String::new(),
-                                },
-                                item.raw,
-                            ));
-                            ItemResult::quarantined(&u)
-                        }
-                        Judgement::Receipt {
-                            event,
-                            verdict,
-                            error,
-                        } => {
-                            let key = id_key(event.agent_id(), event.event_id());
-                            let mut verdict = verdict;
-                            let mut error = error;
-                            if let Some(claim) = st.accepted.get(&key).copied() {
-                                let same_content = claim.content_hash == event.content_hash;
-                                if same_content
-                                    && (verdict == Verdict::Accepted
-                                        || claim.event_hash == event.event_hash)
-                                {
-                                    let receipt =
-                                        self.served_at(&st, claim.index, base, &new_bodies);
-                                    metrics()
-                                        .events_duplicate_total
-                                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                    results.push(ItemResult {
-                                        event_id: Some(event.event_id().to_string()),
-                                        agent_id: Some(event.agent_id().to_string()),
-                                        status: Status::Duplicate,
-                                        reason: None,
-                                        receipt,
-                                        error: None,
-                                    });
-                                    continue;
-                                }
-                                if verdict == Verdict::Accepted {
-                                    verdict =
-                                        Verdict::Rejected(crate::log::receipt::Reason::Conflict);
-                                    error = Some(format!(
-                                        "event_id {:?} of agent {:?} was already accepted with other content \
-                                         (receipt index {}); give every distinct action its own event_id",
-                                        event.event_id(),
-                                        event.agent_id(),
-                                        claim.index
-                                    ));
-                                }
-                            }
-                            if verdict != Verdict::Accepted {
-                                let seen = rejection_key(
-                                    event.agent_id(),
-                                    event.event_id(),
-                                    &event.event_hash,
-                                );
-                                if let Some((earlier, index)) = st.rejected_seen.get(&seen).copied()
-                                {
-                                    if earlier == verdict {
-                                        let receipt = self.served_at(&st, index, base, &new_bodies);
-                                        results.push(ItemResult::rejected(
-                                            &event, verdict, error, receipt,
-                                        ));
-                                        continue;
-                                    }
-                                }
-                            }
-                            let index = st.tree.size();
-                            let body = ReceiptBody {
-                                spec: RECEIPT_SPEC.to_string(),
-                                log: st.origin.clone(),
-                                index,
-                                event_id: event.event_id().to_string(),
-                                agent_id: event.agent_id().to_string(),
-                                key_id: event.key_id().to_string(),
-                                correlation_id: event.correlation_id().to_string(),
-                                event_hash: hex::encode(event.event_hash),
-                                received_at: received.clone(),
-                                verdict: verdict.as_string(),
-                                prev: hex::encode(st.prev()),
-                            };
-                            let jcs = body.to_jcs();
-                            let len = encode_record(&jcs, &item.raw, &mut framed);
-                            st.add(&body, &jcs, event.content_hash, event.event_hash, pos);
-                            pos.offset += len;
-                            let served = st.served(index, &jcs);
-                            new_bodies.push(jcs);
-                            match verdict {
-                                Verdict::Accepted => {
-                                    metrics()
-                                        .events_accepted_total
-                                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                    ItemResult {
-                                        event_id: Some(event.event_id().to_string()),
-                                        agent_id: Some(event.agent_id().to_string()),
-                                        status: Status::Accepted,
-                                        reason: None,
-                                        receipt: Some(served),
-                                        error: None,
-                                    }
-                                }
-                                Verdict::Rejected(r) => {
-                                    metrics().rejected(r);
-                                    ItemResult::rejected(&event, verdict, error, Some(served))
-                                }
-                            }
-                        }
-                    };
-                    results.push(result);
-                }
+                let results = items
+                    .into_iter()
+                    .map(|item| self.sequence(&mut st, &mut group, item, &received))
+                    .collect();
                 pending.push(Pending {
                     results,
                     reply,
@@ -323,6 +225,11 @@ impl Writer {
                 });
             }
         }
+        let Group {
+            framed,
+            quarantined,
+            ..
+        } = group;
         let io_result = (|| -> Result<(), String> {
             if !framed.is_empty() {
                 let t = Instant::now();
@@ -332,9 +239,7 @@ impl Writer {
                 metrics()
                     .log_sync_seconds
                     .observe(t.elapsed().as_secs_f64());
-                metrics()
-                    .log_commits_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics().log_commits_total.fetch_add(1, Ordering::Relaxed);
             }
             if !quarantined.is_empty() {
                 let refs: Vec<(QuarantineEntry, &[u8])> = quarantined
@@ -351,12 +256,10 @@ impl Writer {
                     } else {
                         &m.quarantined_unknown_agent_total
                     };
-                    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    c.fetch_add(1, Ordering::Relaxed);
                 }
-                m.quarantine_dropped_total.store(
-                    self.quarantine.dropped(),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                m.quarantine_dropped_total
+                    .store(self.quarantine.dropped(), Ordering::Relaxed);
             }
             Ok(())
         })();
@@ -370,9 +273,7 @@ impl Writer {
                     st.durable_size = st.tree.size();
                     st.durable_size
                 };
-                metrics()
-                    .log_size_records
-                    .store(size, std::sync::atomic::Ordering::Relaxed);
+                metrics().log_size_records.store(size, Ordering::Relaxed);
                 for p in pending {
                     metrics()
                         .ingest_ack_seconds
@@ -388,18 +289,128 @@ impl Writer {
         }
     }
 
+    /// Settles one judged item against the log in order: quarantine, a
+    /// duplicate of an accepted event or of the same rejection, a conflict,
+    /// or a new receipt framed into the group.
+    fn sequence(
+        &self,
+        st: &mut LogState,
+        group: &mut Group,
+        item: Judged,
+        received: &str,
+    ) -> ItemResult {
+        let (event, mut verdict, mut error) = match item.judgement {
+            Judgement::Quarantine(u) => {
+                group.quarantined.push((
+                    QuarantineEntry {
+                        received_at: received.to_string(),
+                        source: item.source,
+                        reason: u.reason().to_string(),
+                        error: u.message().to_string(),
+                        sha256: hex::encode(crate::event::sha256(&item.raw)),
+                        size: item.raw.len() as u64,
+                        raw_b64: String::new(),
+                    },
+                    item.raw,
+                ));
+                return ItemResult::quarantined(&u);
+            }
+            Judgement::Receipt {
+                event,
+                verdict,
+                error,
+            } => (event, verdict, error),
+        };
+        let key = id_key(event.agent_id(), event.event_id());
+        if let Some(claim) = st.accepted.get(&key).copied() {
+            let same_content = claim.content_hash == event.content_hash;
+            if same_content
+                && (verdict == Verdict::Accepted || claim.event_hash == event.event_hash)
+            {
+                metrics()
+                    .events_duplicate_total
+                    .fetch_add(1, Ordering::Relaxed);
+                return ItemResult {
+                    event_id: Some(event.event_id().to_string()),
+                    agent_id: Some(event.agent_id().to_string()),
+                    status: Status::Duplicate,
+                    reason: None,
+                    receipt: self.served_at(st, claim.index, group),
+                    error: None,
+                };
+            }
+            if verdict == Verdict::Accepted {
+                verdict = Verdict::Rejected(Reason::Conflict);
+                error = Some(format!(
+                    "event_id {:?} of agent {:?} was already accepted with other content (receipt index {}); \
+                     give every distinct action its own event_id",
+                    event.event_id(),
+                    event.agent_id(),
+                    claim.index
+                ));
+            }
+        }
+        if verdict != Verdict::Accepted {
+            let seen = rejection_key(event.agent_id(), event.event_id(), &event.event_hash);
+            if let Some((earlier, index)) = st.rejected_seen.get(&seen).copied() {
+                if earlier == verdict {
+                    return ItemResult::rejected(
+                        &event,
+                        verdict,
+                        error,
+                        self.served_at(st, index, group),
+                    );
+                }
+            }
+        }
+        let index = st.tree.size();
+        let body = ReceiptBody {
+            spec: RECEIPT_SPEC.to_string(),
+            log: st.origin.clone(),
+            index,
+            event_id: event.event_id().to_string(),
+            agent_id: event.agent_id().to_string(),
+            key_id: event.key_id().to_string(),
+            correlation_id: event.correlation_id().to_string(),
+            event_hash: hex::encode(event.event_hash),
+            received_at: received.to_string(),
+            verdict: verdict.as_string(),
+            prev: hex::encode(st.prev()),
+        };
+        let jcs = body.to_jcs();
+        let len = encode_record(&jcs, &item.raw, &mut group.framed);
+        st.add(&body, &jcs, event.content_hash, event.event_hash, group.pos);
+        group.pos.offset += len;
+        let served = st.served(index, &jcs);
+        group.new_bodies.push(jcs);
+        match verdict {
+            Verdict::Accepted => {
+                metrics()
+                    .events_accepted_total
+                    .fetch_add(1, Ordering::Relaxed);
+                ItemResult {
+                    event_id: Some(event.event_id().to_string()),
+                    agent_id: Some(event.agent_id().to_string()),
+                    status: Status::Accepted,
+                    reason: None,
+                    receipt: Some(served),
+                    error: None,
+                }
+            }
+            Verdict::Rejected(r) => {
+                metrics().rejected(r);
+                ItemResult::rejected(&event, verdict, error, Some(served))
+            }
+        }
+    }
+
     /// The served receipt of an earlier record: its body's JCS bytes come
     /// from this group's new records, or are read back from its segment.
-    fn served_at(
-        &self,
-        st: &LogState,
-        index: u64,
-        base: u64,
-        new_bodies: &[Vec<u8>],
-    ) -> Option<ServedReceipt> {
-        if index >= base {
-            return new_bodies
-                .get((index - base) as usize)
+    fn served_at(&self, st: &LogState, index: u64, group: &Group) -> Option<ServedReceipt> {
+        if index >= group.base {
+            return group
+                .new_bodies
+                .get((index - group.base) as usize)
                 .map(|jcs| st.served(index, jcs));
         }
         let record = self.reader.read(st.positions[index as usize]).ok()?;
@@ -438,10 +449,8 @@ impl Writer {
             .expect("the log state lock is never poisoned")
             .set_checkpoint(note.clone(), size);
         let m = metrics();
-        m.checkpoints_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        m.checkpoint_size_records
-            .store(size, std::sync::atomic::Ordering::Relaxed);
+        m.checkpoints_total.fetch_add(1, Ordering::Relaxed);
+        m.checkpoint_size_records.store(size, Ordering::Relaxed);
         Ok(note)
     }
 }
