@@ -12,11 +12,12 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
 
-use crate::cli::{serve_settings, ServeArgs, Server};
+use crate::cli::ServeArgs;
 use crate::client::Client;
 use crate::event::signature::{b64url, generate_key, sign};
 use crate::json::{self, Value};
 use crate::keys::private::PrivateJwk;
+use crate::server::{serve_settings, Server};
 use crate::store::fsutil::{create_dir_durably, write_file_durably};
 use crate::time::Timestamp;
 

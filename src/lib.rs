@@ -22,7 +22,8 @@
 //! - [`ingest`]: turning request bodies (JSON, NDJSON, Splunk HEC) into items.
 //! - [`api`]: the HTTP server (axum), roles and tokens.
 //! - [`verify`]: the offline auditor (`vigil verify`).
-//! - [`config`], [`telemetry`], [`cli`], [`demo`], [`loadgen`].
+//! - [`server`]: `vigil serve` put together; [`config`], [`telemetry`],
+//!   [`cli`], [`demo`], [`loadgen`].
 
 #![forbid(unsafe_code)]
 
@@ -38,6 +39,7 @@ pub mod keys;
 pub mod loadgen;
 pub mod log;
 pub mod pipeline;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod time;

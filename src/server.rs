@@ -1,0 +1,301 @@
+//! `vigil serve`: the configuration merged with flags, the pipeline, the
+//! HTTP listeners, the Kafka consumer, key reloads, and an orderly stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::api::auth::{Role, TokenEntry, Tokens};
+use crate::api::{self, AppState};
+use crate::cli::ServeArgs;
+use crate::config::Config;
+use crate::keys::TimeRules;
+use crate::log::note::check_origin;
+use crate::pipeline::{Pipeline, PipelineConfig};
+
+/// The settings `vigil serve` runs with, after file and flags are merged.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// The merged configuration.
+    pub config: Config,
+    /// The pipeline's configuration.
+    pub pipeline: PipelineConfig,
+}
+
+/// Merges a configuration file (if any) and flags, and checks them.
+pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
+    let mut config = match &args.config {
+        Some(p) => Config::load(p).map_err(|e| anyhow!(e))?,
+        None => Config::default(),
+    };
+    if let Some(d) = &args.data {
+        config.server.data = d.clone();
+    }
+    if let Some(l) = &args.listen {
+        config.server.listen = l.clone();
+    }
+    if !args.keys.is_empty() {
+        config.keys.jwks = args.keys.clone();
+    }
+    if let Some(o) = &args.origin {
+        config.server.origin = Some(o.clone());
+    }
+    if let Some(k) = &args.log_key {
+        config.server.log_key_file = Some(k.clone());
+    }
+    if let Some(brokers) = &args.kafka_brokers {
+        let k = config
+            .kafka
+            .get_or_insert_with(|| crate::config::KafkaConfig::new(brokers));
+        k.brokers = brokers.clone();
+    }
+    if args.kafka_topic.is_some() || args.kafka_group.is_some() {
+        let k = config.kafka.as_mut().ok_or_else(|| {
+            anyhow!("--kafka-topic and --kafka-group need --kafka-brokers or a [kafka] section")
+        })?;
+        if let Some(t) = &args.kafka_topic {
+            k.topic = t.clone();
+        }
+        if let Some(g) = &args.kafka_group {
+            k.group = g.clone();
+        }
+    }
+    if let Some(k) = &config.kafka {
+        crate::ingest::kafka::check_passthrough(k).map_err(|e| anyhow!(e))?;
+    }
+    config.validate().map_err(|e| anyhow!(e))?;
+    if let Some(o) = &config.server.origin {
+        check_origin(o).map_err(|e| anyhow!("--origin: {e}"))?;
+    }
+    for (name, section) in [
+        ("ciba", &config.ciba),
+        ("vault", &config.vault),
+        ("oidc", &config.oidc),
+    ] {
+        if section.is_some() {
+            tracing::warn!(
+                section = name,
+                "This section is read but not used yet: its capability is not part of this build"
+            );
+        }
+    }
+    let mut pipeline = PipelineConfig::new(config.server.data.clone());
+    pipeline.origin = config.server.origin.clone();
+    pipeline.log_key_file = config.server.log_key_file.clone();
+    pipeline.jwks = config.keys.jwks.clone();
+    pipeline.rules = TimeRules {
+        revocation_grace_s: config.server.revocation_grace_s,
+        max_clock_skew_s: config.server.max_clock_skew_s,
+    };
+    pipeline.checkpoint_interval = Duration::from_millis(config.server.checkpoint_interval_ms);
+    pipeline.quarantine_max_entries = config.server.quarantine_max_entries;
+    Ok(ServeSettings { config, pipeline })
+}
+
+fn configured_tokens(config: &Config) -> anyhow::Result<Tokens> {
+    let mut entries = Vec::new();
+    for t in &config.tokens {
+        let digest: [u8; 32] = match (&t.sha256, &t.token, &t.token_file) {
+            (Some(h), _, _) => hex::decode(h)?
+                .try_into()
+                .map_err(|_| anyhow!("token {:?}: bad sha256", t.name))?,
+            (_, Some(tok), _) => crate::event::sha256(tok.as_bytes()),
+            (_, _, Some(f)) => {
+                let tok = std::fs::read_to_string(f)
+                    .with_context(|| format!("token {:?}: cannot read {}", t.name, f.display()))?;
+                crate::event::sha256(tok.trim().as_bytes())
+            }
+            _ => bail!("token {:?} has no secret", t.name),
+        };
+        let roles = t
+            .roles
+            .iter()
+            .map(|r| Role::parse(r).ok_or_else(|| anyhow!("unknown role {r:?}")))
+            .collect::<Result<_, _>>()?;
+        entries.push(TokenEntry {
+            name: t.name.clone(),
+            digest,
+            roles,
+        });
+    }
+    Ok(Tokens::new(entries))
+}
+
+/// A running server: the pipeline plus its HTTP listeners.
+pub struct Server {
+    /// The pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// The address the API listens on.
+    pub addr: SocketAddr,
+    listener: Option<tokio::net::TcpListener>,
+    state: AppState,
+    metrics_listen: Option<String>,
+    kafka: Option<crate::config::KafkaConfig>,
+}
+
+impl Server {
+    /// Opens the pipeline and binds the listener (nothing served yet).
+    pub async fn start(settings: ServeSettings) -> anyhow::Result<Server> {
+        let listen: SocketAddr = settings
+            .config
+            .server
+            .listen
+            .parse()
+            .context("bad listen address")?;
+        let mut tokens = configured_tokens(&settings.config)?;
+        if tokens.is_empty() && !listen.ip().is_loopback() {
+            bail!(
+                "no token is configured, so vigil refuses to listen on the non-loopback address {listen}; \
+                 configure [[tokens]] or listen on 127.0.0.1"
+            );
+        }
+        let pipeline = Pipeline::open(&settings.pipeline).map_err(|e| anyhow!("{e}"))?;
+        let data = pipeline.data_dir().root.clone();
+        if tokens.is_empty() {
+            let (token, created) = pipeline
+                .data_dir()
+                .admin_token()
+                .map_err(|e| anyhow!("{e}"))?;
+            let path = data.join("admin.token");
+            if created {
+                tracing::info!(path = %path.display(), "No tokens are configured: wrote a generated admin token (all roles) to this file");
+            } else {
+                tracing::info!(path = %path.display(), "No tokens are configured: using the admin token in this file");
+            }
+            tokens = Tokens::admin(&token);
+        }
+        // SIGHUP reloads keys; take it over before anyone can know our address.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot handle SIGHUP")?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        crate::store::fsutil::write_file_durably(
+            &data.join("listen.addr"),
+            format!("{addr}\n").as_bytes(),
+            0o644,
+        )
+        .context("cannot write listen.addr")?;
+        let pipeline = Arc::new(pipeline);
+        let kafka_assigned = settings
+            .config
+            .kafka
+            .as_ref()
+            .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let state = AppState {
+            pipeline: pipeline.clone(),
+            tokens: Arc::new(tokens),
+            max_body_bytes: settings.config.server.max_body_bytes,
+            kafka_assigned,
+        };
+        let keys = pipeline.clone();
+        tokio::spawn(async move { watch_keys(keys, hup).await });
+        Ok(Server {
+            pipeline,
+            addr,
+            listener: Some(listener),
+            state,
+            metrics_listen: settings.config.server.metrics_listen.clone(),
+            kafka: settings.config.kafka.clone(),
+        })
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains: stops taking requests,
+    /// answers those in flight, writes a last checkpoint.
+    pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler installs");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!(
+                "Shutting down: answering requests in flight, then writing a last checkpoint"
+            );
+        };
+        self.run(shutdown).await
+    }
+
+    /// Serves until `shutdown` completes, then drains as above.
+    pub async fn run(
+        &mut self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        if let Some(m) = &self.metrics_listen {
+            let l = tokio::net::TcpListener::bind(m)
+                .await
+                .with_context(|| format!("cannot listen on metrics_listen {m}"))?;
+            tokio::spawn(async move { axum::serve(l, api::metrics_router()).await });
+        }
+        let listener = self
+            .listener
+            .take()
+            .ok_or_else(|| anyhow!("the server already ran"))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut kafka_task = None;
+        if let Some(k) = &self.kafka {
+            let (consumer, handle) = crate::ingest::kafka::start(k, self.pipeline.clone(), stop_rx)
+                .map_err(|e| anyhow!(e))?;
+            if let Some(flag) = &self.state.kafka_assigned {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    loop {
+                        flag.store(
+                            consumer.assigned.load(std::sync::atomic::Ordering::Relaxed),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                });
+            }
+            tracing::info!(brokers = %k.brokers, topic = %k.topic, group = %k.group, "Consuming from Kafka");
+            kafka_task = Some(handle);
+        }
+        tracing::info!(addr = %self.addr, log_size = self.pipeline.size(), "Vigil is serving");
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        api::serve(listener, api::router(self.state.clone()), shutdown).await?;
+        if let Some(h) = kafka_task {
+            let _ = h.await;
+        }
+        self.pipeline.shutdown().await;
+        tracing::info!("Stopped cleanly");
+        Ok(())
+    }
+}
+
+async fn watch_keys(pipeline: Arc<Pipeline>, mut hup: tokio::signal::unix::Signal) {
+    loop {
+        tokio::select! {
+            _ = hup.recv() => tracing::info!("SIGHUP: reloading agent keys"),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        let p = pipeline.clone();
+        let report = tokio::task::spawn_blocking(move || p.keys().reload())
+            .await
+            .unwrap_or_default();
+        for line in report {
+            if line.contains("refused") || line.contains("cannot") {
+                tracing::warn!("{line}");
+            } else {
+                tracing::info!("{line}");
+            }
+        }
+        let m = crate::telemetry::metrics();
+        m.keys_refused_total.store(
+            pipeline.keys().refused_total(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        m.keys_loaded.store(
+            pipeline.keys().current().key_count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
