@@ -262,4 +262,16 @@ client_secret = "..."
         );
         assert!(toml::from_str::<Config>("[server]\nlisten_addr = \"x\"").is_err());
     }
+
+    #[test]
+    fn the_deploy_example_is_a_valid_configuration() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/vigil.example.toml");
+        let cfg = Config::load(&path).unwrap();
+        assert!(
+            cfg.keys.jwks.iter().all(|j| !j.starts_with("http")),
+            "this version reads JWKS files only"
+        );
+        crate::ingest::kafka::check_passthrough(cfg.kafka.as_ref().unwrap()).unwrap();
+    }
 }
