@@ -11,7 +11,7 @@ mod parse;
 mod split;
 
 pub use jcs::{write_jcs, write_jcs_string, Canonical};
-pub use parse::{check_syntax, parse, ParseError};
+pub use parse::{check_syntax, parse, ParseError, MAX_PARSE_DEPTH};
 pub use split::{split_array, split_concatenated, SplitError};
 
 /// A parsed JSON value. Objects keep their members in input order.
@@ -132,13 +132,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deep_nesting_neither_overflows_parse_nor_drop() {
-        let depth = 200_000;
-        let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-        let v = parse(text.as_bytes()).expect("deep arrays are valid JSON");
-        assert_eq!(v.depth(), depth);
+    fn deep_nesting_is_bounded_and_never_recursive() {
+        let ok = format!(
+            "{}{}",
+            "[".repeat(MAX_PARSE_DEPTH),
+            "]".repeat(MAX_PARSE_DEPTH)
+        );
+        let v = parse(ok.as_bytes()).expect("nesting up to the bound parses");
+        assert_eq!(v.depth(), MAX_PARSE_DEPTH);
         let mut out = Vec::new();
         write_jcs(&v, &mut out);
-        assert_eq!(out, text.as_bytes());
+        assert_eq!(out, ok.as_bytes());
+        let hostile = format!("{}{}", "[".repeat(2_000_000), "]".repeat(2_000_000));
+        let e = parse(hostile.as_bytes()).unwrap_err();
+        assert!(e.what.contains("nesting deeper"), "{e}");
+        assert!(check_syntax(hostile.as_bytes()).is_err());
+        // Dropping and canonicalising deep values built by hand is iterative too.
+        let mut deep = Value::Null;
+        for _ in 0..200_000 {
+            deep = Value::Array(vec![deep]);
+        }
+        let mut out = Vec::new();
+        write_jcs(&deep, &mut out);
+        assert_eq!(out.len(), 200_000 * 2 + 4);
     }
 }

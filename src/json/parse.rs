@@ -16,6 +16,12 @@ pub struct ParseError {
     pub offset: usize,
 }
 
+/// Deepest nesting the parser builds. Events may nest at most 32 levels
+/// (deeper is `rejected:schema`, with a receipt); beyond this much deeper
+/// bound the input is refused as unparseable, so that a hostile body of
+/// nothing but brackets cannot make the parser hold millions of frames.
+pub const MAX_PARSE_DEPTH: usize = 1024;
+
 /// Largest integer magnitude up to which every integer is a double.
 const EXACT_INT_LIMIT: f64 = 9_007_199_254_740_992.0;
 
@@ -102,6 +108,11 @@ impl<'a> Parser<'a> {
             self.skip_ws();
             // Parse one value (or open a container).
             let mut v = match self.peek() {
+                Some(b'{' | b'[') if stack.len() >= MAX_PARSE_DEPTH => {
+                    return Err(self.error(&format!(
+                        "nesting deeper than {MAX_PARSE_DEPTH} levels; events nest at most 32"
+                    )))
+                }
                 Some(b'{') => {
                     self.pos += 1;
                     self.skip_ws();

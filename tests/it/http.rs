@@ -1406,3 +1406,55 @@ fn another_origin_on_the_same_data_exits_2_and_sigterm_leaves_a_valid_log() {
     let out = run_vigil(&["verify", "--data", data.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// Nesting: up to 32 levels is an event; deeper is `rejected:schema` with a
+/// receipt; beyond the parser's bound (1024) it is quarantined as
+/// unparseable, and a body of millions of brackets is answered, not fatal.
+#[test]
+fn deep_nesting_is_schema_then_unparseable_and_never_fatal() {
+    let env = start(None);
+    let nest = |depth: usize| {
+        let mut v = json!(1);
+        for _ in 0..depth {
+            v = json!({ "x": v });
+        }
+        v
+    };
+    let ok = env
+        .a
+        .sign(&env.a.event("nest-31", json!({ "attributes": nest(30) })));
+    let deep = env
+        .a
+        .sign(&env.a.event("nest-40", json!({ "attributes": nest(39) })));
+    let answer = env.server.post_ndjson(&[ok, deep]);
+    assert_eq!(answer["results"][0]["status"], "accepted", "{answer}");
+    assert_eq!(answer["results"][1]["reason"], "schema", "{answer}");
+    assert!(answer["results"][1]["receipt"].is_object());
+    assert!(answer["results"][1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("32"));
+
+    let mut hostile =
+        br#"{"spec":"vigil.event/v1","event_id":"nest-deep","agent_id":"agent-a","attributes":"#
+            .to_vec();
+    hostile.extend(std::iter::repeat_n(b'[', 3_000_000));
+    hostile.extend(std::iter::repeat_n(b']', 3_000_000));
+    hostile.push(b'}');
+    let r = env
+        .server
+        .req("POST", "/v1/events", Some("application/json"), &hostile);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let res = &r.json()["results"][0];
+    assert_eq!(res["reason"], "unparseable", "{res}");
+    assert!(
+        res["error"].as_str().unwrap().contains("nesting deeper"),
+        "{res}"
+    );
+    assert!(res.get("receipt").is_none());
+    // Still serving.
+    let again = env
+        .server
+        .post_ndjson(&[env.a.sign(&env.a.event("after-deep", json!({})))]);
+    assert_eq!(again["results"][0]["status"], "accepted");
+}
