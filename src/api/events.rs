@@ -67,6 +67,19 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     }
 }
 
+/// Most items one request may carry: each gets a result in the answer, so
+/// a body of millions of tiny lines would make an answer of hundreds of MB.
+pub const MAX_ITEMS: usize = 100_000;
+
+/// 413 for a body with more than [`MAX_ITEMS`] items.
+pub fn too_many(n: usize) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "too_many_events",
+        format!("the body holds {n} items; send at most {MAX_ITEMS} events per request"),
+    )
+}
+
 /// Maps a pipeline failure to 503.
 pub fn unavailable(e: PipelineError) -> ApiError {
     ApiError::unavailable(e.to_string())
@@ -92,6 +105,9 @@ pub(super) async fn post_events(
         return Err(ApiError::bad_request(
             "the body holds no events; send at least one event object",
         ));
+    }
+    if items.len() > MAX_ITEMS {
+        return Err(too_many(items.len()));
     }
     let results = app.pipeline.ingest(items).await.map_err(unavailable)?;
     let count = |s: Status| results.iter().filter(|r| r.status == s).count();

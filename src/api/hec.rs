@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::auth::{Denied, Role, Tokens};
-use super::events::read_body;
+use super::events::{read_body, too_many, MAX_ITEMS};
 use super::AppState;
 use crate::ingest::hec::split_hec;
 
@@ -50,6 +50,13 @@ pub(super) async fn post_hec(
         return hec(StatusCode::BAD_REQUEST, "No data", 6);
     }
     let batch = split_hec(&bytes);
+    if batch.items.len() > MAX_ITEMS {
+        return hec(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &too_many(batch.items.len()).message,
+            27,
+        );
+    }
     if let Err(e) = app.pipeline.ingest(batch.items).await {
         return hec(
             StatusCode::SERVICE_UNAVAILABLE,

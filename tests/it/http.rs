@@ -1458,3 +1458,27 @@ fn deep_nesting_is_schema_then_unparseable_and_never_fatal() {
         .post_ndjson(&[env.a.sign(&env.a.event("after-deep", json!({})))]);
     assert_eq!(again["results"][0]["status"], "accepted");
 }
+
+/// A body of more items than one answer should carry is refused whole.
+#[test]
+fn too_many_items_in_one_body_is_413() {
+    let env = start(None);
+    let body = "{}\n".repeat(100_001);
+    let r = env.server.req(
+        "POST",
+        "/v1/events",
+        Some("application/x-ndjson"),
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.json()["error"], "too_many_events");
+    let ok = "{}\n".repeat(1000);
+    let r = env.server.req(
+        "POST",
+        "/v1/events",
+        Some("application/x-ndjson"),
+        ok.as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["rejected"], 1000);
+}
