@@ -346,6 +346,13 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         (srv_cpu1 - srv_cpu0) / elapsed / cores as f64 * 100.0,
         self_cpu1 - self_cpu0
     );
+    // The latency phase runs on a fresh server and data directory, after
+    // the throughput phase's writes are flushed, so that it measures the
+    // steady state at that rate rather than the previous phase's writeback.
+    drop(server);
+    let _ = Command::new("sync").status();
+    let server = start_server(&data.join("latency"), &jwks_path, &[])?;
+    let server_pid = server.child.id().to_string();
     let srv_cpu2 = cpu_seconds(&server_pid);
     let self_cpu2 = cpu_seconds("self");
     let (elapsed2, lat2, sent) = rt.block_on(fixed_rate(
