@@ -159,6 +159,31 @@ fn produce(p: &BaseProducer, topic: &str, key: &str, value: &[u8]) {
 }
 
 /// A config for one instance against `broker`.
+/// Produces `n` events signed in turn by `signers` (key = agent id), ids
+/// `<prefix>-<number>` from `from`; returns (agent, event id) of each.
+fn produce_signed(
+    producer: &BaseProducer,
+    signers: &[Signer],
+    prefix: &str,
+    from: usize,
+    n: usize,
+) -> Vec<(String, String)> {
+    let mut sent = Vec::with_capacity(n);
+    for i in from..from + n {
+        let s = &signers[i % signers.len()];
+        let id = format!("{prefix}-{i:06}");
+        produce(
+            producer,
+            "agent-events",
+            &s.agent,
+            &s.sign(&s.event(&id, serde_json::json!({}))),
+        );
+        sent.push((s.agent.clone(), id));
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    sent
+}
+
 fn config(dir: &Path, name: &str, broker: &Broker) -> PathBuf {
     let p = dir.join(format!("{name}.toml"));
     let text = format!(
@@ -328,20 +353,8 @@ fn two_instances_share_partitions_and_receipt_each_event_once() {
     ];
     let producer = broker.producer();
     let mut sent: Vec<(String, String)> = Vec::new();
-    let mut send = |n: usize, from: usize| {
-        for i in from..from + n {
-            let s = &signers[i % signers.len()];
-            let id = format!("e-{i:06}");
-            produce(
-                &producer,
-                "agent-events",
-                &s.agent,
-                &s.sign(&s.event(&id, serde_json::json!({}))),
-            );
-            sent.push((s.agent.clone(), id));
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
-    };
+    let mut send =
+        |n: usize, from: usize| sent.extend(produce_signed(&producer, &signers, "e", from, n));
     let a = Server::start(&data_a, &args_many);
     send(1500, 0);
     let mut b = Server::start(&data_b, &args_many);
@@ -431,20 +444,8 @@ fn crash_failover_loses_nothing_and_verify_reports_double_receipts() {
         .create()
         .unwrap();
     let mut sent = Vec::new();
-    let mut send = |n: usize, from: usize| {
-        for i in from..from + n {
-            let s = &signers[i % signers.len()];
-            let id = format!("f-{i:06}");
-            produce(
-                &producer,
-                "agent-events",
-                &s.agent,
-                &s.sign(&s.event(&id, serde_json::json!({}))),
-            );
-            sent.push((s.agent.clone(), id));
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
-    };
+    let mut send =
+        |n: usize, from: usize| sent.extend(produce_signed(&producer, &signers, "f", from, n));
     let mut a = Server::start(&data_a, &args);
     let b = Server::start(&data_b, &args);
     send(2000, 0);
