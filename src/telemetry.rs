@@ -118,6 +118,12 @@ pub struct Metrics {
     pub ingest_ack_seconds: Histogram,
     /// Time of each log fdatasync.
     pub log_sync_seconds: Histogram,
+    /// Time from a batch's arrival until it is judged (queue plus work on
+    /// the verification pool).
+    pub ingest_judge_seconds: Histogram,
+    /// Time from a judged batch's hand-over to the log writer until its
+    /// receipts are durable.
+    pub log_commit_wait_seconds: Histogram,
 }
 
 /// The process-wide metrics.
@@ -145,6 +151,8 @@ pub fn metrics() -> &'static Metrics {
         kafka_lag: std::sync::Mutex::new(Vec::new()),
         ingest_ack_seconds: Histogram::new(LATENCY_BOUNDS),
         log_sync_seconds: Histogram::new(LATENCY_BOUNDS),
+        ingest_judge_seconds: Histogram::new(LATENCY_BOUNDS),
+        log_commit_wait_seconds: Histogram::new(LATENCY_BOUNDS),
     })
 }
 
@@ -316,6 +324,16 @@ impl Metrics {
             &mut out,
             "vigil_log_sync_seconds",
             "Duration of each receipt log fdatasync.",
+        );
+        self.ingest_judge_seconds.render(
+            &mut out,
+            "vigil_ingest_judge_seconds",
+            "Time from a batch's arrival until it is judged (queue and verification).",
+        );
+        self.log_commit_wait_seconds.render(
+            &mut out,
+            "vigil_log_commit_wait_seconds",
+            "Time from a judged batch's hand-over to the log writer until it is durable.",
         );
         out
     }

@@ -358,7 +358,15 @@ impl Pipeline {
             let _ = jtx.send(judged);
         });
         let judged = jrx.await.map_err(|_| PipelineError::ShuttingDown)?;
-        self.submit(judged, received_at, arrived).await
+        let judged_at = Instant::now();
+        crate::telemetry::metrics()
+            .ingest_judge_seconds
+            .observe((judged_at - arrived).as_secs_f64());
+        let results = self.submit(judged, received_at, arrived).await;
+        crate::telemetry::metrics()
+            .log_commit_wait_seconds
+            .observe(judged_at.elapsed().as_secs_f64());
+        results
     }
 
     async fn submit(
