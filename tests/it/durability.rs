@@ -173,6 +173,29 @@ struct Trace {
     cut: Vec<String>,
 }
 
+/// The contents of every double-quoted string in strace's rendering of a
+/// call's arguments, concatenated, escapes kept as strace wrote them.
+fn quoted_contents(args: &str) -> String {
+    let mut out = String::new();
+    let (mut inside, mut escaped) = (false, false);
+    for ch in args.chars() {
+        if inside {
+            if escaped {
+                escaped = false;
+            } else if ch == '\\' {
+                escaped = true;
+            } else if ch == '"' {
+                inside = false;
+                continue;
+            }
+            out.push(ch);
+        } else if ch == '"' {
+            inside = true;
+        }
+    }
+    out
+}
+
 fn analyse(calls: &[Call]) -> Trace {
     #[derive(PartialEq)]
     enum Fd {
@@ -182,6 +205,12 @@ fn analyse(calls: &[Call]) -> Trace {
     let mut fds: HashMap<i64, Fd> = HashMap::new();
     let mut open_answers: HashMap<i64, Answer> = HashMap::new();
     let mut t = Trace::default();
+    // A close frees its fd when it starts, while an accept or open takes
+    // one when it completes: with -f, an accept on another thread can
+    // complete (and reuse the number) between a close's start and its
+    // completion line, so order fd effects by those lines.
+    let mut calls: Vec<&Call> = calls.iter().collect();
+    calls.sort_by_key(|c| if c.name == "close" { c.start } else { c.end });
     for c in calls {
         match c.name.as_str() {
             "openat" => {
@@ -195,7 +224,11 @@ fn analyse(calls: &[Call]) -> Trace {
             "accept4" | "accept" => {
                 if let Some(fd) = c.ret.filter(|&r| r >= 0) {
                     fds.insert(fd, Fd::Socket);
-                    open_answers.remove(&fd);
+                    // With -f, another thread's close of this fd number can
+                    // be logged after this accept: keep what it answered.
+                    if let Some(a) = open_answers.remove(&fd) {
+                        t.answers.push(a);
+                    }
                 }
             }
             "close" => {
@@ -217,7 +250,10 @@ fn analyse(calls: &[Call]) -> Trace {
                             start: c.start,
                             text: String::new(),
                         });
-                        a.text.push_str(&c.args);
+                        // Only the bytes sent: an answer may be split
+                        // across calls and iovecs anywhere, even inside
+                        // `"index":N`.
+                        a.text.push_str(&quoted_contents(&c.args));
                     }
                     Some(Fd::File(path)) => {
                         if (path.ends_with(".seg") || path.ends_with("checkpoints.log"))
