@@ -129,13 +129,7 @@ fn demo_runs_and_its_printed_commands_verify() {
         "{line}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let verify = run_vigil(&["verify", "--data", data.to_str().unwrap(), "--quiet"]);
-    assert_eq!(
-        verify.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_log_verifies(&data);
     // A second run continues the same log.
     let again = run_vigil(&[
         "demo",

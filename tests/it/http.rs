@@ -88,6 +88,16 @@ fn post(server: &Server, ct: &str, body: &[u8]) -> J {
     r.json()
 }
 
+/// The `event_id` of every result, in order.
+fn event_ids(answer: &J) -> Vec<&str> {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap())
+        .collect()
+}
+
 fn counts(answer: &J) -> (u64, u64, u64) {
     (
         answer["accepted"].as_u64().unwrap(),
@@ -253,12 +263,7 @@ fn a_json_array_is_judged_item_by_item_in_order() {
     body.extend_from_slice(b"\n]\n");
     let answer = post(&env.server, "application/json", &body);
     assert_eq!(counts(&answer), (3, 0, 0), "{answer}");
-    let ids: Vec<&str> = answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["event_id"].as_str().unwrap())
-        .collect();
+    let ids = event_ids(&answer);
     assert_eq!(ids, ["arr-1", "arr-2", "arr-3"]);
     for (i, r) in answer["results"].as_array().unwrap().iter().enumerate() {
         assert_eq!(r["receipt"]["index"], i as u64);
@@ -278,12 +283,7 @@ fn ndjson_with_blank_lines_and_crlf() {
     // No newline after the last line.
     let answer = post(&env.server, "application/x-ndjson", &body);
     assert_eq!(counts(&answer), (3, 0, 0), "{answer}");
-    let ids: Vec<&str> = answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["event_id"].as_str().unwrap())
-        .collect();
+    let ids = event_ids(&answer);
     assert_eq!(ids, ["nd-1", "nd-2", "nd-3"]);
     // Each one is found afterwards.
     for id in ids {

@@ -317,13 +317,7 @@ fn consumes_rejects_and_survives_kill9_with_one_receipt_each() {
         "lag is exported"
     );
     assert_eq!(server.stop(), Some(0));
-    let out = run_vigil(&["verify", "--data", data.to_str().unwrap(), "--quiet"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_log_verifies(&data);
 }
 
 #[test]
@@ -334,17 +328,7 @@ fn two_instances_share_partitions_and_receipt_each_event_once() {
     let cfg = config(dir.path(), "shared", &broker);
     let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
     // Several agents so that every partition gets traffic (key = agent_id).
-    let signers: Vec<Signer> = (0..6)
-        .map(|i| Signer::new(50 + i, &format!("agent-{i}"), &format!("agent-{i}#1")))
-        .collect();
-    let jwks_many = dir.path().join("many.jwks.json");
-    write_jwks(
-        &jwks_many,
-        &signers
-            .iter()
-            .map(|s| s.jwk(serde_json::json!({})))
-            .collect::<Vec<_>>(),
-    );
+    let (signers, jwks_many) = fleet(dir.path(), "agent", 50, 6);
     let args_many = [
         "--keys",
         jwks_many.to_str().unwrap(),
@@ -413,17 +397,7 @@ fn crash_failover_loses_nothing_and_verify_reports_double_receipts() {
     mock.create_topic("agent-events.rejected", 1, 1).unwrap();
     let broker_addr = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
-    let signers: Vec<Signer> = (0..6)
-        .map(|i| Signer::new(80 + i, &format!("bot-{i}"), &format!("bot-{i}#1")))
-        .collect();
-    let jwks = dir.path().join("bots.jwks.json");
-    write_jwks(
-        &jwks,
-        &signers
-            .iter()
-            .map(|s| s.jwk(serde_json::json!({})))
-            .collect::<Vec<_>>(),
-    );
+    let (signers, jwks) = fleet(dir.path(), "bot", 80, 6);
     let cfg = dir.path().join("mock.toml");
     std::fs::write(
         &cfg,

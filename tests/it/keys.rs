@@ -143,17 +143,6 @@ fn pid(server: &Server) -> String {
     server.child.as_ref().unwrap().id().to_string()
 }
 
-fn verify_log(data: &Path) {
-    let out = run_vigil(&["verify", "--data", data.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn rotation_by_editing_the_jwks_file() {
     let k1 = Signer::new(11, "rot", "rot#1");
@@ -207,7 +196,7 @@ fn rotation_by_editing_the_jwks_file() {
     // Offline verification still checks the events the withdrawn key signed
     // (the data directory keeps a snapshot of every key used).
     assert_eq!(env.server.stop(), Some(0));
-    verify_log(&env.dir.path().join("data"));
+    assert_log_verifies(&env.dir.path().join("data"));
     env.server = start_on(env.dir.path(), &env.jwks, None, "data");
     // After a restart the old key is still withdrawn and the new one in force.
     assert_rejected(

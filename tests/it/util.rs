@@ -399,6 +399,42 @@ impl Signer {
     }
 }
 
+/// Asserts that `vigil verify --data DATA` finds the log valid (exit 0).
+pub fn assert_log_verifies(data: &Path) {
+    let out = run_vigil(&["verify", "--data", data.to_str().unwrap(), "--quiet"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "vigil verify --data {}: {}{}",
+        data.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `n` signers (seeds from `seed`), agents `<prefix>-<i>`, and a JWKS file
+/// of their public keys written in `dir`.
+pub fn fleet(dir: &Path, prefix: &str, seed: u8, n: u8) -> (Vec<Signer>, PathBuf) {
+    let signers: Vec<Signer> = (0..n)
+        .map(|i| {
+            Signer::new(
+                seed + i,
+                &format!("{prefix}-{i}"),
+                &format!("{prefix}-{i}#1"),
+            )
+        })
+        .collect();
+    let jwks = dir.join(format!("{prefix}.jwks.json"));
+    write_jwks(
+        &jwks,
+        &signers
+            .iter()
+            .map(|s| s.jwk(serde_json::json!({})))
+            .collect::<Vec<_>>(),
+    );
+    (signers, jwks)
+}
+
 /// Writes a JWKS file of the given keys.
 pub fn write_jwks(path: &Path, keys: &[J]) {
     std::fs::write(
