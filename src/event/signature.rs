@@ -1,17 +1,19 @@
 //! Ed25519 with the contract's strict semantics, and the encodings around it.
 //!
-//! Valid means what RFC 8032 section 5.1.7 accepts with canonical encodings:
-//! `S < L`, canonical `A` and `R`, `A` not of small order, and the
-//! cofactorless equation `[S]B = R + [k]A`. That is split in two here:
+//! Valid means what every common verifier accepts (contract section 1):
+//! `S < L`, canonical `A` and `R`, neither `A` nor `R` of small order, and
+//! the cofactorless equation `[S]B = R + [k]A` (ed25519-dalek's
+//! `verify_strict`, libsodium's `crypto_sign_verify_detached`). That is
+//! split in two here:
 //!
 //! - [`parse_public_key`], when a key is loaded, refuses a non-canonical `A`
 //!   and an `A` of small order;
-//! - [`verify`] refuses `S >= L` and checks the cofactorless equation by
-//!   computing `[S]B - [k]A` and comparing its canonical encoding with the
-//!   signature's `R` bytes, which also refuses any non-canonical or invalid
-//!   `R` (ed25519-dalek's `verify`; its `verify_strict` additionally
-//!   refuses an `R` of small order, which RFC 8032 does not, and costs ~5%
-//!   more).
+//! - [`verify`] refuses an `R` whose bytes are one of the eight canonical
+//!   small-order encodings (a comparison, no curve arithmetic), refuses
+//!   `S >= L`, and checks the cofactorless equation by computing
+//!   `[S]B - [k]A` and comparing its canonical encoding with the
+//!   signature's `R` bytes, which also refuses any non-canonical or
+//!   invalid `R`.
 //!
 //! Batch verification is not used: common batch verifiers check a
 //! cofactored equation and accept signatures whose `R` has a small-order
@@ -78,10 +80,52 @@ pub fn parse_public_key(bytes: &[u8]) -> Result<VerifyingKey, String> {
     VerifyingKey::from_bytes(&arr).map_err(|e| format!("the public key is invalid: {e}"))
 }
 
+/// The canonical encodings of the eight points of small order (the
+/// 8-torsion subgroup). A non-canonical encoding of one of them never
+/// matches in [`verify`], which compares `R` with a canonical encoding.
+const SMALL_ORDER_ENCODINGS: [[u8; 32]; 8] = [
+    // The identity (order 1).
+    hex32("0100000000000000000000000000000000000000000000000000000000000000"),
+    // (0, -1), order 2.
+    hex32("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+    // (+-sqrt(-1), 0), order 4.
+    hex32("0000000000000000000000000000000000000000000000000000000000000000"),
+    hex32("0000000000000000000000000000000000000000000000000000000000000080"),
+    // Order 8.
+    hex32("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+    hex32("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"),
+    hex32("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+    hex32("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85"),
+];
+
+const fn hex32(s: &str) -> [u8; 32] {
+    let b = s.as_bytes();
+    let mut out = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        out[i] = (nibble(b[2 * i]) << 4) | nibble(b[2 * i + 1]);
+        i += 1;
+    }
+    out
+}
+
+const fn nibble(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => panic!("not a lowercase hex digit"),
+    }
+}
+
+/// Whether `r` is the canonical encoding of a point of small order.
+pub fn is_small_order_encoding(r: &[u8]) -> bool {
+    SMALL_ORDER_ENCODINGS.iter().any(|s| s[..] == *r)
+}
+
 /// Verifies `sig` over `msg` with the contract's semantics; `key` must come
 /// from [`parse_public_key`] (see the module docs).
 pub fn verify(key: &VerifyingKey, msg: &[u8], sig: &[u8; 64]) -> bool {
-    key.verify(msg, &Signature::from_bytes(sig)).is_ok()
+    !is_small_order_encoding(&sig[..32]) && key.verify(msg, &Signature::from_bytes(sig)).is_ok()
 }
 
 /// Signs `msg` (Ed25519 is deterministic).
@@ -137,6 +181,48 @@ mod tests {
         noncanon[0] = 0xee;
         noncanon[31] = 0x7f;
         assert!(parse_public_key(&noncanon).is_err());
+    }
+
+    #[test]
+    fn the_small_order_list_is_the_eight_torsion_subgroup() {
+        let mut points = Vec::new();
+        for enc in SMALL_ORDER_ENCODINGS {
+            let p = CompressedEdwardsY(enc).decompress().expect("on the curve");
+            assert!(p.is_small_order(), "{}", hex::encode(enc));
+            assert_eq!(p.compress().to_bytes(), enc, "canonical");
+            assert!(!points.contains(&p), "distinct");
+            points.push(p);
+        }
+    }
+
+    #[test]
+    fn refuses_an_identity_r_that_satisfies_the_equation() {
+        // R = identity and S = k*a: [S]B = [k]A = R + [k]A holds.
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let public = parse_public_key(key.verifying_key().as_bytes()).unwrap();
+        let msg = b"forged by the key holder";
+        let mut r = [0u8; 32];
+        r[0] = 1;
+        let k = {
+            use sha2::{Digest, Sha512};
+            let mut h = Sha512::new();
+            h.update(r);
+            h.update(public.as_bytes());
+            h.update(msg);
+            curve25519_dalek::Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+        };
+        let s = k * key.to_scalar();
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&r);
+        sig[32..].copy_from_slice(s.as_bytes());
+        assert!(
+            public.verify(msg, &Signature::from_bytes(&sig)).is_ok(),
+            "the cofactorless equation holds"
+        );
+        assert!(public
+            .verify_strict(msg, &Signature::from_bytes(&sig))
+            .is_err());
+        assert!(!verify(&public, msg, &sig));
     }
 
     #[test]

@@ -348,17 +348,14 @@ impl<'a> Parser<'a> {
         if n > 1 && self.input[int_start] == b'0' {
             return Err(self.error("invalid number (leading zero)"));
         }
-        let mut integer = true;
         if self.peek() == Some(b'.') {
             self.pos += 1;
-            integer = false;
             if self.digits() == 0 {
                 return Err(self.error("invalid number (expected a digit after .)"));
             }
         }
         if let Some(b'e' | b'E') = self.peek() {
             self.pos += 1;
-            integer = false;
             if let Some(b'+' | b'-') = self.peek() {
                 self.pos += 1;
             }
@@ -376,17 +373,40 @@ impl<'a> Parser<'a> {
             self.pos = start;
             return Err(self.error("number out of the range of a double (not I-JSON)"));
         }
-        if integer && v.abs() >= EXACT_INT_LIMIT {
-            let exact = text.parse::<i128>().ok() == Some(v as i128);
-            if !exact {
-                self.pos = start;
-                return Err(self.error(
-                    "integer that a double cannot hold exactly (not I-JSON); send it as a string",
-                ));
-            }
+        if v.abs() >= EXACT_INT_LIMIT && !integer_is_exact(text, v) {
+            self.pos = start;
+            return Err(self.error(
+                "integer that a double cannot hold exactly (not I-JSON); send it as a string",
+            ));
         }
         Ok(v)
     }
+}
+
+/// Whether a number literal whose double `v` is at least 2^53 (so `v` is an
+/// integer) is exactly that double, or has a fractional value (which may
+/// round, as every non-integer does). The contract asks that an integer
+/// value, however written (`9007199254740993`, `9007199254740993.0`,
+/// `9.007199254740993e15`), be exactly representable.
+fn integer_is_exact(text: &str, v: f64) -> bool {
+    let text = text.trim_start_matches('-');
+    let (mantissa, exp) = match text.find(['e', 'E']) {
+        Some(i) => (&text[..i], text[i + 1..].parse::<i64>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: String = int.chars().chain(frac.chars()).collect();
+    let digits = digits.trim_start_matches('0');
+    let trimmed = digits.trim_end_matches('0');
+    // value = trimmed * 10^scale
+    let scale = exp - frac.len() as i64 + (digits.len() - trimmed.len()) as i64;
+    if scale < 0 {
+        return true; // not an integer: it rounds like any fraction
+    }
+    let exact = format!("{:.0}", v.abs());
+    exact.len() as i64 == trimmed.len() as i64 + scale
+        && exact.starts_with(trimmed)
+        && exact[trimmed.len()..].bytes().all(|b| b == b'0')
 }
 
 fn check_unique(members: &[(String, Value)]) -> Result<(), String> {
@@ -431,6 +451,32 @@ mod tests {
         assert!(parse(b"9007199254740992").is_ok());
         assert!(parse(b"-9007199254740992").is_ok());
         assert!(parse(b"1e21").is_ok());
+    }
+
+    #[test]
+    fn an_integer_value_must_be_exact_however_written() {
+        for inexact in [
+            "9007199254740993.0",
+            "9.007199254740993e15",
+            "90071992547409930e-1",
+            "-9007199254740993.000",
+            "1e300",
+            "170141183460469231731687303715884105729",
+        ] {
+            assert!(err(inexact).contains("exactly"), "{inexact}");
+        }
+        for exact in [
+            "9007199254740992.0",
+            "9.007199254740992e15",
+            "9007199254740994",
+            "170141183460469231731687303715884105728",
+            "1.5e20",
+            "9007199254740993.5",
+            "123.456",
+            "-0.0",
+        ] {
+            assert!(parse(exact.as_bytes()).is_ok(), "{exact}");
+        }
     }
 
     #[test]
