@@ -11,6 +11,7 @@ use crate::api::auth::{Role, TokenEntry, Tokens};
 use crate::api::{self, AppState};
 use crate::cli::ServeArgs;
 use crate::config::Config;
+use crate::keys::registry::ReloadNote;
 use crate::keys::TimeRules;
 use crate::log::note::check_origin;
 use crate::pipeline::{Pipeline, PipelineConfig};
@@ -281,11 +282,10 @@ async fn watch_keys(pipeline: Arc<Pipeline>, mut hup: tokio::signal::unix::Signa
         let report = tokio::task::spawn_blocking(move || p.keys().reload())
             .await
             .unwrap_or_default();
-        for line in report {
-            if line.contains("refused") || line.contains("cannot") {
-                tracing::warn!("{line}");
-            } else {
-                tracing::info!("{line}");
+        for note in report {
+            match note {
+                ReloadNote::Info(line) => tracing::info!("{line}"),
+                ReloadNote::Warning(line) => tracing::warn!("{line}"),
             }
         }
         let m = crate::telemetry::metrics();

@@ -1,10 +1,8 @@
 //! Parsing and checking one JWKS document of agent keys.
 
-use std::collections::HashMap;
-
 use serde_json::Value as J;
 
-use super::{AgentKey, AgentRecord, AgentStatus, KeySet};
+use super::{AgentKey, AgentRecord, AgentStatus, KeySet, MergeError};
 use crate::event::signature::{b64url_decode, parse_public_key};
 use crate::event::PIPELINE_AGENT;
 use crate::time::Timestamp;
@@ -12,31 +10,54 @@ use crate::time::Timestamp;
 /// The checked contents of one JWKS document.
 #[derive(Debug, Clone, Default)]
 pub struct KeyDoc {
-    /// Every key in the document.
-    pub keys: Vec<AgentKey>,
-    /// The record of each agent named, as its keys agree on it.
-    pub agents: HashMap<String, AgentRecord>,
+    /// Every key in the document, with the agent record it carries.
+    pub keys: Vec<(AgentKey, AgentRecord)>,
 }
 
-fn str_member<'a>(jwk: &'a J, name: &str, i: usize) -> Result<Option<&'a str>, String> {
+/// Why a JWKS document is refused as a whole (contract section 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    /// Not JSON at all.
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not `{"keys": [...]}`.
+    #[error("not a JWKS document: expected an object with a \"keys\" array")]
+    NotJwks,
+    /// `{"keys": []}`.
+    #[error("the document has no keys; a JWKS with no keys is refused")]
+    Empty,
+    /// One key breaks a rule.
+    #[error("key {index}{}: {why}", kid.as_ref().map(|k| format!(" ({k})")).unwrap_or_default())]
+    BadKey {
+        /// Position in the `keys` array.
+        index: usize,
+        /// Its `kid`, when it has one.
+        kid: Option<String>,
+        /// What is wrong and how to fix it.
+        why: String,
+    },
+    /// Two keys disagree (same kid, other `x`; other agent record).
+    #[error(transparent)]
+    Conflict(#[from] MergeError),
+}
+
+fn str_member<'a>(jwk: &'a J, name: &str) -> Result<Option<&'a str>, String> {
     match jwk.get(name) {
         None | Some(J::Null) => Ok(None),
         Some(J::String(s)) => Ok(Some(s)),
-        Some(_) => Err(format!("key {i}: {name} must be a string")),
+        Some(_) => Err(format!("{name} must be a string")),
     }
 }
 
-fn date_member(jwk: &J, name: &str, i: usize) -> Result<Option<Timestamp>, String> {
+fn date_member(jwk: &J, name: &str) -> Result<Option<Timestamp>, String> {
     match jwk.get(name) {
         None | Some(J::Null) => Ok(None),
         Some(J::Number(n)) => n
             .as_f64()
             .filter(|f| f.is_finite())
             .map(|f| Some(Timestamp::from_numeric_date(f)))
-            .ok_or_else(|| format!("key {i}: {name} is not a usable NumericDate")),
-        Some(_) => Err(format!(
-            "key {i}: {name} must be a NumericDate (seconds since 1970)"
-        )),
+            .ok_or_else(|| format!("{name} is not a usable NumericDate")),
+        Some(_) => Err(format!("{name} must be a NumericDate (seconds since 1970)")),
     }
 }
 
@@ -44,82 +65,75 @@ fn date_member(jwk: &J, name: &str, i: usize) -> Result<Option<Timestamp>, Strin
 /// an Ed25519 OKP key with `kid`, `x` and `agent_id`; no key for agent
 /// `vigil`; no two keys with the same (`agent_id`, `kid`) but different `x`;
 /// agent records that agree across an agent's keys; at least one key.
-pub fn parse_jwks(text: &[u8]) -> Result<KeyDoc, String> {
-    let doc: J = serde_json::from_slice(text).map_err(|e| format!("not JSON: {e}"))?;
+pub fn parse_jwks(text: &[u8]) -> Result<KeyDoc, JwksError> {
+    let doc: J = serde_json::from_slice(text).map_err(|e| JwksError::NotJson(e.to_string()))?;
     let keys = doc
         .get("keys")
         .and_then(J::as_array)
-        .ok_or("not a JWKS document: expected an object with a \"keys\" array")?;
+        .ok_or(JwksError::NotJwks)?;
     if keys.is_empty() {
-        return Err("the document has no keys; a JWKS with no keys is refused".into());
+        return Err(JwksError::Empty);
     }
     let mut out = KeyDoc::default();
-    for (i, jwk) in keys.iter().enumerate() {
-        if !jwk.is_object() {
-            return Err(format!("key {i} is not a JSON object"));
-        }
-        if str_member(jwk, "kty", i)? != Some("OKP")
-            || str_member(jwk, "crv", i)? != Some("Ed25519")
-        {
-            return Err(format!(
-                "key {i}: only Ed25519 keys are taken (kty \"OKP\", crv \"Ed25519\")"
-            ));
-        }
-        if jwk.get("d").is_some() {
-            return Err(format!(
-                "key {i} contains a private key (d); publish only public keys and keep d secret"
-            ));
-        }
-        let kid = str_member(jwk, "kid", i)?.ok_or(format!("key {i}: kid is missing"))?;
-        let agent_id = str_member(jwk, "agent_id", i)?.ok_or(format!(
-            "key {i} ({kid}): agent_id is missing; every key names its agent"
-        ))?;
-        if agent_id.is_empty() {
-            return Err(format!("key {i} ({kid}): agent_id is empty"));
-        }
-        if agent_id == PIPELINE_AGENT {
-            return Err(format!(
-                "key {i} ({kid}) claims agent \"vigil\", which is reserved for the pipeline itself"
-            ));
-        }
-        let x = str_member(jwk, "x", i)?.ok_or(format!("key {i} ({kid}): x is missing"))?;
-        let raw = b64url_decode(x).ok_or(format!(
-            "key {i} ({kid}): x is not canonical base64url without padding"
-        ))?;
-        let key = parse_public_key(&raw).map_err(|e| format!("key {i} ({kid}): {e}"))?;
-        let status = match str_member(jwk, "status", i)? {
-            None => AgentStatus::Active,
-            Some(s) => AgentStatus::parse(s).ok_or(format!(
-                "key {i} ({kid}): status {s:?} is not active, suspended or decommissioned"
-            ))?,
-        };
-        let record = AgentRecord {
-            role: str_member(jwk, "role", i)?.map(String::from),
-            owner: str_member(jwk, "owner", i)?.map(String::from),
-            status,
-        };
-        if let Some(existing) = out.agents.get(agent_id) {
-            if *existing != record {
-                return Err(format!(
-                    "agent {agent_id:?}: its keys disagree on the agent record (role, owner, status)"
-                ));
-            }
-        } else {
-            out.agents.insert(agent_id.to_string(), record);
-        }
-        out.keys.push(AgentKey {
-            agent_id: agent_id.to_string(),
-            kid: kid.to_string(),
-            key,
-            nbf: date_member(jwk, "nbf", i)?,
-            exp: date_member(jwk, "exp", i)?,
-            revoked_at: date_member(jwk, "revoked_at", i)?,
-            jwk: jwk.clone(),
-        });
+    for (index, jwk) in keys.iter().enumerate() {
+        let (key, record) = parse_key(jwk).map_err(|why| JwksError::BadKey {
+            index,
+            kid: jwk.get("kid").and_then(J::as_str).map(String::from),
+            why,
+        })?;
+        out.keys.push((key, record));
     }
-    // Same (agent, kid) with different x inside one document.
+    // Same (agent, kid) with different x, or disagreeing records.
     KeySet::merge([&out])?;
     Ok(out)
+}
+
+/// Parses one agent key and the agent record it carries.
+pub fn parse_key(jwk: &J) -> Result<(AgentKey, AgentRecord), String> {
+    if !jwk.is_object() {
+        return Err("not a JSON object".into());
+    }
+    if str_member(jwk, "kty")? != Some("OKP") || str_member(jwk, "crv")? != Some("Ed25519") {
+        return Err("only Ed25519 keys are taken (kty \"OKP\", crv \"Ed25519\")".into());
+    }
+    if jwk.get("d").is_some() {
+        return Err(
+            "contains a private key (d); publish only public keys and keep d secret".into(),
+        );
+    }
+    let kid = str_member(jwk, "kid")?.ok_or("kid is missing")?;
+    let agent_id =
+        str_member(jwk, "agent_id")?.ok_or("agent_id is missing; every key names its agent")?;
+    if agent_id.is_empty() {
+        return Err("agent_id is empty".into());
+    }
+    if agent_id == PIPELINE_AGENT {
+        return Err("claims agent \"vigil\", which is reserved for the pipeline itself".into());
+    }
+    let x = str_member(jwk, "x")?.ok_or("x is missing")?;
+    let raw = b64url_decode(x).ok_or("x is not canonical base64url without padding")?;
+    let key = parse_public_key(&raw)?;
+    let status = match str_member(jwk, "status")? {
+        None => AgentStatus::Active,
+        Some(s) => AgentStatus::parse(s).ok_or(format!(
+            "status {s:?} is not active, suspended or decommissioned"
+        ))?,
+    };
+    let record = AgentRecord {
+        role: str_member(jwk, "role")?.map(String::from),
+        owner: str_member(jwk, "owner")?.map(String::from),
+        status,
+    };
+    let key = AgentKey {
+        agent_id: agent_id.to_string(),
+        kid: kid.to_string(),
+        key,
+        nbf: date_member(jwk, "nbf")?,
+        exp: date_member(jwk, "exp")?,
+        revoked_at: date_member(jwk, "revoked_at")?,
+        jwk: jwk.clone(),
+    };
+    Ok((key, record))
 }
 
 #[cfg(test)]
@@ -130,7 +144,7 @@ mod tests {
     const X2: &str = "Kay64UG8yvCyLhqU000LxzYeUm0L_hLIl5S8kyKWbdc";
 
     fn doc(keys: &str) -> Result<KeyDoc, String> {
-        parse_jwks(format!("{{\"keys\":[{keys}]}}").as_bytes())
+        parse_jwks(format!("{{\"keys\":[{keys}]}}").as_bytes()).map_err(|e| e.to_string())
     }
 
     fn key(agent: &str, kid: &str, x: &str, extra: &str) -> String {
@@ -148,7 +162,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(d.keys.len(), 2);
-        assert_eq!(d.keys[0].nbf, Some(Timestamp::from_secs(1)));
+        assert_eq!(d.keys[0].0.nbf, Some(Timestamp::from_secs(1)));
     }
 
     #[test]

@@ -117,45 +117,152 @@ impl AgentKey {
     }
 }
 
+/// Why documents cannot be merged into one key set (contract section 2:
+/// the whole document is refused).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// One (agent, kid) with two different public keys.
+    #[error("key {kid:?} of agent {agent_id:?} has two different public keys ({x1} and {x2}); a kid names one key for good: give the new key a new kid")]
+    TwoKeys {
+        /// The agent.
+        agent_id: String,
+        /// The key id.
+        kid: String,
+        /// One `x`.
+        x1: String,
+        /// The other `x`.
+        x2: String,
+    },
+    /// One agent with two different records.
+    #[error("agent {agent_id:?} has disagreeing records ({first} and {second}); make role, owner and status the same on every key of the agent")]
+    TwoRecords {
+        /// The agent.
+        agent_id: String,
+        /// One record.
+        first: String,
+        /// The other.
+        second: String,
+    },
+}
+
 /// An immutable, merged set of agent keys and records.
 #[derive(Debug, Default, Clone)]
 pub struct KeySet {
     keys: HashMap<(String, String), Arc<AgentKey>>,
     agents: HashMap<String, AgentRecord>,
+    /// What merging tightened (entries for one key that differed only in
+    /// validity), for the log.
+    pub tightened: Vec<String>,
+}
+
+fn later(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn earlier(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl AgentKey {
+    /// This key with the most restrictive validity of it and `other` (the
+    /// same key): the latest `nbf`, the earliest `exp`, the earliest
+    /// `revoked_at`. The JWK's members follow.
+    fn tightened_with(&self, other: &AgentKey) -> AgentKey {
+        let mut k = self.clone();
+        k.nbf = later(self.nbf, other.nbf);
+        k.exp = earlier(self.exp, other.exp);
+        k.revoked_at = earlier(self.revoked_at, other.revoked_at);
+        let members = [
+            ("nbf", self.nbf, k.nbf),
+            ("exp", self.exp, k.exp),
+            ("revoked_at", self.revoked_at, k.revoked_at),
+        ];
+        if let Some(obj) = k.jwk.as_object_mut() {
+            for (name, mine, merged) in members {
+                let source = if merged == mine {
+                    &self.jwk
+                } else {
+                    &other.jwk
+                };
+                match source.get(name) {
+                    Some(v) => obj.insert(name.to_string(), v.clone()),
+                    None => obj.remove(name),
+                };
+            }
+        }
+        k
+    }
+
+    fn bounds(&self) -> (Option<Timestamp>, Option<Timestamp>, Option<Timestamp>) {
+        (self.nbf, self.exp, self.revoked_at)
+    }
 }
 
 impl KeySet {
-    /// Merges documents, refusing the merge when two disagree about a key
-    /// (same agent and kid, different `x`) or about an agent's record.
-    pub fn merge<'a>(docs: impl IntoIterator<Item = &'a KeyDoc>) -> Result<KeySet, String> {
+    /// Merges documents. Entries for the same (agent, kid) and `x` merge
+    /// toward the most restrictive validity (revoked if any entry revokes
+    /// it, the latest `nbf`, the earliest `exp`), noted in
+    /// [`KeySet::tightened`]; the merge is refused when two entries
+    /// disagree about a key's `x` or about an agent's record.
+    pub fn merge<'a>(docs: impl IntoIterator<Item = &'a KeyDoc>) -> Result<KeySet, MergeError> {
         let mut set = KeySet::default();
         for doc in docs {
-            for key in &doc.keys {
-                let id = (key.agent_id.clone(), key.kid.clone());
-                if let Some(existing) = set.keys.get(&id) {
-                    if existing.key != key.key {
-                        return Err(format!(
-                            "key {:?} of agent {:?} has two different public keys ({} and {})",
-                            key.kid, key.agent_id, existing.jwk["x"], key.jwk["x"]
-                        ));
+            for (key, record) in &doc.keys {
+                set.add_key(key)?;
+                match set.agents.get(&key.agent_id) {
+                    Some(existing) if existing != record => {
+                        return Err(MergeError::TwoRecords {
+                            agent_id: key.agent_id.clone(),
+                            first: format!("{existing:?}"),
+                            second: format!("{record:?}"),
+                        })
                     }
-                    continue;
-                }
-                set.keys.insert(id, Arc::new(key.clone()));
-            }
-            for (agent, record) in &doc.agents {
-                if let Some(existing) = set.agents.get(agent) {
-                    if existing != record {
-                        return Err(format!(
-                            "agent {agent:?} has disagreeing records: {existing:?} and {record:?}"
-                        ));
+                    Some(_) => {}
+                    None => {
+                        set.agents.insert(key.agent_id.clone(), record.clone());
                     }
-                } else {
-                    set.agents.insert(agent.clone(), record.clone());
                 }
             }
         }
         Ok(set)
+    }
+
+    fn add_key(&mut self, key: &AgentKey) -> Result<(), MergeError> {
+        let id = (key.agent_id.clone(), key.kid.clone());
+        let Some(existing) = self.keys.get(&id) else {
+            self.keys.insert(id, Arc::new(key.clone()));
+            return Ok(());
+        };
+        if existing.key != key.key {
+            return Err(MergeError::TwoKeys {
+                agent_id: key.agent_id.clone(),
+                kid: key.kid.clone(),
+                x1: existing.jwk["x"].as_str().unwrap_or("").to_string(),
+                x2: key.jwk["x"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        if existing.bounds() != key.bounds() {
+            let merged = existing.tightened_with(key);
+            if merged.bounds() != existing.bounds() {
+                self.tightened.push(format!(
+                    "key {:?} of agent {:?} is listed more than once with different validity; \
+                     taking the most restrictive (nbf {:?}, exp {:?}, revoked_at {:?})",
+                    key.kid,
+                    key.agent_id,
+                    merged.nbf.map(|t| t.to_rfc3339_millis()),
+                    merged.exp.map(|t| t.to_rfc3339_millis()),
+                    merged.revoked_at.map(|t| t.to_rfc3339_millis()),
+                ));
+            }
+            self.keys.insert(id, Arc::new(merged));
+        }
+        Ok(())
     }
 
     /// The key with this `kid` belonging to this agent.

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::jwks::JwksError;
 use super::{parse_jwks, KeyDoc, KeySet};
 use crate::event::sha256;
 use crate::store::fsutil;
@@ -22,6 +23,15 @@ pub struct KeyRegistry {
     refused: Mutex<Vec<Option<[u8; 32]>>>,
     snapshot: Mutex<Snapshot>,
     refused_total: AtomicU64,
+}
+
+/// What a reload did, for the server's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadNote {
+    /// A change taken.
+    Info(String),
+    /// A refusal or a problem: the previous keys stay in force.
+    Warning(String),
 }
 
 /// Errors that stop the registry from starting.
@@ -43,7 +53,7 @@ pub enum KeyError {
         /// The file.
         path: PathBuf,
         /// Why.
-        why: String,
+        why: JwksError,
     },
     /// A source is an https URL, which this build does not fetch.
     #[error("JWKS source {0} is a URL; this build reads JWKS files only: download the document to a file and pass its path")]
@@ -130,9 +140,12 @@ impl KeyRegistry {
         let set = KeySet::merge(docs.iter().flatten().map(|(_, d)| d)).map_err(|why| {
             KeyError::Refused {
                 path: paths.last().cloned().unwrap_or_default(),
-                why,
+                why: why.into(),
             }
         })?;
+        for note in &set.tightened {
+            tracing::warn!("{note}");
+        }
         let snap_err = |source| KeyError::Snapshot {
             path: snapshot_path.to_path_buf(),
             source,
@@ -167,7 +180,7 @@ impl KeyRegistry {
     /// Re-reads every source; a changed document that is refused (alone or
     /// merged with the others) leaves its previous version in force. Returns
     /// one line per change or refusal, for the log.
-    pub fn reload(&self) -> Vec<String> {
+    pub fn reload(&self) -> Vec<ReloadNote> {
         let mut report = Vec::new();
         let mut docs = self
             .docs
@@ -179,10 +192,10 @@ impl KeyRegistry {
                 Ok(b) => b,
                 Err(e) => {
                     self.refused_total.fetch_add(1, Ordering::Relaxed);
-                    report.push(format!(
+                    report.push(ReloadNote::Warning(format!(
                         "JWKS file {} cannot be read ({e}); its previous keys stay in force",
                         path.display()
-                    ));
+                    )));
                     continue;
                 }
             };
@@ -203,10 +216,10 @@ impl KeyRegistry {
                 Ok(d) => d,
                 Err(why) => {
                     self.refused_total.fetch_add(1, Ordering::Relaxed);
-                    report.push(format!(
+                    report.push(ReloadNote::Warning(format!(
                         "JWKS file {} refused: {why}; its previous keys stay in force",
                         path.display()
-                    ));
+                    )));
                     continue;
                 }
             };
@@ -214,14 +227,17 @@ impl KeyRegistry {
             if let Err(why) = KeySet::merge(docs.iter().flatten().map(|(_, d)| d)) {
                 docs[i] = previous;
                 self.refused_total.fetch_add(1, Ordering::Relaxed);
-                report.push(format!(
+                report.push(ReloadNote::Warning(format!(
                     "JWKS file {} refused: it conflicts with another source: {why}; its previous keys stay in force",
                     path.display()
-                ));
+                )));
                 continue;
             }
             changed = true;
-            report.push(format!("JWKS file {} reloaded", path.display()));
+            report.push(ReloadNote::Info(format!(
+                "JWKS file {} reloaded",
+                path.display()
+            )));
         }
         if changed {
             // Another source changed: documents refused for conflicting with
@@ -233,16 +249,17 @@ impl KeyRegistry {
                 .for_each(|r| *r = None);
             let set = KeySet::merge(docs.iter().flatten().map(|(_, d)| d))
                 .expect("each accepted document was merged successfully above");
+            report.extend(set.tightened.iter().cloned().map(ReloadNote::Warning));
             let mut snapshot = self
                 .snapshot
                 .lock()
                 .expect("the snapshot lock is never poisoned");
             if let Err(e) = snapshot.record(set.keys().map(|k| &k.jwk)) {
                 self.refused_total.fetch_add(1, Ordering::Relaxed);
-                report.push(format!(
+                report.push(ReloadNote::Warning(format!(
                     "new keys not taken: the key snapshot {} cannot be written ({e})",
                     snapshot.path.display()
-                ));
+                )));
                 return report;
             }
             *self

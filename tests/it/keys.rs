@@ -719,3 +719,84 @@ fn verdicts_follow_the_contract_order() {
     let r = post1(s, &good.sign(&good.event("o-13", json!({}))));
     assert_eq!(r["receipt"]["index"], 12);
 }
+
+/// Issue 7, finding 3: a second entry for the same key that revokes it,
+/// expires it or starts it later is taken (the most restrictive wins),
+/// within one document and across `--keys` files.
+#[test]
+fn a_later_entry_for_the_same_key_tightens_it() {
+    let t = now().secs();
+    let revoked = Signer::new(61, "tight", "tight#rev");
+    let expired = Signer::new(62, "tight", "tight#exp");
+    let later_nbf = Signer::new(63, "tight", "tight#nbf");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        dir.path().join("a.jwks.json"),
+        dir.path().join("b.jwks.json"),
+    );
+    write_jwks(
+        &a,
+        &[
+            revoked.jwk(json!({})),
+            revoked.jwk(json!({"revoked_at": t - 3600})),
+            expired.jwk(json!({"exp": t + 86_400})),
+            later_nbf.jwk(json!({"nbf": t - 86_400})),
+        ],
+    );
+    write_jwks(
+        &b,
+        &[
+            expired.jwk(json!({"exp": t - 60})),
+            later_nbf.jwk(json!({"nbf": t + 86_400})),
+        ],
+    );
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--keys", a.to_str().unwrap(), "--keys", b.to_str().unwrap()],
+    );
+    assert_rejected(&post1(&s, &at(&revoked, "r1", now())), "key_revoked");
+    assert_rejected(&post1(&s, &at(&expired, "e1", now())), "key_expired");
+    assert_rejected(
+        &post1(&s, &at(&later_nbf, "n1", now())),
+        "key_not_valid_yet",
+    );
+    assert!(
+        s.log_text().contains("most restrictive"),
+        "the merge is logged: {}",
+        s.log_text()
+    );
+}
+
+/// Issue 7, finding 3: two entries for one (agent, kid) with different
+/// `x` across `--keys` files stop `vigil serve` at start (exit 2), naming
+/// the conflict.
+#[test]
+fn two_public_keys_for_one_kid_stop_the_server_at_start() {
+    let one = Signer::new(64, "twin", "twin#1");
+    let other = Signer::new(65, "twin", "twin#1");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        dir.path().join("a.jwks.json"),
+        dir.path().join("b.jwks.json"),
+    );
+    write_jwks(&a, &[one.jwk(json!({}))]);
+    write_jwks(&b, &[other.jwk(json!({}))]);
+    let data = dir.path().join("data");
+    let out = run_vigil(&[
+        "serve",
+        "--data",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--keys",
+        a.to_str().unwrap(),
+        "--keys",
+        b.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("twin#1") && stderr.contains("two different public keys"),
+        "{stderr}"
+    );
+}
