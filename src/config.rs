@@ -47,6 +47,10 @@ pub struct ServerConfig {
     pub log_key_file: Option<PathBuf>,
     /// Largest request body, bytes (413 beyond).
     pub max_body_bytes: usize,
+    /// Request bodies read, framed and judged at once, in bytes (each
+    /// counted at its `Content-Length`, or at `max_body_bytes` when unknown
+    /// or compressed); more wait, then get 503.
+    pub max_inflight_bytes: usize,
     /// How far `occurred_at` may be ahead of the receipt time.
     pub max_clock_skew_s: u64,
     /// How long events signed by a revoked key are still taken.
@@ -67,6 +71,7 @@ impl Default for ServerConfig {
             origin: None,
             log_key_file: None,
             max_body_bytes: 10 * 1024 * 1024,
+            max_inflight_bytes: 64 * 1024 * 1024,
             max_clock_skew_s: 300,
             revocation_grace_s: 3600,
             metrics_listen: None,

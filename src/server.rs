@@ -190,6 +190,10 @@ impl Server {
             pipeline: pipeline.clone(),
             tokens: Arc::new(tokens),
             max_body_bytes: settings.config.server.max_body_bytes,
+            intake: crate::api::intake::Intake::new(
+                settings.config.server.max_inflight_bytes,
+                settings.config.server.max_body_bytes,
+            ),
             kafka_assigned,
         };
         let keys = pipeline.clone();

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::auth::Role;
 use super::error::ApiError;
 use super::AppState;
-use crate::ingest::body::split_body;
+use crate::ingest::body::{split_body, TooManyItems};
 use crate::ingest::{gunzip_limited, GunzipError};
 use crate::pipeline::{ItemResult, PipelineError, Status};
 
@@ -69,14 +69,15 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
 
 /// Most items one request may carry: each gets a result in the answer, so
 /// a body of millions of tiny lines would make an answer of hundreds of MB.
+/// Framing stops at the cap, before the items are all held.
 pub const MAX_ITEMS: usize = 100_000;
 
 /// 413 for a body with more than [`MAX_ITEMS`] items.
-pub fn too_many(n: usize) -> ApiError {
+pub fn too_many(e: TooManyItems) -> ApiError {
     ApiError::new(
         axum::http::StatusCode::PAYLOAD_TOO_LARGE,
         "too_many_events",
-        format!("the body holds {n} items; send at most {MAX_ITEMS} events per request"),
+        e.to_string(),
     )
 }
 
@@ -91,6 +92,11 @@ pub(super) async fn post_events(
     body: Body,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, &[Role::Ingest])?;
+    let _intake = app
+        .intake
+        .admit(&headers)
+        .await
+        .map_err(|busy| ApiError::unavailable(busy.to_string()))?;
     let bytes = read_body(&headers, body, app.max_body_bytes).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
@@ -100,14 +106,11 @@ pub(super) async fn post_events(
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let items = split_body(bytes, ct);
+    let items = split_body(bytes, ct, MAX_ITEMS).map_err(too_many)?;
     if items.is_empty() {
         return Err(ApiError::bad_request(
             "the body holds no events; send at least one event object",
         ));
-    }
-    if items.len() > MAX_ITEMS {
-        return Err(too_many(items.len()));
     }
     let results = app.pipeline.ingest(items).await.map_err(unavailable)?;
     let count = |s: Status| results.iter().filter(|r| r.status == s).count();

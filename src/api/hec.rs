@@ -39,6 +39,13 @@ pub(super) async fn post_hec(
             )
         }
     }
+    let Ok(_intake) = app.intake.admit(&headers).await else {
+        return hec(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Server is busy: too many bodies in flight; retry later",
+            9,
+        );
+    };
     let bytes = match read_body(&headers, body, app.max_body_bytes).await {
         Ok(b) => b,
         Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -49,14 +56,10 @@ pub(super) async fn post_hec(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return hec(StatusCode::BAD_REQUEST, "No data", 6);
     }
-    let batch = split_hec(&bytes);
-    if batch.items.len() > MAX_ITEMS {
-        return hec(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &too_many(batch.items.len()).message,
-            27,
-        );
-    }
+    let batch = match split_hec(&bytes, MAX_ITEMS) {
+        Ok(b) => b,
+        Err(e) => return hec(StatusCode::PAYLOAD_TOO_LARGE, &too_many(e).message, 27),
+    };
     if let Err(e) = app.pipeline.ingest(batch.items).await {
         return hec(
             StatusCode::SERVICE_UNAVAILABLE,

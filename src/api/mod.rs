@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 mod events;
 mod hec;
+pub mod intake;
 mod read;
 
 use std::future::Future;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// The bound on request bodies in flight.
+    pub intake: intake::Intake,
     /// Whether Kafka partitions are assigned, when Kafka is configured.
     pub kafka_assigned: Option<Arc<std::sync::atomic::AtomicBool>>,
 }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use crate::event::Unidentifiable;
-use crate::json::{parse, split_array};
+use crate::json::{check_syntax, split_array, SplitError};
 use crate::pipeline::Item;
 
 /// Whether a `Content-Type` names newline-delimited JSON.
@@ -25,7 +25,15 @@ pub fn is_ndjson(content_type: Option<&str>) -> bool {
     )
 }
 
-fn lines(body: &Bytes) -> Vec<Item> {
+/// More items in one body than the caller allows: framing stopped there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the body holds more than {max} items; send at most {max} events per request")]
+pub struct TooManyItems {
+    /// The most allowed.
+    pub max: usize,
+}
+
+fn lines(body: &Bytes, max_items: usize) -> Result<Vec<Item>, TooManyItems> {
     let mut items = Vec::new();
     let mut start = 0;
     for (n, line) in body.split(|&b| b == b'\n').enumerate() {
@@ -36,6 +44,9 @@ fn lines(body: &Bytes) -> Vec<Item> {
         }
         let slice = &body[start..trimmed_end];
         if slice.iter().any(|b| !b.is_ascii_whitespace()) {
+            if items.len() == max_items {
+                return Err(TooManyItems { max: max_items });
+            }
             items.push(Item::new(
                 body.slice(start..trimmed_end),
                 format!("http line {}", n + 1),
@@ -43,43 +54,49 @@ fn lines(body: &Bytes) -> Vec<Item> {
         }
         start = end + 1;
     }
-    items
+    Ok(items)
 }
 
 /// Splits a body into items: NDJSON when the content type says so (or
-/// when a non-array body holds several lines that do not parse as one
-/// value), a JSON array element by element, else one event. A JSON array
-/// that does not frame is one unparseable item.
-pub fn split_body(body: Bytes, content_type: Option<&str>) -> Vec<Item> {
+/// when a non-array body holds several lines that are not one JSON value),
+/// a JSON array element by element, else one event. A JSON array that
+/// does not frame is one unparseable item. Framing stops as soon as the
+/// body holds more than `max_items` items, before they are all held.
+pub fn split_body(
+    body: Bytes,
+    content_type: Option<&str>,
+    max_items: usize,
+) -> Result<Vec<Item>, TooManyItems> {
     if is_ndjson(content_type) {
-        return lines(&body);
+        return lines(&body, max_items);
     }
     let first = body.iter().position(|b| !b.is_ascii_whitespace());
     if first.map(|i| body[i]) == Some(b'[') {
-        return match split_array(&body) {
-            Ok(ranges) => ranges
+        return match split_array(&body, max_items) {
+            Ok(ranges) => Ok(ranges
                 .into_iter()
                 .enumerate()
                 .map(|(i, r)| Item::new(body.slice(r), format!("http item {}", i + 1)))
-                .collect(),
-            Err(e) => vec![Item {
+                .collect()),
+            Err(SplitError::TooMany { max }) => Err(TooManyItems { max }),
+            Err(e) => Ok(vec![Item {
                 raw: body,
                 source: "http".into(),
                 preset: Some(Unidentifiable::Unparseable(format!(
                     "the JSON array does not parse ({e}); send a JSON array of event objects, or NDJSON with Content-Type: application/x-ndjson"
                 ))),
-            }],
+            }]),
         };
     }
     let several_lines = body
         .split(|&b| b == b'\n')
         .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
-        .count()
-        > 1;
-    if several_lines && parse(&body).is_err() {
-        return lines(&body);
+        .nth(1)
+        .is_some();
+    if several_lines && check_syntax(&body).is_err() {
+        return lines(&body, max_items);
     }
-    vec![Item::new(body, "http")]
+    Ok(vec![Item::new(body, "http")])
 }
 
 #[cfg(test)]
@@ -93,20 +110,26 @@ mod tests {
     #[test]
     fn frames_each_kind() {
         let nd = Bytes::from_static(b"{\"a\":1}\r\n\n  \n{\"b\":2}");
+        let split = |b: Bytes, ct| split_body(b, ct, 10).unwrap();
         assert_eq!(
-            raws(&split_body(nd.clone(), Some("application/x-ndjson"))),
+            raws(&split(nd.clone(), Some("application/x-ndjson"))),
             [&b"{\"a\":1}"[..], b"{\"b\":2}"]
         );
-        assert_eq!(split_body(nd, None).len(), 2);
+        assert_eq!(split(nd, None).len(), 2);
         let arr = Bytes::from_static(b"[{\"a\":1}, {\"b\":[2]}]");
         assert_eq!(
-            raws(&split_body(arr, Some("application/json"))),
+            raws(&split(arr, Some("application/json"))),
             [&b"{\"a\":1}"[..], b"{\"b\":[2]}"]
         );
         let pretty = Bytes::from_static(b"{\n \"a\": 1\n}\n");
-        assert_eq!(split_body(pretty, Some("application/json")).len(), 1);
-        let broken = split_body(Bytes::from_static(b"[{\"a\":1},"), None);
+        assert_eq!(split(pretty, Some("application/json")).len(), 1);
+        let broken = split(Bytes::from_static(b"[{\"a\":1},"), None);
         assert_eq!(broken.len(), 1);
         assert!(broken[0].preset.is_some());
+        let many = Bytes::from_static(b"{}\n{}\n{}\n");
+        assert_eq!(
+            split_body(many, Some("application/x-ndjson"), 2).unwrap_err(),
+            TooManyItems { max: 2 }
+        );
     }
 }

@@ -1,14 +1,17 @@
 //! Splunk HTTP Event Collector framing: concatenated `{"event": ...}`
 //! envelopes. Envelope members other than `event` are not signed and are
-//! ignored. An event given as an object is taken in its canonical (JCS)
-//! form, which is what its signature covers; one given as a string is
-//! taken byte for byte.
+//! ignored without being judged (an envelope need only be JSON: a `time`
+//! of `1e999` or a duplicated `host` does not quarantine a validly signed
+//! event). An event given as an object is taken byte for byte as it stands
+//! in the envelope; one given as a string is taken as the string's text.
 
 use bytes::Bytes;
 
 use crate::event::Unidentifiable;
-use crate::json::{parse, split_concatenated, write_jcs, Value};
+use crate::json::{object_members, parse, split_concatenated, SplitError, Value};
 use crate::pipeline::Item;
+
+use super::body::TooManyItems;
 
 /// The items of a HEC body and, after a framing error, the 0-based number
 /// of the envelope where framing failed.
@@ -19,57 +22,77 @@ pub struct HecBatch {
     pub framing_error: Option<(usize, String)>,
 }
 
-/// Splits a HEC body into items.
-pub fn split_hec(body: &Bytes) -> HecBatch {
-    let (ranges, err) = split_concatenated(body);
+/// Splits a HEC body into items; more than `max_items` envelopes stop the
+/// split before they are all held.
+pub fn split_hec(body: &Bytes, max_items: usize) -> Result<HecBatch, TooManyItems> {
+    let (ranges, err) = split_concatenated(body, max_items);
+    if let Some(SplitError::TooMany { max }) = err {
+        return Err(TooManyItems { max });
+    }
     let mut items = Vec::with_capacity(ranges.len() + 1);
     for (n, r) in ranges.into_iter().enumerate() {
         let source = format!("hec envelope {}", n + 1);
         let raw = body.slice(r);
-        let bad = |raw: Bytes, why: String| Item {
-            raw,
-            source: source.clone(),
-            preset: Some(Unidentifiable::Unparseable(why)),
-        };
-        let envelope = match parse(&raw) {
-            Ok(v) => v,
-            Err(e) => {
-                items.push(bad(
-                    raw,
-                    format!("HEC envelope {} is not I-JSON: {e}", n + 1),
-                ));
-                continue;
-            }
-        };
-        match envelope.get("event") {
-            Some(Value::String(s)) => items.push(Item::new(Bytes::from(s.clone().into_bytes()), source)),
-            Some(ev @ Value::Object(_)) => {
-                let mut out = Vec::new();
-                write_jcs(ev, &mut out);
-                items.push(Item::new(Bytes::from(out), source));
-            }
-            Some(other) => items.push(bad(
+        items.push(match envelope_event(&raw, n + 1) {
+            Ok(event) => Item::new(event, source),
+            Err(why) => Item {
                 raw,
-                format!("HEC envelope {}: event is {}; it must be an event object or a string holding one", n + 1, other.type_name()),
-            )),
-            None => items.push(bad(raw, format!("HEC envelope {} has no event member", n + 1))),
-        }
+                source,
+                preset: Some(Unidentifiable::Unparseable(why)),
+            },
+        });
     }
     let framing_error = err.map(|e| {
         let n = items.len();
         let why = format!(
             "HEC framing error after envelope {n} ({e}); envelopes are JSON objects like {{\"event\": {{...}}}} one after another"
         );
+        let offset = match e {
+            SplitError::Invalid { offset, .. } => offset,
+            SplitError::TooMany { .. } => body.len(),
+        };
         items.push(Item {
-            raw: body.slice(e.offset..),
+            raw: body.slice(offset..),
             source: format!("hec envelope {} and the rest", n + 1),
             preset: Some(Unidentifiable::Unparseable(why.clone())),
         });
         (n, why)
     });
-    HecBatch {
+    Ok(HecBatch {
         items,
         framing_error,
+    })
+}
+
+/// The bytes of envelope number `n`'s `event`: the object as it stands, or
+/// the text of a string.
+fn envelope_event(envelope: &Bytes, n: usize) -> Result<Bytes, String> {
+    let members = object_members(envelope)
+        .map_err(|e| format!("HEC envelope {n} is not a JSON object: {e}"))?;
+    let mut events = members
+        .into_iter()
+        .filter(|m| parse(&envelope[m.name.clone()]).is_ok_and(|v| v.as_str() == Some("event")));
+    let value = events
+        .next()
+        .ok_or_else(|| format!("HEC envelope {n} has no event member"))?;
+    if events.next().is_some() {
+        return Err(format!(
+            "HEC envelope {n} has more than one event member; send one event per envelope"
+        ));
+    }
+    let raw = envelope.slice(value.value);
+    match raw.first() {
+        Some(b'{') => Ok(raw),
+        Some(b'"') => match parse(&raw).ok().as_ref().and_then(Value::as_str) {
+            Some(s) => Ok(Bytes::copy_from_slice(s.as_bytes())),
+            None => Err(format!(
+                "HEC envelope {n}: event is a string that is not valid I-JSON text"
+            )),
+        },
+        _ => Err(format!(
+            "HEC envelope {n}: event is {}; it must be an event object or a string holding one",
+            parse(&raw).map_or("not JSON", |v| v.type_name())
+        )),
     }
 }
 
@@ -79,10 +102,14 @@ mod tests {
 
     #[test]
     fn splits_envelopes_and_quarantines_the_rest() {
-        let body = Bytes::from_static(br#"{"event":{"b":1,"a":2},"time":1}{"event":"{\"x\":1}"} {"event":5} oops {"event":{}}"#);
-        let b = split_hec(&body);
+        let body = Bytes::from_static(br#"{"event":{"b":1,"a":2},"time":1e999,"host":"a","host":"b"}{"event":"{\"x\":1}"} {"event":5} oops {"event":{}}"#);
+        let b = split_hec(&body, 10).unwrap();
         assert_eq!(b.items.len(), 4);
-        assert_eq!(b.items[0].raw.as_ref(), br#"{"a":2,"b":1}"#);
+        assert_eq!(b.items[0].raw.as_ref(), br#"{"b":1,"a":2}"#);
+        assert!(
+            b.items[0].preset.is_none(),
+            "unsigned members are not judged"
+        );
         assert_eq!(b.items[1].raw.as_ref(), br#"{"x":1}"#);
         assert!(b.items[2].preset.is_some());
         assert_eq!(b.items[3].raw.as_ref(), br#"oops {"event":{}}"#);

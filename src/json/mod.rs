@@ -12,7 +12,7 @@ mod split;
 
 pub use jcs::{write_jcs, write_jcs_string, Canonical};
 pub use parse::{check_syntax, parse, ParseError, MAX_PARSE_DEPTH};
-pub use split::{split_array, split_concatenated, SplitError};
+pub use split::{object_members, split_array, split_concatenated, Member, SplitError};
 
 /// A parsed JSON value. Objects keep their members in input order.
 #[derive(Debug, Clone, PartialEq)]

@@ -49,7 +49,8 @@ pub fn parse(input: &[u8]) -> Result<Value, ParseError> {
 
 /// Checks JSON syntax only: whether `input` is one JSON value, whatever
 /// I-JSON would say of its names, surrogates and numbers. Used to decide
-/// whether a batch frames before its items are judged one by one.
+/// whether a batch frames before its items are judged one by one. Holds
+/// no values: its memory is bounded by the nesting depth.
 pub fn check_syntax(input: &[u8]) -> Result<(), ParseError> {
     parse_with(input, false).map(drop)
 }
@@ -152,7 +153,11 @@ impl<'a> Parser<'a> {
                 self.skip_ws();
                 match top {
                     Frame::Array(items) => {
-                        items.push(v);
+                        // Checking syntax only keeps no values: memory is
+                        // the nesting depth, not the size of the input.
+                        if self.strict {
+                            items.push(v);
+                        }
                         match self.peek() {
                             Some(b',') => {
                                 self.pos += 1;
@@ -180,7 +185,9 @@ impl<'a> Parser<'a> {
                         {
                             return Err(self.error(&format!("duplicate member name {name:?}")));
                         }
-                        members.push((name, v));
+                        if self.strict {
+                            members.push((name, v));
+                        }
                         match self.peek() {
                             Some(b',') => {
                                 self.pos += 1;

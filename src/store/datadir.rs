@@ -44,6 +44,9 @@ pub enum DataDirError {
     /// The origin is not a valid key name.
     #[error("invalid origin: {0}")]
     BadOrigin(String),
+    /// The admin token file exists but holds no token.
+    #[error("the admin token file {0} is empty; delete it to have a new token generated, or configure [[tokens]]")]
+    BadToken(PathBuf),
     /// A key file is not a usable private JWK.
     #[error("the key file {path} is not usable: {why}")]
     BadKey {
@@ -153,20 +156,24 @@ impl DataDir {
     }
 
     /// The admin token file, created with a fresh token when missing.
-    /// Returns the token and whether it was just created.
+    /// Returns the token and whether it was just created. Any other
+    /// problem (unreadable, empty) is an error: a token that clients hold
+    /// is never replaced behind their back.
     pub fn admin_token(&self) -> Result<(String, bool), DataDirError> {
         let path = self.root.join("admin.token");
         match std::fs::read_to_string(&path) {
             Ok(t) if !t.trim().is_empty() => Ok((t.trim().to_string(), false)),
-            Ok(_) | Err(_) => {
+            Ok(_) => Err(DataDirError::BadToken(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut raw = [0u8; 32];
                 getrandom::getrandom(&mut raw)
                     .map_err(|e| io("cannot make a token for", &path)(std::io::Error::other(e)))?;
                 let token = format!("vgl_{}", b64url(&raw));
-                write_file_durably(&path, format!("{token}\n").as_bytes(), 0o600)
+                create_new_durably(&path, format!("{token}\n").as_bytes(), 0o600)
                     .map_err(io("cannot write", &path))?;
                 Ok((token, true))
             }
+            Err(e) => Err(io("cannot read", &path)(e)),
         }
     }
 }

@@ -1482,3 +1482,125 @@ fn too_many_items_in_one_body_is_413() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["rejected"], 1000);
 }
+
+/// The server's peak resident memory so far, in MiB (Linux `VmHWM`).
+fn peak_rss_mib(server: &Server) -> u64 {
+    let pid = server.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib / 1024
+}
+
+/// Issue 7, finding 5: a 10 MiB body of `{}` items (millions of them) is
+/// refused at the item cap while it is being framed, as NDJSON, as a JSON
+/// array and as HEC envelopes, without the memory that holding millions of
+/// items would take.
+#[test]
+fn millions_of_tiny_items_are_refused_while_framing_with_memory_bounded() {
+    let env = start(None);
+    let s = &env.server;
+    let before = peak_rss_mib(s);
+    let ten_mib = 10 * 1024 * 1024;
+    let ndjson = "{}\n".repeat(ten_mib / 3);
+    let r = s.req(
+        "POST",
+        "/v1/events",
+        Some("application/x-ndjson"),
+        ndjson.as_bytes(),
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.json()["error"], "too_many_events");
+    let mut array = String::with_capacity(ten_mib);
+    array.push('[');
+    array.push_str(&"{},".repeat(ten_mib / 3 - 1));
+    array.push_str("{}]");
+    let r = s.req(
+        "POST",
+        "/v1/events",
+        Some("application/json"),
+        array.as_bytes(),
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    let envelopes = "{}".repeat(ten_mib / 2 - 1);
+    let r = hec(
+        s,
+        Some(&format!("Splunk {}", s.token)),
+        &[],
+        envelopes.as_bytes(),
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.json()["code"], 27);
+    let peak = peak_rss_mib(s);
+    eprintln!(
+        "peak RSS: {before} MiB at start, {peak} MiB after three 10 MiB bodies of tiny items"
+    );
+    // The three bodies themselves are 30 MiB; holding their items (100+
+    // bytes each, millions of them) would take over a gigabyte.
+    assert!(
+        peak < before + 120,
+        "peak RSS {peak} MiB (from {before} MiB)"
+    );
+    // Still serving.
+    let ok = s.post_ndjson(&[env.a.sign(&env.a.event("after-tiny", json!({})))]);
+    assert_eq!(ok["results"][0]["status"], "accepted");
+}
+
+/// Issue 7, finding 9: a HEC envelope's unsigned members are not judged:
+/// a `time` no double holds, a duplicated `host` or a lone surrogate in
+/// `source` leaves a validly signed event accepted.
+#[test]
+fn a_hec_envelope_that_is_not_i_json_still_carries_a_good_event() {
+    let env = start(None);
+    let s = &env.server;
+    let e = ev(&env.a, "hec-lenient");
+    let mut body =
+        br#"{"time": 9007199254740993.0, "host": "a", "host": "b", "source": "\ud800", "event": "#
+            .to_vec();
+    body.extend_from_slice(&e);
+    body.extend_from_slice(b"}");
+    let r = hec(s, Some(&format!("Splunk {}", s.token)), &[], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let receipt = s.receipt("agent-a", "hec-lenient");
+    assert_eq!(receipt.status, 200, "{}", receipt.text());
+    assert_eq!(receipt.json()["receipt"]["verdict"], "accepted");
+    // Two event members are ambiguous: unparseable, quarantined.
+    let mut two = br#"{"event": {"a": 1}, "event": "#.to_vec();
+    two.extend_from_slice(&ev(&env.a, "hec-two"));
+    two.extend_from_slice(b"}");
+    let r = hec(s, Some(&format!("Splunk {}", s.token)), &[], &two);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.receipt("agent-a", "hec-two").status, 404);
+    assert!(quarantine(s).iter().any(|q| q["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("more than one event")));
+}
+
+/// Issue 7, finding 9: an admin token file that cannot be read as a token
+/// is an error at start, never silently replaced (clients hold it).
+#[test]
+fn an_unreadable_admin_token_is_an_error_not_a_new_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Server::start(&data, &[]);
+    s.stop();
+    let token = data.join("admin.token");
+    std::fs::write(&token, b"\xff\xfe not UTF-8\n").unwrap();
+    let (code, log) = run_bounded(
+        &[
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        30,
+    );
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("admin.token"), "{log}");
+    assert_eq!(std::fs::read(&token).unwrap(), b"\xff\xfe not UTF-8\n");
+}
