@@ -22,8 +22,9 @@
 //! - [`ingest`]: turning request bodies (JSON, NDJSON, Splunk HEC) into items.
 //! - [`api`]: the HTTP server (axum), roles and tokens.
 //! - [`verify`]: the offline auditor (`vigil verify`).
-//! - [`server`]: `vigil serve` put together; [`config`], [`telemetry`],
-//!   [`cli`], [`demo`], [`loadgen`].
+//! - [`server`]: `vigil serve` put together; [`shutdown`] the stop signal
+//!   its background tasks obey; [`config`], [`telemetry`], [`cli`],
+//!   [`demo`], [`loadgen`], [`failpoint`] (fault injection for tests).
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +34,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod failpoint;
 pub mod ingest;
 pub mod json;
 pub mod keys;
@@ -40,6 +42,7 @@ pub mod loadgen;
 pub mod log;
 pub mod pipeline;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod time;

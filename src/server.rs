@@ -134,7 +134,19 @@ pub struct Server {
     state: AppState,
     metrics_listen: Option<String>,
     kafka: Option<crate::config::KafkaConfig>,
+    hup: Option<tokio::signal::unix::Signal>,
 }
+
+/// Why the server stopped other than by a stop signal.
+#[derive(Debug, thiserror::Error)]
+#[error("the pipeline failed: {0}")]
+pub struct PipelineFailed(pub String);
+
+/// How long a failed server keeps answering 503 before it exits.
+const FAILED_GRACE: Duration = Duration::from_secs(2);
+
+/// How long background tasks get to stop once the server is stopping.
+const TASKS_STOP_LIMIT: Duration = Duration::from_secs(10);
 
 impl Server {
     /// Opens the pipeline and binds the listener (nothing served yet).
@@ -196,8 +208,6 @@ impl Server {
             ),
             kafka_assigned,
         };
-        let keys = pipeline.clone();
-        tokio::spawn(async move { watch_keys(keys, hup).await });
         Ok(Server {
             pipeline,
             addr,
@@ -205,16 +215,18 @@ impl Server {
             state,
             metrics_listen: settings.config.server.metrics_listen.clone(),
             kafka: settings.config.kafka.clone(),
+            hup: Some(hup),
         })
     }
 
     /// Serves until SIGTERM or SIGINT, then drains: stops taking requests,
-    /// answers those in flight, writes a last checkpoint.
+    /// answers those in flight, writes a last checkpoint. A pipeline
+    /// failure (the log cannot be written, a pipeline thread panicked)
+    /// stops the server too, and is returned as [`PipelineFailed`].
     pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler installs");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot handle SIGTERM")?;
+        let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
@@ -226,59 +238,104 @@ impl Server {
         self.run(shutdown).await
     }
 
-    /// Serves until `shutdown` completes, then drains as above.
+    /// Serves until `shutdown` completes (or the pipeline fails), then
+    /// drains as above.
     pub async fn run(
         &mut self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        if let Some(m) = &self.metrics_listen {
-            let l = tokio::net::TcpListener::bind(m)
-                .await
-                .with_context(|| format!("cannot listen on metrics_listen {m}"))?;
-            tokio::spawn(async move { axum::serve(l, api::metrics_router()).await });
-        }
         let listener = self
             .listener
             .take()
             .ok_or_else(|| anyhow!("the server already ran"))?;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut kafka_task = None;
+        let mut tasks = crate::shutdown::Shutdown::default();
+        self.spawn_tasks(&mut tasks).await?;
+        tracing::info!(addr = %self.addr, log_size = self.pipeline.size(), "Vigil is serving");
+        let health = self.pipeline.health().clone();
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+        let mut http_stop = tasks.stop();
+        let stop_signal = async move {
+            tokio::select! {
+                _ = shutdown => {}
+                why = health.failed() => {
+                    tracing::error!(
+                        "Stopping in {} s: the pipeline failed ({why}); restart vigil to recover from what is durable",
+                        FAILED_GRACE.as_secs()
+                    );
+                    let _ = failed_tx.send(why);
+                    // Keep answering (ingest 503, /readyz 503) for a moment so
+                    // that load balancers see the failure, then stop.
+                    tokio::time::sleep(FAILED_GRACE).await;
+                }
+                _ = http_stop.stopped() => {}
+            }
+        };
+        api::serve(listener, api::router(self.state.clone()), stop_signal).await?;
+        tasks.stop_and_join(TASKS_STOP_LIMIT).await;
+        self.pipeline.shutdown().await;
+        if let Ok(why) = failed_rx.await {
+            return Err(PipelineFailed(why).into());
+        }
+        tracing::info!("Stopped cleanly");
+        Ok(())
+    }
+
+    /// Starts the background tasks, each obeying the stop signal: key
+    /// reloads, the metrics listener, the Kafka consumer.
+    async fn spawn_tasks(&mut self, tasks: &mut crate::shutdown::Shutdown) -> anyhow::Result<()> {
+        if let Some(hup) = self.hup.take() {
+            tasks.spawn(
+                "key reloads",
+                watch_keys(self.pipeline.clone(), hup, tasks.stop()),
+            );
+        }
+        if let Some(m) = &self.metrics_listen {
+            let l = tokio::net::TcpListener::bind(m)
+                .await
+                .with_context(|| format!("cannot listen on metrics_listen {m}"))?;
+            let mut stop = tasks.stop();
+            tasks.spawn("metrics listener", async move {
+                let _ = axum::serve(l, api::metrics_router())
+                    .with_graceful_shutdown(async move { stop.stopped().await })
+                    .await;
+            });
+        }
         if let Some(k) = &self.kafka {
-            let (consumer, handle) = crate::ingest::kafka::start(k, self.pipeline.clone(), stop_rx)
-                .map_err(|e| anyhow!(e))?;
-            if let Some(flag) = &self.state.kafka_assigned {
-                let flag = flag.clone();
-                tokio::spawn(async move {
+            let (consumer, handle) =
+                crate::ingest::kafka::start(k, self.pipeline.clone(), tasks.stop())
+                    .map_err(|e| anyhow!(e))?;
+            tasks.spawn("kafka consumer", async move {
+                let _ = handle.await;
+            });
+            if let Some(flag) = self.state.kafka_assigned.clone() {
+                tasks.spawn("kafka readiness", async move {
+                    let mut stop = consumer.stop;
                     loop {
                         flag.store(
                             consumer.assigned.load(std::sync::atomic::Ordering::Relaxed),
                             std::sync::atomic::Ordering::Relaxed,
                         );
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::select! {
+                            _ = stop.stopped() => return,
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        }
                     }
                 });
             }
             tracing::info!(brokers = %k.brokers, topic = %k.topic, group = %k.group, "Consuming from Kafka");
-            kafka_task = Some(handle);
         }
-        tracing::info!(addr = %self.addr, log_size = self.pipeline.size(), "Vigil is serving");
-        let shutdown = async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        };
-        api::serve(listener, api::router(self.state.clone()), shutdown).await?;
-        if let Some(h) = kafka_task {
-            let _ = h.await;
-        }
-        self.pipeline.shutdown().await;
-        tracing::info!("Stopped cleanly");
         Ok(())
     }
 }
 
-async fn watch_keys(pipeline: Arc<Pipeline>, mut hup: tokio::signal::unix::Signal) {
+async fn watch_keys(
+    pipeline: Arc<Pipeline>,
+    mut hup: tokio::signal::unix::Signal,
+    mut stop: crate::shutdown::Stop,
+) {
     loop {
         tokio::select! {
+            _ = stop.stopped() => return,
             _ = hup.recv() => tracing::info!("SIGHUP: reloading agent keys"),
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }

@@ -74,86 +74,117 @@ const LATENCY_BOUNDS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// Every metric Vigil exports.
-pub struct Metrics {
-    /// Receipts written with `accepted`.
-    pub events_accepted_total: AtomicU64,
-    /// Duplicates answered with the original receipt.
-    pub events_duplicate_total: AtomicU64,
-    /// Receipts written with `rejected:<reason>`, by reason.
-    pub events_rejected_total: [AtomicU64; 9],
-    /// Inputs quarantined as unparseable.
-    pub quarantined_unparseable_total: AtomicU64,
-    /// Inputs quarantined for an unknown agent.
-    pub quarantined_unknown_agent_total: AtomicU64,
-    /// Quarantine entries dropped to keep the bound.
-    pub quarantine_dropped_total: AtomicU64,
-    /// Request bodies refused as too large.
-    pub http_body_too_large_total: AtomicU64,
-    /// Requests refused for a missing or bad token.
-    pub http_unauthorized_total: AtomicU64,
-    /// Group commits (one fdatasync of the log each).
-    pub log_commits_total: AtomicU64,
-    /// Records in the log that are durable.
-    pub log_size_records: AtomicU64,
-    /// Tree size of the latest checkpoint.
-    pub checkpoint_size_records: AtomicU64,
-    /// Checkpoints signed.
-    pub checkpoints_total: AtomicU64,
-    /// JWKS documents refused on reload.
-    pub keys_refused_total: AtomicU64,
-    /// Agent keys in force.
-    pub keys_loaded: AtomicU64,
-    /// Kafka messages handed to the pipeline.
-    pub kafka_messages_total: AtomicU64,
-    /// Kafka offset commits requested.
-    pub kafka_commits_total: AtomicU64,
-    /// `.rejected` copies published and acknowledged.
-    pub kafka_rejected_published_total: AtomicU64,
-    /// Messages whose key is not the event's agent_id.
-    pub kafka_key_mismatch_total: AtomicU64,
-    /// Consumer lag (messages) by "topic/partition".
-    pub kafka_lag: std::sync::Mutex<Vec<(String, i64)>>,
-    /// Time from a batch's arrival to its answer being ready (all durable).
-    pub ingest_ack_seconds: Histogram,
-    /// Time of each log fdatasync.
-    pub log_sync_seconds: Histogram,
-    /// Time from a batch's arrival until it is judged (queue plus work on
-    /// the verification pool).
-    pub ingest_judge_seconds: Histogram,
-    /// Time from a judged batch's hand-over to the log writer until its
-    /// receipts are durable.
-    pub log_commit_wait_seconds: Histogram,
+/// Declares the metrics without labels once: each field's doc comment is
+/// its `# HELP` text and its name, prefixed with `vigil_`, its metric
+/// name. Adding a metric is one entry here.
+macro_rules! registry {
+    (
+        counters { $( $(#[doc = $cdoc:expr])+ $counter:ident, )* }
+        gauges { $( $(#[doc = $gdoc:expr])+ $gauge:ident, )* }
+        histograms { $( $(#[doc = $hdoc:expr])+ $hist:ident, )* }
+    ) => {
+        /// Every metric Vigil exports.
+        pub struct Metrics {
+            $( $(#[doc = $cdoc])+ pub $counter: AtomicU64, )*
+            $( $(#[doc = $gdoc])+ pub $gauge: AtomicU64, )*
+            $( $(#[doc = $hdoc])+ pub $hist: Histogram, )*
+            /// Receipts written with `rejected:<reason>`, by reason.
+            pub events_rejected_total: [AtomicU64; 9],
+            /// Consumer lag (messages) by "topic/partition".
+            pub kafka_lag: std::sync::Mutex<Vec<(String, i64)>>,
+        }
+
+        impl Metrics {
+            fn new() -> Metrics {
+                Metrics {
+                    $( $counter: AtomicU64::new(0), )*
+                    $( $gauge: AtomicU64::new(0), )*
+                    $( $hist: Histogram::new(LATENCY_BOUNDS), )*
+                    events_rejected_total: Default::default(),
+                    kafka_lag: std::sync::Mutex::new(Vec::new()),
+                }
+            }
+
+            fn render_registered(&self, out: &mut String) {
+                $( render_one(out, concat!("vigil_", stringify!($counter)), "counter",
+                    concat!($($cdoc),+), &self.$counter); )*
+                $( render_one(out, concat!("vigil_", stringify!($gauge)), "gauge",
+                    concat!($($gdoc),+), &self.$gauge); )*
+                $( self.$hist.render(out, concat!("vigil_", stringify!($hist)),
+                    concat!($($hdoc),+)); )*
+            }
+        }
+    };
+}
+
+fn render_one(out: &mut String, name: &str, kind: &str, help: &str, v: &AtomicU64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {}\n# TYPE {name} {kind}\n{name} {}",
+        help.trim(),
+        v.load(Ordering::Relaxed)
+    );
+}
+
+registry! {
+    counters {
+        /// Receipts written with `accepted` (rendered in vigil_ingest_events_total).
+        events_accepted_total,
+        /// Duplicates answered with the original receipt (in vigil_ingest_events_total).
+        events_duplicate_total,
+        /// Inputs quarantined as unparseable (in vigil_ingest_events_total).
+        quarantined_unparseable_total,
+        /// Inputs quarantined for an unknown agent (in vigil_ingest_events_total).
+        quarantined_unknown_agent_total,
+        /// Quarantine entries dropped to keep its bound.
+        quarantine_dropped_total,
+        /// Request bodies refused with 413.
+        http_body_too_large_total,
+        /// Requests refused for a missing or unknown token.
+        http_unauthorized_total,
+        /// Group commits of the receipt log (one fdatasync each).
+        log_commits_total,
+        /// Checkpoints signed since start.
+        checkpoints_total,
+        /// JWKS documents refused (previous keys kept).
+        keys_refused_total,
+        /// Kafka messages handed to the pipeline.
+        kafka_messages_total,
+        /// Kafka offset commits of durable offsets.
+        kafka_commits_total,
+        /// Copies published to <topic>.rejected and acknowledged.
+        kafka_rejected_published_total,
+        /// Rejected messages too large to copy whole, copied truncated.
+        kafka_rejected_truncated_total,
+        /// Failed attempts to publish a .rejected copy (each retried).
+        kafka_rejected_retries_total,
+        /// Kafka messages whose key is not the event's agent_id.
+        kafka_key_mismatch_total,
+    }
+    gauges {
+        /// Durable records in the receipt log.
+        log_size_records,
+        /// Tree size of the latest signed checkpoint.
+        checkpoint_size_records,
+        /// Agent keys in force.
+        keys_loaded,
+    }
+    histograms {
+        /// Time from a batch's arrival until every receipt it names is durable.
+        ingest_ack_seconds,
+        /// Duration of each receipt log fdatasync.
+        log_sync_seconds,
+        /// Time from a batch's arrival until it is judged (queue and verification).
+        ingest_judge_seconds,
+        /// Time from a judged batch's hand-over to the log writer until it is durable.
+        log_commit_wait_seconds,
+    }
 }
 
 /// The process-wide metrics.
 pub fn metrics() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
-    M.get_or_init(|| Metrics {
-        events_accepted_total: AtomicU64::new(0),
-        events_duplicate_total: AtomicU64::new(0),
-        events_rejected_total: Default::default(),
-        quarantined_unparseable_total: AtomicU64::new(0),
-        quarantined_unknown_agent_total: AtomicU64::new(0),
-        quarantine_dropped_total: AtomicU64::new(0),
-        http_body_too_large_total: AtomicU64::new(0),
-        http_unauthorized_total: AtomicU64::new(0),
-        log_commits_total: AtomicU64::new(0),
-        log_size_records: AtomicU64::new(0),
-        checkpoint_size_records: AtomicU64::new(0),
-        checkpoints_total: AtomicU64::new(0),
-        keys_refused_total: AtomicU64::new(0),
-        keys_loaded: AtomicU64::new(0),
-        kafka_messages_total: AtomicU64::new(0),
-        kafka_commits_total: AtomicU64::new(0),
-        kafka_rejected_published_total: AtomicU64::new(0),
-        kafka_key_mismatch_total: AtomicU64::new(0),
-        kafka_lag: std::sync::Mutex::new(Vec::new()),
-        ingest_ack_seconds: Histogram::new(LATENCY_BOUNDS),
-        log_sync_seconds: Histogram::new(LATENCY_BOUNDS),
-        ingest_judge_seconds: Histogram::new(LATENCY_BOUNDS),
-        log_commit_wait_seconds: Histogram::new(LATENCY_BOUNDS),
-    })
+    M.get_or_init(Metrics::new)
 }
 
 impl Metrics {
@@ -207,99 +238,11 @@ impl Metrics {
             "vigil_ingest_events_total{{outcome=\"quarantined\",reason=\"unknown_agent\"}} {}",
             get(&self.quarantined_unknown_agent_total)
         );
-        let simple: [(&str, &str, &str, &AtomicU64); 14] = [
-            (
-                "vigil_kafka_messages_total",
-                "counter",
-                "Kafka messages handed to the pipeline.",
-                &self.kafka_messages_total,
-            ),
-            (
-                "vigil_kafka_commits_total",
-                "counter",
-                "Kafka offset commits of durable offsets.",
-                &self.kafka_commits_total,
-            ),
-            (
-                "vigil_kafka_rejected_published_total",
-                "counter",
-                "Copies published to <topic>.rejected and acknowledged.",
-                &self.kafka_rejected_published_total,
-            ),
-            (
-                "vigil_kafka_key_mismatch_total",
-                "counter",
-                "Kafka messages whose key is not the event's agent_id.",
-                &self.kafka_key_mismatch_total,
-            ),
-            (
-                "vigil_quarantine_dropped_total",
-                "counter",
-                "Quarantine entries dropped to keep its bound.",
-                &self.quarantine_dropped_total,
-            ),
-            (
-                "vigil_http_body_too_large_total",
-                "counter",
-                "Request bodies refused with 413.",
-                &self.http_body_too_large_total,
-            ),
-            (
-                "vigil_http_unauthorized_total",
-                "counter",
-                "Requests refused for a missing or unknown token.",
-                &self.http_unauthorized_total,
-            ),
-            (
-                "vigil_log_commits_total",
-                "counter",
-                "Group commits of the receipt log (one fdatasync each).",
-                &self.log_commits_total,
-            ),
-            (
-                "vigil_log_size_records",
-                "gauge",
-                "Durable records in the receipt log.",
-                &self.log_size_records,
-            ),
-            (
-                "vigil_checkpoint_size_records",
-                "gauge",
-                "Tree size of the latest signed checkpoint.",
-                &self.checkpoint_size_records,
-            ),
-            (
-                "vigil_checkpoints_total",
-                "counter",
-                "Checkpoints signed since start.",
-                &self.checkpoints_total,
-            ),
-            (
-                "vigil_keys_refused_total",
-                "counter",
-                "JWKS documents refused (previous keys kept).",
-                &self.keys_refused_total,
-            ),
-            (
-                "vigil_keys_loaded",
-                "gauge",
-                "Agent keys in force.",
-                &self.keys_loaded,
-            ),
-            (
-                "vigil_up",
-                "gauge",
-                "1 while the process serves.",
-                &AtomicU64::new(1),
-            ),
-        ];
-        for (name, kind, help, v) in simple {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                get(v)
-            );
-        }
+        self.render_registered(&mut out);
+        let _ = writeln!(
+            out,
+            "# HELP vigil_up 1 while the process serves.\n# TYPE vigil_up gauge\nvigil_up 1"
+        );
         let _ = writeln!(
             out,
             "# HELP vigil_kafka_consumer_lag_messages Messages in a partition not yet durable here.\n# TYPE vigil_kafka_consumer_lag_messages gauge"
@@ -315,26 +258,6 @@ impl Metrics {
                 "vigil_kafka_consumer_lag_messages{{partition=\"{tp}\"}} {lag}"
             );
         }
-        self.ingest_ack_seconds.render(
-            &mut out,
-            "vigil_ingest_ack_seconds",
-            "Time from a batch's arrival until every receipt it names is durable.",
-        );
-        self.log_sync_seconds.render(
-            &mut out,
-            "vigil_log_sync_seconds",
-            "Duration of each receipt log fdatasync.",
-        );
-        self.ingest_judge_seconds.render(
-            &mut out,
-            "vigil_ingest_judge_seconds",
-            "Time from a batch's arrival until it is judged (queue and verification).",
-        );
-        self.log_commit_wait_seconds.render(
-            &mut out,
-            "vigil_log_commit_wait_seconds",
-            "Time from a judged batch's hand-over to the log writer until it is durable.",
-        );
         out
     }
 }

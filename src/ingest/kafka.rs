@@ -27,6 +27,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -34,6 +35,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use crate::config::KafkaConfig;
 use crate::event::Unidentifiable;
 use crate::pipeline::{Item, Pipeline, Status};
+use crate::shutdown::Stop;
 use crate::telemetry::metrics;
 
 /// Most messages handed to the pipeline at once.
@@ -191,7 +193,7 @@ impl KafkaSink {
         key: Option<&[u8]>,
         payload: &[u8],
         headers: &[(&str, &str)],
-    ) -> Result<(), String> {
+    ) -> Result<(), KafkaError> {
         let mut h = OwnedHeaders::new();
         for (k, v) in headers {
             h = h.insert(Header {
@@ -207,22 +209,39 @@ impl KafkaSink {
             .send(record, Duration::from_secs(30))
             .await
             .map(|_| ())
-            .map_err(|(e, _)| format!("cannot publish to {topic}: {e}"))
+            .map_err(|(e, _)| e)
     }
+}
+
+/// Whether a produce error means the message can never be published as it
+/// is (too large for the producer or the topic), so that retrying it is
+/// pointless.
+fn is_too_large(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
 }
 
 /// A running consumer's handles.
 pub struct KafkaConsumer {
     /// Whether partitions are assigned (for `/readyz`).
     pub assigned: Arc<AtomicBool>,
+    /// The stop signal the consumer obeys (for tasks that follow it).
+    pub stop: Stop,
 }
 
-/// Starts the consume loop; it ends when `stop` fires, after committing
-/// what is durable and leaving the group.
+/// Starts the consume loop and the lag watcher; the returned task ends
+/// when `stop` fires, after committing what is durable and leaving the
+/// group.
 pub fn start(
     cfg: &KafkaConfig,
     pipeline: Arc<Pipeline>,
-    stop: tokio::sync::watch::Receiver<bool>,
+    stop: Stop,
 ) -> Result<(KafkaConsumer, tokio::task::JoinHandle<()>), String> {
     check_passthrough(cfg)?;
     let durable = Arc::new(Durable::default());
@@ -250,79 +269,126 @@ pub fn start(
     let sink = KafkaSink::new(cfg)?;
     let rejected_topic = format!("{}.rejected", cfg.topic);
     let consumer = Arc::new(consumer);
-    tokio::spawn(watch_lag(consumer.clone(), durable.clone(), stop.clone()));
+    let lag = watch_lag(consumer.clone(), durable.clone(), stop.clone());
+    let loop_ = Consume {
+        consumer,
+        durable,
+        pipeline,
+        sink,
+        rejected_topic,
+        stop: stop.clone(),
+    };
     let handle = tokio::spawn(async move {
-        if let Err(e) = consume(consumer, durable, pipeline, sink, rejected_topic, stop).await {
+        let (result, ()) = tokio::join!(loop_.run(), lag);
+        if let Err(e) = result {
             tracing::error!(error = %e, "Kafka consumption stopped");
         }
     });
-    Ok((KafkaConsumer { assigned }, handle))
+    Ok((KafkaConsumer { assigned, stop }, handle))
 }
 
-async fn consume(
+/// The consume loop's resources.
+struct Consume {
     consumer: Arc<StreamConsumer<VigilContext>>,
     durable: Arc<Durable>,
     pipeline: Arc<Pipeline>,
     sink: KafkaSink,
     rejected_topic: String,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), String> {
-    loop {
-        let first = tokio::select! {
-            _ = stop.changed() => break,
-            m = consumer.recv() => m,
-        };
-        let epoch = consumer.context().epoch.load(Ordering::SeqCst);
-        let mut batch: Vec<OwnedMessage> = Vec::new();
-        match first {
-            Ok(m) => batch.push(m.detach()),
-            Err(e) => {
-                tracing::warn!(error = %e, "Kafka consumer error");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
+    stop: Stop,
+}
+
+impl Consume {
+    /// Consumes batches until the stop signal, then commits what is durable
+    /// and leaves the group.
+    async fn run(mut self) -> Result<(), String> {
+        while let Some(batch) = self.next_batch().await? {
+            if !self.handle_batch(&batch).await? {
+                break; // stopped while publishing copies: not committed
+            }
+            self.commit_durable(&batch);
+        }
+        let commit = self.durable.tpl(None);
+        if commit.count() > 0 {
+            if let Err(e) = self.consumer.commit(&commit, CommitMode::Sync) {
+                tracing::warn!(error = %e, "Could not commit the last durable offsets at shutdown");
             }
         }
-        while batch.len() < BATCH_MAX {
-            match tokio::time::timeout(BATCH_WAIT, consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(m.detach()),
-                Ok(Err(e)) => {
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// The next batch (up to [`BATCH_MAX`] messages or [`BATCH_WAIT`] after
+    /// the first) of partitions this instance still owns; `None` once the
+    /// stop signal fires.
+    async fn next_batch(&mut self) -> Result<Option<Vec<OwnedMessage>>, String> {
+        loop {
+            let first = tokio::select! {
+                _ = self.stop.stopped() => return Ok(None),
+                m = self.consumer.recv() => m,
+            };
+            let epoch = self.consumer.context().epoch.load(Ordering::SeqCst);
+            let mut batch: Vec<OwnedMessage> = Vec::new();
+            match first {
+                Ok(m) => batch.push(m.detach()),
+                Err(e) => {
                     tracing::warn!(error = %e, "Kafka consumer error");
-                    break;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
                 }
-                Err(_) => break,
+            }
+            while batch.len() < BATCH_MAX {
+                match tokio::time::timeout(BATCH_WAIT, self.consumer.recv()).await {
+                    Ok(Ok(m)) => batch.push(m.detach()),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "Kafka consumer error");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if self.consumer.context().epoch.load(Ordering::SeqCst) != epoch {
+                self.drop_revoked(&mut batch)?;
+            }
+            if !batch.is_empty() {
+                return Ok(Some(batch));
             }
         }
-        if consumer.context().epoch.load(Ordering::SeqCst) != epoch {
-            // A rebalance happened while the batch was being read: keep only
-            // messages of partitions this instance still owns.
-            let owned = consumer
-                .assignment()
-                .map_err(|e| format!("cannot read the assignment: {e}"))?;
-            let before = batch.len();
-            batch.retain(|m| {
-                owned
-                    .elements()
-                    .iter()
-                    .any(|e| e.topic() == m.topic() && e.partition() == m.partition())
-            });
-            if batch.len() != before {
-                tracing::info!(
-                    dropped = before - batch.len(),
-                    "Dropped fetched messages of revoked partitions; their new owner reads them"
-                );
-            }
-            if batch.is_empty() {
-                continue;
-            }
+    }
+
+    /// A rebalance happened while the batch was being read: keeps only
+    /// messages of partitions this instance still owns.
+    fn drop_revoked(&self, batch: &mut Vec<OwnedMessage>) -> Result<(), String> {
+        let owned = self
+            .consumer
+            .assignment()
+            .map_err(|e| format!("cannot read the assignment: {e}"))?;
+        let before = batch.len();
+        batch.retain(|m| {
+            owned
+                .elements()
+                .iter()
+                .any(|e| e.topic() == m.topic() && e.partition() == m.partition())
+        });
+        if batch.len() != before {
+            tracing::info!(
+                dropped = before - batch.len(),
+                "Dropped fetched messages of revoked partitions; their new owner reads them"
+            );
         }
-        handle_batch(&batch, &pipeline, &sink, &rejected_topic).await?;
+        Ok(())
+    }
+
+    /// Records the batch's offsets as durable and commits every durable
+    /// offset (asynchronously; a failed commit is retried with the next).
+    fn commit_durable(&self, batch: &[OwnedMessage]) {
         let mut commit = TopicPartitionList::new();
         {
-            let mut map = durable
+            let mut map = self
+                .durable
                 .0
                 .lock()
                 .expect("the durable offsets lock is never poisoned");
-            for m in &batch {
+            for m in batch {
                 let next = m.offset() + 1;
                 let e = map
                     .entry((m.topic().to_string(), m.partition()))
@@ -333,88 +399,130 @@ async fn consume(
                 let _ = commit.add_partition_offset(t, *p, Offset::Offset(*o));
             }
         }
-        if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
+        if let Err(e) = self.consumer.commit(&commit, CommitMode::Async) {
             tracing::warn!(error = %e, "Offset commit failed; it is retried with the next batch");
         }
         metrics()
             .kafka_commits_total
             .fetch_add(1, Ordering::Relaxed);
     }
-    let commit = durable.tpl(None);
-    if commit.count() > 0 {
-        if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
-            tracing::warn!(error = %e, "Could not commit the last durable offsets at shutdown");
+
+    /// Receipts a batch and publishes the `.rejected` copies; returns
+    /// whether all of it is durable and acknowledged (false when the stop
+    /// signal came first: the batch is then left uncommitted).
+    async fn handle_batch(&mut self, batch: &[OwnedMessage]) -> Result<bool, String> {
+        let items: Vec<Item> = batch.iter().map(message_item).collect();
+        metrics()
+            .kafka_messages_total
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        let results = self
+            .pipeline
+            .ingest(items)
+            .await
+            .map_err(|e| format!("the pipeline cannot take the batch: {e}"))?;
+        let mut copies = Vec::new();
+        for (m, r) in batch.iter().zip(&results) {
+            count_key_mismatch(m, r);
+            if r.status == Status::Rejected {
+                let reason = r.reason.clone().unwrap_or_else(|| "unparseable".into());
+                copies.push(copy_rejected(&self.sink, &self.rejected_topic, m, reason));
+            }
         }
+        let n = copies.len() as u64;
+        tokio::select! {
+            _ = futures_util::future::join_all(copies) => {}
+            _ = self.stop.stopped() => {
+                tracing::info!("Stopping while .rejected copies are retried; their offsets stay uncommitted");
+                return Ok(false);
+            }
+        }
+        metrics()
+            .kafka_rejected_published_total
+            .fetch_add(n, Ordering::Relaxed);
+        Ok(true)
     }
-    consumer.unsubscribe();
-    Ok(())
 }
 
-/// Receipts a batch and publishes the `.rejected` copies; returns when all
-/// of it is durable and acknowledged.
-async fn handle_batch(
-    batch: &[OwnedMessage],
-    pipeline: &Pipeline,
-    sink: &KafkaSink,
-    rejected_topic: &str,
-) -> Result<(), String> {
-    let items: Vec<Item> = batch
-        .iter()
-        .map(|m| {
-            let source = format!("kafka:{}/{}@{}", m.topic(), m.partition(), m.offset());
-            match m.payload() {
-                Some(p) if !p.is_empty() => Item::new(Bytes::copy_from_slice(p), source),
-                _ => Item {
-                    raw: Bytes::new(),
-                    source,
-                    preset: Some(Unidentifiable::Unparseable(
-                        "the Kafka message has no value; send one event JSON per message".into(),
-                    )),
-                },
-            }
-        })
-        .collect();
-    metrics()
-        .kafka_messages_total
-        .fetch_add(items.len() as u64, Ordering::Relaxed);
-    let results = pipeline
-        .ingest(items)
-        .await
-        .map_err(|e| format!("the pipeline cannot take the batch: {e}"))?;
-    let mut publishes = Vec::new();
-    for (m, r) in batch.iter().zip(&results) {
-        if let (Some(key), Status::Accepted | Status::Duplicate) = (m.key(), r.status) {
-            let agent = r.agent_id.as_ref().map(|a| a.as_bytes());
-            if agent.is_some_and(|a| a != key) {
-                metrics()
-                    .kafka_key_mismatch_total
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        if r.status != Status::Rejected {
-            continue;
-        }
-        let reason = r.reason.clone().unwrap_or_else(|| "unparseable".into());
-        publishes.push(async move {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match sink.publish(rejected_topic, m.key(), m.payload().unwrap_or(b""), &[("vigil-reason", &reason)]).await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Publishing a .rejected copy failed; retrying (offsets wait for it)");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        });
+/// The pipeline item of one message.
+fn message_item(m: &OwnedMessage) -> Item {
+    let source = format!("kafka:{}/{}@{}", m.topic(), m.partition(), m.offset());
+    match m.payload() {
+        Some(p) if !p.is_empty() => Item::new(Bytes::copy_from_slice(p), source),
+        _ => Item {
+            raw: Bytes::new(),
+            source,
+            preset: Some(Unidentifiable::Unparseable(
+                "the Kafka message has no value; send one event JSON per message".into(),
+            )),
+        },
     }
-    let n = publishes.len() as u64;
-    futures_util::future::join_all(publishes).await;
-    metrics()
-        .kafka_rejected_published_total
-        .fetch_add(n, Ordering::Relaxed);
-    Ok(())
+}
+
+/// Counts an accepted message whose key is not its event's agent.
+fn count_key_mismatch(m: &OwnedMessage, r: &crate::pipeline::ItemResult) {
+    if let (Some(key), Status::Accepted | Status::Duplicate) = (m.key(), r.status) {
+        if r.agent_id.as_ref().is_some_and(|a| a.as_bytes() != key) {
+            metrics()
+                .kafka_key_mismatch_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Most bytes of the original value kept in a copy that is too large to
+/// publish whole (an event is at most 64 KiB, so this keeps any event).
+pub const TRUNCATED_COPY_BYTES: usize = 64 * 1024;
+
+/// Publishes the `.rejected` copy of one message, with header
+/// `vigil-reason`. A value the producer can never publish whole (too
+/// large) is copied truncated to what fits (halving from
+/// [`TRUNCATED_COPY_BYTES`]), with headers `vigil-truncated` (the full
+/// length) and `vigil-sha256` (of the full value). Other failures are
+/// transient (the broker is away) and retried with backoff; the caller
+/// stops waiting on the stop signal.
+async fn copy_rejected(sink: &KafkaSink, topic: &str, m: &OwnedMessage, reason: String) {
+    let value = m.payload().unwrap_or(b"");
+    let full_len = value.len().to_string();
+    let sha = hex::encode(crate::event::sha256(value));
+    let mut keep = value.len();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let truncated = keep < value.len();
+        let mut headers = vec![("vigil-reason", reason.as_str())];
+        if truncated {
+            headers.extend([
+                ("vigil-truncated", full_len.as_str()),
+                ("vigil-sha256", sha.as_str()),
+            ]);
+        }
+        match sink.publish(topic, m.key(), &value[..keep], &headers).await {
+            Ok(()) => {
+                if truncated {
+                    metrics()
+                        .kafka_rejected_truncated_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        topic,
+                        bytes = value.len(),
+                        kept = keep,
+                        "A rejected message was too large to copy whole; published its first bytes"
+                    );
+                }
+                return;
+            }
+            Err(e) if is_too_large(&e) && keep > 0 => {
+                keep = (keep / 2).min(TRUNCATED_COPY_BYTES);
+            }
+            Err(e) => {
+                metrics()
+                    .kafka_rejected_retries_total
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "Publishing a .rejected copy failed; retrying (offsets wait for it)");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// Updates the lag gauges every 2 s, off the consume loop (watermark
@@ -422,11 +530,11 @@ async fn handle_batch(
 async fn watch_lag(
     consumer: Arc<StreamConsumer<VigilContext>>,
     durable: Arc<Durable>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.stopped() => return,
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
         let (c, d) = (consumer.clone(), durable.clone());

@@ -45,6 +45,12 @@ pub fn judge_event(
     rules: &TimeRules,
     received_at: Timestamp,
 ) -> Judgement {
+    if crate::failpoint::hit("judge-panic", event.event_id()) {
+        panic!(
+            "failpoint judge-panic fired on event {:?}",
+            event.event_id()
+        );
+    }
     let agent = event.agent_id();
     let from_outside_as_pipeline = agent == PIPELINE_AGENT;
     if !from_outside_as_pipeline && keys.agent(agent).is_none() {

@@ -10,12 +10,13 @@
 //! events from here; the pipeline's own events enter through
 //! [`Pipeline::append_own`].
 
+pub mod health;
 pub mod judge;
 pub mod state;
 pub mod writer;
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,7 +28,7 @@ use crate::event::signature::{b64url, sign};
 use crate::event::{Event, Unidentifiable, EVENT_SPEC, PIPELINE_AGENT};
 use crate::json::{self, Value};
 use crate::keys::registry::KeyError;
-use crate::keys::{KeyRegistry, TimeRules};
+use crate::keys::{KeyRegistry, KeySet, TimeRules};
 use crate::log::note::NoteSigner;
 use crate::log::proof::build_proof;
 use crate::log::receipt::{ServedReceipt, Verdict};
@@ -36,6 +37,7 @@ use crate::store::datadir::{DataDir, DataDirError};
 use crate::store::quarantine::Quarantine;
 use crate::store::segments::{SegmentReader, SegmentWriter};
 use crate::time::Timestamp;
+use health::Health;
 use judge::Judgement;
 use state::{id_key, LogState, RecoverError};
 use writer::{Judged, Request, Writer};
@@ -206,6 +208,30 @@ pub struct ReceiptLookup {
     pub proof: Option<String>,
 }
 
+/// Judges a batch in parallel on the current rayon pool.
+fn judge_all(
+    items: Vec<Item>,
+    keys: &KeySet,
+    rules: &TimeRules,
+    received_at: Timestamp,
+) -> Vec<Judged> {
+    items
+        .into_par_iter()
+        .with_min_len(16)
+        .map(|item| {
+            let judgement = match item.preset {
+                Some(u) => Judgement::Quarantine(u),
+                None => judge::judge(&item.raw, keys, rules, received_at),
+            };
+            Judged {
+                judgement,
+                raw: item.raw,
+                source: item.source,
+            }
+        })
+        .collect()
+}
+
 /// A running pipeline over one data directory.
 pub struct Pipeline {
     tx: mpsc::Sender<Request>,
@@ -214,7 +240,7 @@ pub struct Pipeline {
     keys: Arc<KeyRegistry>,
     rules: TimeRules,
     pool: Arc<rayon::ThreadPool>,
-    failed: Arc<OnceLock<String>>,
+    health: Health,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     data: Arc<DataDir>,
 }
@@ -279,7 +305,7 @@ impl Pipeline {
                 .map_err(|e| io("cannot open the quarantine", e))?;
         let size = recovered.state.tree.size();
         let state = Arc::new(RwLock::new(recovered.state));
-        let failed = Arc::new(OnceLock::new());
+        let health = Health::default();
         let reader = segments.reader();
         let mut writer = Writer {
             state: state.clone(),
@@ -289,7 +315,7 @@ impl Pipeline {
             quarantine,
             signer: NoteSigner::new(&data.origin, data.log_key.clone()),
             interval: cfg.checkpoint_interval,
-            failed: failed.clone(),
+            health: health.clone(),
         };
         // A new log gets its size-0 checkpoint; a recovered one a checkpoint
         // over everything recovered, so every durable record is covered.
@@ -301,18 +327,38 @@ impl Pipeline {
             .store(size, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(64);
         let rt = tokio::runtime::Handle::current();
+        let writer_health = health.clone();
         let handle = std::thread::Builder::new()
             .name("vigil-log-writer".into())
-            .spawn(move || writer.run(rx, rt))
+            .spawn(move || {
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    writer.run(rx, rt)
+                }));
+                if let Err(payload) = run {
+                    writer_health.fail(format!(
+                        "the log writer thread panicked ({}); vigil stops taking events. This is a bug: \
+                         restart vigil (it recovers from what is durable) and report the log",
+                        health::panic_message(&*payload)
+                    ));
+                }
+            })
             .map_err(|e| io("cannot start the log writer thread", e))?;
         let threads = if cfg.verify_threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
             cfg.verify_threads
         };
+        let pool_health = health.clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("vigil-verify-{i}"))
+            .panic_handler(move |payload| {
+                pool_health.fail(format!(
+                    "a verification thread panicked ({}); vigil stops taking events. This is a bug: \
+                     restart vigil and report the log",
+                    health::panic_message(&*payload)
+                ));
+            })
             .build()
             .map_err(|e| OpenError::Io(format!("cannot start the verification threads: {e}")))?;
         Ok(Pipeline {
@@ -322,7 +368,7 @@ impl Pipeline {
             keys: Arc::new(keys),
             rules: cfg.rules,
             pool: Arc::new(pool),
-            failed,
+            health,
             writer: std::sync::Mutex::new(Some(handle)),
             data: Arc::new(data),
         })
@@ -331,33 +377,35 @@ impl Pipeline {
     /// Judges and receipts (or quarantines) a batch; answers, in input
     /// order, once everything it names is durable.
     pub async fn ingest(&self, items: Vec<Item>) -> Result<Vec<ItemResult>, PipelineError> {
-        if let Some(why) = self.failed.get() {
-            return Err(PipelineError::Failed(why.clone()));
+        if let Some(why) = self.health.failure() {
+            return Err(PipelineError::Failed(why));
         }
         let arrived = Instant::now();
         let received_at = Timestamp::now();
         let keys = self.keys.current();
         let rules = self.rules;
         let (jtx, jrx) = oneshot::channel();
+        let health = self.health.clone();
         self.pool.spawn(move || {
-            let judged: Vec<Judged> = items
-                .into_par_iter()
-                .with_min_len(16)
-                .map(|item| {
-                    let judgement = match item.preset {
-                        Some(u) => Judgement::Quarantine(u),
-                        None => judge::judge(&item.raw, &keys, &rules, received_at),
-                    };
-                    Judged {
-                        judgement,
-                        raw: item.raw,
-                        source: item.source,
-                    }
-                })
-                .collect();
-            let _ = jtx.send(judged);
+            let judging = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                judge_all(items, &keys, &rules, received_at)
+            }));
+            match judging {
+                Ok(judged) => {
+                    let _ = jtx.send(judged);
+                }
+                Err(payload) => {
+                    // Failed before the sender is dropped, so the request
+                    // is answered with the reason.
+                    health.fail(format!(
+                        "a verification thread panicked ({}); vigil stops taking events. This is a bug: \
+                         restart vigil and report the log",
+                        health::panic_message(&*payload)
+                    ));
+                }
+            }
         });
-        let judged = jrx.await.map_err(|_| PipelineError::ShuttingDown)?;
+        let judged = jrx.await.map_err(|_| self.gone())?;
         let judged_at = Instant::now();
         crate::telemetry::metrics()
             .ingest_judge_seconds
@@ -384,8 +432,16 @@ impl Pipeline {
                 reply,
             })
             .await
-            .map_err(|_| PipelineError::ShuttingDown)?;
-        rx.await.map_err(|_| PipelineError::ShuttingDown)?
+            .map_err(|_| self.gone())?;
+        rx.await.map_err(|_| self.gone())?
+    }
+
+    /// Why a request got no answer: the pipeline failed, or it is stopping.
+    fn gone(&self) -> PipelineError {
+        match self.health.failure() {
+            Some(why) => PipelineError::Failed(why),
+            None => PipelineError::ShuttingDown,
+        }
     }
 
     /// Appends an event of the pipeline itself (agent `vigil`), signed with
@@ -452,10 +508,7 @@ impl Pipeline {
     ) -> std::io::Result<Option<ReceiptLookup>> {
         let key = id_key(agent_id, event_id);
         let (index, pos) = {
-            let st = self
-                .state
-                .read()
-                .expect("the log state lock is never poisoned");
+            let st = self.read_state();
             let index = match (st.accepted.get(&key), st.rejected.get(&key)) {
                 (Some(c), _) => c.index,
                 (None, Some(r)) => r.index,
@@ -467,10 +520,7 @@ impl Pipeline {
             (index, st.positions[index as usize])
         };
         let record = self.reader.read(pos)?;
-        let st = self
-            .state
-            .read()
-            .expect("the log state lock is never poisoned");
+        let st = self.read_state();
         let proof = (index < st.checkpoint_size).then(|| {
             let path = st.tree.inclusion_proof(index, st.checkpoint_size);
             build_proof(&record.body, index, &path, &st.checkpoint)
@@ -481,21 +531,23 @@ impl Pipeline {
         }))
     }
 
-    /// The latest checkpoint note.
-    pub fn checkpoint(&self) -> String {
+    /// The log state for reading. A writer that panicked while holding it
+    /// leaves it poisoned; the pipeline is then failed and only durable
+    /// records (below `durable_size`, which the writer moves last) are read.
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, LogState> {
         self.state
             .read()
-            .expect("the log state lock is never poisoned")
-            .checkpoint
-            .clone()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The latest checkpoint note.
+    pub fn checkpoint(&self) -> String {
+        self.read_state().checkpoint.clone()
     }
 
     /// The consistency proof between two checkpointed sizes.
     pub fn consistency(&self, from: u64, to: u64) -> Result<Vec<[u8; 32]>, String> {
-        let st = self
-            .state
-            .read()
-            .expect("the log state lock is never poisoned");
+        let st = self.read_state();
         for s in [from, to] {
             if st.checkpoint_sizes.binary_search(&s).is_err() {
                 return Err(format!("{s} is not the size of a checkpoint of this log; use sizes from GET /v1/checkpoint"));
@@ -529,15 +581,17 @@ impl Pipeline {
 
     /// Durable records in the log.
     pub fn size(&self) -> u64 {
-        self.state
-            .read()
-            .expect("the log state lock is never poisoned")
-            .durable_size
+        self.read_state().durable_size
     }
 
     /// Why the log stopped taking events, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.failed.get().cloned()
+        self.health.failure()
+    }
+
+    /// The pipeline's health (to wait for a failure).
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Stops the writer after everything sent so far is answered, writes a

@@ -4,12 +4,13 @@
 //! only after that sync, and signs checkpoints over durable records.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::health::Health;
 use super::judge::Judgement;
 use super::state::{id_key, rejection_key, LogState};
 use super::{ItemResult, PipelineError, Status};
@@ -71,7 +72,7 @@ pub struct Writer {
     /// Longest time between checkpoints while the log grows.
     pub interval: Duration,
     /// Set once when the log cannot be written any more.
-    pub failed: Arc<OnceLock<String>>,
+    pub health: Health,
 }
 
 type Batch = (
@@ -141,7 +142,7 @@ impl Writer {
                     Request::Shutdown => stop = true,
                 }
             }
-            if let Some(why) = self.failed.get() {
+            if let Some(why) = self.health.failure() {
                 for (_, _, _, reply) in batches {
                     let _ = reply.send(Err(PipelineError::Failed(why.clone())));
                 }
@@ -168,7 +169,7 @@ impl Writer {
             }
         }
         rx.close();
-        if self.failed.get().is_none() {
+        if self.health.failure().is_none() {
             if let Err(e) = self.checkpoint() {
                 tracing::error!(error = %e, "Could not write the last checkpoint at shutdown");
             }
@@ -180,9 +181,7 @@ impl Writer {
             "{what}: {e}; the receipt log stops taking events (nothing unanswered was acknowledged). \
              Fix the disk problem and restart vigil: it recovers from what is durable"
         );
-        let _ = self.failed.set(why.clone());
-        tracing::error!("{why}");
-        why
+        self.health.fail(why)
     }
 
     fn commit(&mut self, batches: Vec<Batch>) {
@@ -321,6 +320,12 @@ impl Writer {
                 error,
             } => (event, verdict, error),
         };
+        if crate::failpoint::hit("writer-panic", event.event_id()) {
+            panic!(
+                "failpoint writer-panic fired on event {:?}",
+                event.event_id()
+            );
+        }
         let key = id_key(event.agent_id(), event.event_id());
         if let Some(claim) = st.accepted.get(&key).copied() {
             let same_content = claim.content_hash == event.content_hash;

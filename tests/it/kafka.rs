@@ -14,6 +14,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+use sha2::Digest;
+
 use crate::util::*;
 
 /// The tansu binary: $TANSU_BIN, then PATH, then ~/.cargo/bin.
@@ -108,8 +110,8 @@ impl Broker {
             .unwrap()
     }
 
-    /// Reads every message of a topic: (key, value, vigil-reason header).
-    fn read_all(&self, topic: &str, expect_at_least: usize) -> Vec<(Vec<u8>, Vec<u8>, String)> {
+    /// Reads every message of a topic.
+    fn read_all(&self, topic: &str, expect_at_least: usize) -> Vec<Copied> {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", format!("reader-{}", free_port()))
@@ -121,22 +123,61 @@ impl Broker {
         let start = Instant::now();
         while out.len() < expect_at_least && start.elapsed() < Duration::from_secs(30) {
             if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-                let reason = m
+                let headers = m
                     .headers()
-                    .and_then(|h| {
+                    .map(|h| {
                         h.iter()
-                            .find(|h| h.key == "vigil-reason")
-                            .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                            .map(|h| {
+                                let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                                (h.key.to_string(), v.into_owned())
+                            })
+                            .collect()
                     })
                     .unwrap_or_default();
-                out.push((
-                    m.key().unwrap_or(b"").to_vec(),
-                    m.payload().unwrap_or(b"").to_vec(),
-                    reason,
-                ));
+                out.push(Copied {
+                    key: m.key().unwrap_or(b"").to_vec(),
+                    value: m.payload().unwrap_or(b"").to_vec(),
+                    headers,
+                });
             }
         }
         out
+    }
+
+    /// The offset group `group` committed for partition `p` of `topic`.
+    fn committed(&self, group: &str, topic: &str, p: i32) -> Option<i64> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(topic, p);
+        let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+        match got.find_partition(topic, p)?.offset() {
+            rdkafka::Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+}
+
+/// One message read back from a topic.
+struct Copied {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    headers: Vec<(String, String)>,
+}
+
+impl Copied {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    fn reason(&self) -> &str {
+        self.header("vigil-reason")
     }
 }
 
@@ -297,18 +338,18 @@ fn consumes_rejects_and_survives_kill9_with_one_receipt_each() {
     let rejected = broker.read_all("agent-events.rejected", 60);
     let bad_sig = rejected
         .iter()
-        .filter(|(_, _, r)| r == "bad_signature")
+        .filter(|c| c.reason() == "bad_signature")
         .count();
     let unparseable = rejected
         .iter()
-        .filter(|(_, _, r)| r == "unparseable")
+        .filter(|c| c.reason() == "unparseable")
         .count();
     assert!(
         bad_sig >= 30 && unparseable >= 30,
         "rejected copies with vigil-reason: {bad_sig} bad_signature, {unparseable} unparseable"
     );
     assert!(
-        rejected.iter().any(|(_, v, _)| v == b"{not json at all"),
+        rejected.iter().any(|c| c.value == b"{not json at all"),
         "the raw value is published"
     );
     let metrics = server.req("GET", "/metrics", None, b"").text();
@@ -480,5 +521,77 @@ fn crash_failover_loses_nothing_and_verify_reports_double_receipts() {
     assert!(
         !text.contains("cross-log conflict"),
         "a redelivered message has the same bytes: {text}"
+    );
+}
+
+/// Issue 7, finding 4: a rejected message too large for the producer's
+/// `message.max.bytes` is copied truncated (with headers saying so) instead
+/// of being retried forever; its offset and the ones after it are
+/// committed, and SIGTERM stops the server promptly.
+#[test]
+fn an_oversized_rejected_message_is_copied_truncated_and_never_stalls() {
+    let broker = Broker::start();
+    broker.create_topics(&[("agent-events", 1), ("agent-events.rejected", 1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = vector_jwks(dir.path());
+    let cfg = config(dir.path(), "small", &broker);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\"message.max.bytes\" = \"20000\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(
+        &data,
+        &[
+            "--keys",
+            jwks.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    let hr = Signer::hr();
+    let producer = broker.producer();
+    let big = vec![b'x'; 30_000];
+    produce(
+        &producer,
+        "agent-events",
+        &hr.agent,
+        &signed(&hr, "big-0", false),
+    );
+    produce(&producer, "agent-events", "garbage", &big);
+    produce(
+        &producer,
+        "agent-events",
+        &hr.agent,
+        &signed(&hr, "big-2", false),
+    );
+    producer.flush(Duration::from_secs(10)).unwrap();
+    wait_for("both events receipted", Duration::from_secs(60), || {
+        server.receipt(&hr.agent, "big-2").status == 200
+    });
+    let copies = broker.read_all("agent-events.rejected", 1);
+    assert_eq!(copies.len(), 1);
+    let copy = &copies[0];
+    assert_eq!(copy.reason(), "unparseable");
+    assert_eq!(copy.key, b"garbage");
+    assert_eq!(copy.header("vigil-truncated"), "30000");
+    assert_eq!(
+        copy.header("vigil-sha256"),
+        hex::encode(sha2::Sha256::digest(&big))
+    );
+    assert!(!copy.value.is_empty() && big.starts_with(&copy.value));
+    wait_for("every offset committed", Duration::from_secs(30), || {
+        broker.committed("vigil-test", "agent-events", 0) == Some(3)
+    });
+    let metrics = server.req("GET", "/metrics", None, b"").text();
+    assert!(
+        metrics.contains("vigil_kafka_rejected_truncated_total 1"),
+        "{metrics}"
+    );
+    let asked = Instant::now();
+    assert_eq!(server.stop(), Some(0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "SIGTERM took {:?}",
+        asked.elapsed()
     );
 }

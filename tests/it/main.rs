@@ -10,6 +10,7 @@ mod http;
 mod interop;
 mod kafka;
 mod keys;
+mod panics;
 mod schemas;
 mod tamper;
 mod vectors;
