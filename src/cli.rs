@@ -56,15 +56,17 @@ enum Command {
         /// A data directory (repeatable).
         #[arg(long, required = true)]
         data: Vec<PathBuf>,
-        /// Agent keys (JWKS), in addition to the snapshot in the directory.
+        /// Agent keys you trust (JWKS, or JSON lines of JWKs), holding from
+        /// the start of the log, beside the key history the log records.
         #[arg(long)]
         keys: Vec<PathBuf>,
         /// A checkpoint you trust: the log must be at least this long.
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// Pin the log's verifier key (else the ones in the directory).
+        /// Pin the log's verifier key, or a file holding it (repeatable,
+        /// for a log whose key was rotated; else the keys in the directory).
         #[arg(long)]
-        vkey: Option<String>,
+        vkey: Vec<String>,
         /// No progress lines on stderr.
         #[arg(long)]
         quiet: bool,
@@ -208,10 +210,10 @@ fn verify_command(
     data: Vec<PathBuf>,
     keys: Vec<PathBuf>,
     checkpoint: Option<PathBuf>,
-    vkey: Option<String>,
+    vkey: Vec<String>,
     quiet: bool,
 ) -> Result<(), Exit> {
-    if data.len() > 1 && (checkpoint.is_some() || vkey.is_some()) {
+    if data.len() > 1 && (checkpoint.is_some() || !vkey.is_empty()) {
         return Err(Exit {
             code: 2,
             message:
@@ -225,7 +227,10 @@ fn verify_command(
             data: dir.clone(),
             keys: keys.clone(),
             checkpoint: checkpoint.clone(),
-            vkey: vkey.clone(),
+            vkeys: vkey
+                .iter()
+                .map(|v| read_vkey(v))
+                .collect::<Result<Vec<_>, _>>()?,
             progress: !quiet,
             collect_accepted: data.len() > 1,
         };
@@ -235,15 +240,27 @@ fn verify_command(
                     eprintln!("vigil verify: note: {}: {w}", dir.display());
                 }
                 println!(
-                    "OK: {}: {} receipts ({} accepted, {} rejected), hash chain intact, {} checkpoints verified (latest size {}), root {}",
+                    "OK: {}: {} receipts ({} accepted, {} rejected), hash chain intact, {} checkpoints verified (latest size {}), \
+                     {} key events, {} tiles and {} index entries checked, root {}",
                     dir.display(),
                     r.records,
                     r.accepted,
                     r.rejected,
                     r.checkpoints,
                     r.latest_size,
+                    r.key_events,
+                    r.tiles_checked,
+                    r.index_checked,
                     hex::encode(r.root)
                 );
+                if !r.anchored {
+                    println!(
+                        "NOTE: internal consistency only: no trusted checkpoint (--checkpoint) and no pinned log key (--vkey) \
+                         were given, so this checked the log against the keys in its own directory; whoever holds {}/log.key \
+                         could have rewritten it whole. Pass a checkpoint you saved earlier, or the verifier key you got from the operator.",
+                        dir.display()
+                    );
+                }
                 reports.push((dir.display().to_string(), r));
             }
             Err(e @ VerifyError::Invalid { .. }) => {
@@ -268,7 +285,7 @@ fn verify_command(
             let places: Vec<String> = d
                 .places
                 .iter()
-                .map(|(log, i, h)| format!("{log} index {i} (event_hash {h})"))
+                .map(|(log, a)| format!("{log} index {} (event_hash {})", a.index, a.event_hash))
                 .collect();
             let kind = if d.same_event() {
                 "cross-log duplicate"
@@ -287,18 +304,27 @@ fn verify_command(
     Ok(())
 }
 
+/// A verifier key given on the command line, or read from the file named.
+fn read_vkey(vkey: &str) -> Result<String, Exit> {
+    if Path::new(vkey).is_file() {
+        let text = std::fs::read_to_string(vkey).map_err(|e| Exit {
+            code: 2,
+            message: format!("cannot read {vkey}: {e}"),
+        })?;
+        Ok(text.lines().next().unwrap_or("").trim().to_string())
+    } else {
+        Ok(vkey.to_string())
+    }
+}
+
 fn verify_proof_command(file: &Path, vkey: &str, event: Option<&Path>) -> Result<(), Exit> {
     let usage = |m: String| Exit {
         code: 2,
         message: m,
     };
-    let vkey_text = if Path::new(vkey).is_file() {
-        std::fs::read_to_string(vkey).map_err(|e| usage(format!("cannot read {vkey}: {e}")))?
-    } else {
-        vkey.to_string()
-    };
-    let verifier = NoteVerifier::parse(vkey_text.lines().next().unwrap_or(""))
-        .map_err(|e| usage(format!("bad --vkey: {e}")))?;
+    let vkey_text = read_vkey(vkey)?;
+    let verifier =
+        NoteVerifier::parse(&vkey_text).map_err(|e| usage(format!("bad --vkey: {e}")))?;
     let text =
         std::fs::read(file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
     let event_bytes = match event {

@@ -165,6 +165,17 @@ impl Server {
             );
         }
         let pipeline = Pipeline::open(&settings.pipeline).map_err(|e| anyhow!("{e}"))?;
+        let logged = pipeline
+            .log_keys_in_force()
+            .await
+            .map_err(|e| anyhow!("cannot log the keys in force: {e}"))?;
+        if logged > 0 {
+            // Cover the key history with a checkpoint before serving.
+            pipeline
+                .checkpoint_now()
+                .await
+                .map_err(|e| anyhow!("cannot sign a checkpoint: {e}"))?;
+        }
         let data = pipeline.data_dir().root.clone();
         if tokens.is_empty() {
             let (token, created) = pipeline
@@ -339,11 +350,7 @@ async fn watch_keys(
             _ = hup.recv() => tracing::info!("SIGHUP: reloading agent keys"),
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
-        let p = pipeline.clone();
-        let report = tokio::task::spawn_blocking(move || p.keys().reload())
-            .await
-            .unwrap_or_default();
-        for note in report {
+        for note in pipeline.reload_keys().await {
             match note {
                 ReloadNote::Info(line) => tracing::info!("{line}"),
                 ReloadNote::Warning(line) => tracing::warn!("{line}"),

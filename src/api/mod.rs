@@ -63,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/services/collector/health", get(hec::health))
         .route("/v1/receipts/{event_id}", get(read::receipt))
         .route("/v1/checkpoint", get(read::checkpoint))
+        .route("/checkpoint", get(read::tlog_checkpoint))
+        .route("/tile/{*rest}", get(read::tile))
         .route("/v1/proof/consistency", get(read::consistency))
         .route("/v1/log-key", get(read::log_key))
         .route("/v1/pipeline-keys", get(read::pipeline_keys))

@@ -12,7 +12,9 @@ use serde_json::json;
 use super::auth::Role;
 use super::error::ApiError;
 use super::AppState;
+use crate::log::tiles;
 use crate::store::quarantine;
+use crate::store::view::ViewError;
 use crate::telemetry::metrics as all_metrics;
 
 fn text(body: String) -> Response {
@@ -58,12 +60,61 @@ pub(super) async fn consistency(
         })
     };
     let (from, to) = (size("from")?, size("to")?);
-    let hashes = app
-        .pipeline
-        .consistency(from, to)
-        .map_err(ApiError::bad_request)?;
+    let hashes = app.pipeline.consistency(from, to).map_err(|e| match e {
+        ViewError::Refused(why) => ApiError::bad_request(why),
+        e => ApiError::unavailable(format!("the proof could not be read from the log: {e}")),
+    })?;
     let hashes: Vec<String> = hashes.iter().map(hex::encode).collect();
     Ok(Json(json!({ "from": from, "to": to, "hashes": hashes })).into_response())
+}
+
+/// `GET /tile/...`: the log as C2SP tlog-tiles. Full tiles are immutable
+/// and cacheable for a year; partial ones are too (a width never changes),
+/// but are deleted once their full tile exists.
+pub(super) async fn tile(
+    State(app): State<AppState>,
+    Path(rest): Path<String>,
+) -> Result<Response, ApiError> {
+    let path = format!("tile/{rest}");
+    let id = tiles::parse_path(&path).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{path} is not a tile path (tile/<L>/<N>[.p/<W>] or tile/entries/<N>[.p/<W>])"),
+        )
+    })?;
+    let view = app.pipeline.view().clone();
+    let bytes = tokio::task::spawn_blocking(move || view.tile(&id))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{path} does not exist (yet)"),
+            )
+        })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// `GET /checkpoint`: the latest checkpoint, for tlog-tiles clients.
+pub(super) async fn tlog_checkpoint(State(app): State<AppState>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        app.pipeline.checkpoint(),
+    )
+        .into_response()
 }
 
 pub(super) async fn log_key(State(app): State<AppState>) -> Response {
@@ -127,7 +178,7 @@ pub(super) async fn readyz(State(app): State<AppState>) -> Response {
     {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "waiting", "message": "no Kafka partitions are assigned yet" })),
+            Json(json!({ "status": "waiting", "message": "no Kafka partitions are assigned yet", "log_size": app.pipeline.size() })),
         )
             .into_response();
     }

@@ -6,6 +6,7 @@
 //! in force when a document is refused, and records every key it has ever
 //! used in the data directory's key snapshot for offline verification.
 
+pub mod history;
 pub mod jwks;
 pub mod private;
 pub mod registry;
@@ -42,6 +43,15 @@ impl AgentStatus {
             _ => None,
         }
     }
+
+    /// The JWK `status` member's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Active => "active",
+            AgentStatus::Suspended => "suspended",
+            AgentStatus::Decommissioned => "decommissioned",
+        }
+    }
 }
 
 /// The agent record carried by each of an agent's keys.
@@ -53,6 +63,16 @@ pub struct AgentRecord {
     pub owner: Option<String>,
     /// Lifecycle status; `active` when the keys say nothing.
     pub status: AgentStatus,
+}
+
+impl Default for AgentRecord {
+    fn default() -> Self {
+        AgentRecord {
+            role: None,
+            owner: None,
+            status: AgentStatus::Active,
+        }
+    }
 }
 
 /// One agent public key with its validity bounds.

@@ -1,27 +1,32 @@
-//! Loading agent keys from JWKS files, reloading them, and the key snapshot.
+//! Loading agent keys from JWKS files and reloading them.
+//!
+//! A reload is in two steps: [`KeyRegistry::prepare_reload`] reads the
+//! sources and merges a candidate set; the caller logs the key changes it
+//! brings (contract section 6a) and only then puts it in force with
+//! [`KeyRegistry::commit`], or refuses it with [`KeyRegistry::refuse`].
+//! A candidate that is neither committed nor refused (logging failed) is
+//! prepared again at the next reload.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::jwks::JwksError;
 use super::{parse_jwks, KeyDoc, KeySet};
 use crate::event::sha256;
-use crate::store::fsutil;
 
-/// A source's last good document and the SHA-256 of its bytes.
+/// A source's document and the SHA-256 of its bytes.
 type LoadedDoc = ([u8; 32], KeyDoc);
 
 /// Where agent keys come from and the set currently in force.
 pub struct KeyRegistry {
     current: RwLock<Arc<KeySet>>,
     sources: Vec<PathBuf>,
+    /// The documents of the set in force.
     docs: Mutex<Vec<Option<LoadedDoc>>>,
     /// SHA-256 of each source's last refused bytes, so that a refusal is
     /// reported and counted once per version of a file, not per poll.
     refused: Mutex<Vec<Option<[u8; 32]>>>,
-    snapshot: Mutex<Snapshot>,
     refused_total: AtomicU64,
 }
 
@@ -32,6 +37,17 @@ pub enum ReloadNote {
     Info(String),
     /// A refusal or a problem: the previous keys stay in force.
     Warning(String),
+}
+
+/// A merged set of keys read from the sources, not yet in force.
+pub struct Candidate {
+    /// The merged set.
+    pub set: KeySet,
+    docs: Vec<Option<LoadedDoc>>,
+    /// The sources whose documents changed.
+    pub changed: Vec<usize>,
+    /// What reading them found.
+    pub notes: Vec<ReloadNote>,
 }
 
 /// Errors that stop the registry from starting.
@@ -58,66 +74,12 @@ pub enum KeyError {
     /// A source is an https URL, which this build does not fetch.
     #[error("JWKS source {0} is a URL; this build reads JWKS files only: download the document to a file and pass its path")]
     Url(String),
-    /// The key snapshot could not be written.
-    #[error("cannot write the key snapshot {path}: {source}")]
-    Snapshot {
-        /// The snapshot file.
-        path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
-    },
-}
-
-struct Snapshot {
-    path: PathBuf,
-    known: HashSet<String>,
-}
-
-impl Snapshot {
-    fn open(path: &Path) -> std::io::Result<Snapshot> {
-        let known = match std::fs::read_to_string(path) {
-            Ok(text) => text.lines().map(String::from).collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
-            Err(e) => return Err(e),
-        };
-        Ok(Snapshot {
-            path: path.to_path_buf(),
-            known,
-        })
-    }
-
-    /// Appends keys not yet recorded and syncs before returning.
-    fn record<'a>(
-        &mut self,
-        jwks: impl Iterator<Item = &'a serde_json::Value>,
-    ) -> std::io::Result<()> {
-        let mut lines = String::new();
-        let mut new = Vec::new();
-        for jwk in jwks {
-            let line = serde_json::to_string(jwk).expect("a JSON value always serialises");
-            if !self.known.contains(&line) && !new.contains(&line) {
-                lines.push_str(&line);
-                lines.push('\n');
-                new.push(line);
-            }
-        }
-        if new.is_empty() {
-            return Ok(());
-        }
-        fsutil::append_durably(&self.path, lines.as_bytes())?;
-        self.known.extend(new);
-        Ok(())
-    }
 }
 
 impl KeyRegistry {
-    /// Loads every source (refusing to start on any error) and records the
-    /// keys, plus `extra_public_jwks` (the pipeline's own), in the snapshot.
-    pub fn open(
-        sources: &[String],
-        snapshot_path: &Path,
-        extra_public_jwks: &[serde_json::Value],
-    ) -> Result<KeyRegistry, KeyError> {
+    /// Loads every source, refusing to start on any error. The set is in
+    /// force at once: the caller logs its keys before it serves anything.
+    pub fn open(sources: &[String]) -> Result<KeyRegistry, KeyError> {
         let mut paths = Vec::new();
         for s in sources {
             if s.starts_with("https://") || s.starts_with("http://") {
@@ -146,20 +108,11 @@ impl KeyRegistry {
         for note in &set.tightened {
             tracing::warn!("{note}");
         }
-        let snap_err = |source| KeyError::Snapshot {
-            path: snapshot_path.to_path_buf(),
-            source,
-        };
-        let mut snapshot = Snapshot::open(snapshot_path).map_err(snap_err)?;
-        snapshot
-            .record(set.keys().map(|k| &k.jwk).chain(extra_public_jwks.iter()))
-            .map_err(snap_err)?;
         Ok(KeyRegistry {
             current: RwLock::new(Arc::new(set)),
-            sources: paths.clone(),
             refused: Mutex::new(vec![None; paths.len()]),
+            sources: paths,
             docs: Mutex::new(docs),
-            snapshot: Mutex::new(snapshot),
             refused_total: AtomicU64::new(0),
         })
     }
@@ -168,7 +121,7 @@ impl KeyRegistry {
     pub fn current(&self) -> Arc<KeySet> {
         self.current
             .read()
-            .expect("the key set lock is never poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
@@ -177,46 +130,54 @@ impl KeyRegistry {
         self.refused_total.load(Ordering::Relaxed)
     }
 
-    /// Re-reads every source; a changed document that is refused (alone or
-    /// merged with the others) leaves its previous version in force. Returns
-    /// one line per change or refusal, for the log.
-    pub fn reload(&self) -> Vec<ReloadNote> {
-        let mut report = Vec::new();
+    /// The sources' paths.
+    pub fn source(&self, i: usize) -> &std::path::Path {
+        &self.sources[i]
+    }
+
+    /// Re-reads every source; returns the merged candidate when a document
+    /// changed and the merge holds (a changed document that is refused,
+    /// alone or merged with the others, leaves its previous version in the
+    /// candidate), with notes for the log either way.
+    pub fn prepare_reload(&self) -> (Option<Candidate>, Vec<ReloadNote>) {
+        let mut notes = Vec::new();
         let mut docs = self
             .docs
             .lock()
-            .expect("the key docs lock is never poisoned");
-        let mut changed = false;
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut changed = Vec::new();
         for (i, path) in self.sources.iter().enumerate() {
             let bytes = match std::fs::read(path) {
                 Ok(b) => b,
                 Err(e) => {
-                    self.refused_total.fetch_add(1, Ordering::Relaxed);
-                    report.push(ReloadNote::Warning(format!(
-                        "JWKS file {} cannot be read ({e}); its previous keys stay in force",
-                        path.display()
-                    )));
+                    if refused[i] != Some([0; 32]) {
+                        refused[i] = Some([0; 32]);
+                        self.refused_total.fetch_add(1, Ordering::Relaxed);
+                        notes.push(ReloadNote::Warning(format!(
+                            "JWKS file {} cannot be read ({e}); its previous keys stay in force",
+                            path.display()
+                        )));
+                    }
                     continue;
                 }
             };
             let fingerprint = sha256(&bytes);
-            if docs[i].as_ref().is_some_and(|(f, _)| *f == fingerprint) {
+            if docs[i].as_ref().is_some_and(|(f, _)| *f == fingerprint)
+                || refused[i] == Some(fingerprint)
+            {
                 continue;
             }
-            let mut refused = self
-                .refused
-                .lock()
-                .expect("the refused lock is never poisoned");
-            if refused[i] == Some(fingerprint) {
-                continue;
-            }
-            refused[i] = Some(fingerprint);
-            drop(refused);
             let doc = match parse_jwks(&bytes) {
                 Ok(d) => d,
                 Err(why) => {
+                    refused[i] = Some(fingerprint);
                     self.refused_total.fetch_add(1, Ordering::Relaxed);
-                    report.push(ReloadNote::Warning(format!(
+                    notes.push(ReloadNote::Warning(format!(
                         "JWKS file {} refused: {why}; its previous keys stay in force",
                         path.display()
                     )));
@@ -226,47 +187,76 @@ impl KeyRegistry {
             let previous = docs[i].replace((fingerprint, doc));
             if let Err(why) = KeySet::merge(docs.iter().flatten().map(|(_, d)| d)) {
                 docs[i] = previous;
+                refused[i] = Some(fingerprint);
                 self.refused_total.fetch_add(1, Ordering::Relaxed);
-                report.push(ReloadNote::Warning(format!(
+                notes.push(ReloadNote::Warning(format!(
                     "JWKS file {} refused: it conflicts with another source: {why}; its previous keys stay in force",
                     path.display()
                 )));
                 continue;
             }
-            changed = true;
-            report.push(ReloadNote::Info(format!(
-                "JWKS file {} reloaded",
-                path.display()
-            )));
+            changed.push(i);
         }
-        if changed {
-            // Another source changed: documents refused for conflicting with
-            // it get another chance.
-            self.refused
-                .lock()
-                .expect("the refused lock is never poisoned")
-                .iter_mut()
-                .for_each(|r| *r = None);
-            let set = KeySet::merge(docs.iter().flatten().map(|(_, d)| d))
-                .expect("each accepted document was merged successfully above");
-            report.extend(set.tightened.iter().cloned().map(ReloadNote::Warning));
-            let mut snapshot = self
-                .snapshot
-                .lock()
-                .expect("the snapshot lock is never poisoned");
-            if let Err(e) = snapshot.record(set.keys().map(|k| &k.jwk)) {
-                self.refused_total.fetch_add(1, Ordering::Relaxed);
-                report.push(ReloadNote::Warning(format!(
-                    "new keys not taken: the key snapshot {} cannot be written ({e})",
-                    snapshot.path.display()
-                )));
-                return report;
-            }
-            *self
-                .current
-                .write()
-                .expect("the key set lock is never poisoned") = Arc::new(set);
+        if changed.is_empty() {
+            return (None, notes);
         }
-        report
+        let set = KeySet::merge(docs.iter().flatten().map(|(_, d)| d))
+            .expect("each changed document was merged successfully above");
+        notes.extend(set.tightened.iter().cloned().map(ReloadNote::Warning));
+        let candidate_notes = changed
+            .iter()
+            .map(|&i| ReloadNote::Info(format!("JWKS file {} reloaded", self.sources[i].display())))
+            .collect();
+        (
+            Some(Candidate {
+                set,
+                docs,
+                changed,
+                notes: candidate_notes,
+            }),
+            notes,
+        )
+    }
+
+    /// Puts a candidate in force (after its key changes are logged).
+    pub fn commit(&self, candidate: Candidate) -> Vec<ReloadNote> {
+        *self
+            .docs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = candidate.docs;
+        // Another source changed: documents refused for conflicting with it
+        // get another chance.
+        self.refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter_mut()
+            .for_each(|r| *r = None);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(candidate.set);
+        candidate.notes
+    }
+
+    /// Refuses a candidate (its keys conflict with the log's key history):
+    /// the documents that changed stay refused until they change again.
+    pub fn refuse(&self, candidate: &Candidate, why: &str) -> ReloadNote {
+        let mut refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for &i in &candidate.changed {
+            refused[i] = candidate.docs[i].as_ref().map(|(f, _)| *f);
+        }
+        self.refused_total.fetch_add(1, Ordering::Relaxed);
+        let files: Vec<String> = candidate
+            .changed
+            .iter()
+            .map(|&i| self.sources[i].display().to_string())
+            .collect();
+        ReloadNote::Warning(format!(
+            "JWKS file(s) {} refused: {why}; the previous keys stay in force",
+            files.join(", ")
+        ))
     }
 }

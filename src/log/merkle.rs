@@ -1,18 +1,22 @@
 //! The RFC 9162 (section 2.1) Merkle tree: hashes, proofs, verification.
 //!
-//! [`Tree`] keeps the hash of every complete subtree in memory (about two
-//! hashes per leaf) so that any root, inclusion proof or consistency proof is
-//! O(log n) hash lookups. The verification functions take nothing but
-//! hashes, as an outside auditor would.
+//! Proofs are computed over any [`NodeSource`]: something that can give
+//! the hash of a complete, aligned subtree (the server's tiles on disk, or
+//! the in-memory [`Tree`] used by tests and tools). [`CompactRange`] keeps
+//! only the right edge of a growing tree (one hash per level), enough for
+//! its root at every size: the checkpointer and the verifier use it, so
+//! neither holds the whole tree. The verification functions take nothing
+//! but hashes, as an outside auditor would.
 
 use crate::event::{sha256, Hash};
 
 /// RFC 9162 leaf hash: SHA-256(0x00 || data).
 pub fn leaf_hash(data: &[u8]) -> Hash {
-    let mut buf = Vec::with_capacity(data.len() + 1);
-    buf.push(0);
-    buf.extend_from_slice(data);
-    sha256(&buf)
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(data);
+    h.finalize().into()
 }
 
 /// RFC 9162 interior node hash: SHA-256(0x01 || left || right).
@@ -35,11 +39,191 @@ fn split_point(n: u64) -> u64 {
     1 << (63 - (n - 1).leading_zeros())
 }
 
-/// An append-only Merkle tree over leaf hashes.
+/// The hash of a complete subtree: `level` 0 is a leaf, and the node at
+/// (`level`, `index`) covers leaves `[index * 2^level, (index + 1) * 2^level)`.
+pub trait NodeSource {
+    /// Why a node could not be read (an I/O error for tiles on disk).
+    type Error;
+
+    /// The hash of the complete subtree at (`level`, `index`).
+    fn node(&self, level: u32, index: u64) -> Result<Hash, Self::Error>;
+}
+
+/// MTH(D[lo:hi]) for `lo < hi`, from complete subtrees.
+pub fn subtree<S: NodeSource>(src: &S, lo: u64, hi: u64) -> Result<Hash, S::Error> {
+    let n = hi - lo;
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
+        let level = n.trailing_zeros();
+        return src.node(level, lo >> level);
+    }
+    let k = split_point(n);
+    Ok(node_hash(
+        &subtree(src, lo, lo + k)?,
+        &subtree(src, lo + k, hi)?,
+    ))
+}
+
+/// The root of the tree of the first `size` leaves.
+pub fn root<S: NodeSource>(src: &S, size: u64) -> Result<Hash, S::Error> {
+    if size == 0 {
+        Ok(empty_root())
+    } else {
+        subtree(src, 0, size)
+    }
+}
+
+/// The inclusion proof of leaf `index` in the tree of `size` leaves
+/// (RFC 9162 section 2.1.3.1); `index < size`.
+pub fn inclusion_proof<S: NodeSource>(
+    src: &S,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, S::Error> {
+    assert!(index < size, "inclusion proof out of range");
+    let mut proof = Vec::new();
+    let (mut lo, mut hi) = (0, size);
+    let mut siblings = Vec::new();
+    while hi - lo > 1 {
+        let k = split_point(hi - lo);
+        if index - lo < k {
+            siblings.push((lo + k, hi));
+            hi = lo + k;
+        } else {
+            siblings.push((lo, lo + k));
+            lo += k;
+        }
+    }
+    for (a, b) in siblings.into_iter().rev() {
+        proof.push(subtree(src, a, b)?);
+    }
+    Ok(proof)
+}
+
+/// The consistency proof from `from` to `to` leaves (RFC 9162 section
+/// 2.1.4.1); empty when they are equal; `1 <= from <= to`.
+pub fn consistency_proof<S: NodeSource>(
+    src: &S,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Hash>, S::Error> {
+    assert!(from >= 1 && from <= to, "consistency proof out of range");
+    let mut ranges = Vec::new();
+    if from < to {
+        subproof_ranges(from, 0, to, true, &mut ranges);
+    }
+    ranges
+        .into_iter()
+        .map(|(a, b)| subtree(src, a, b))
+        .collect()
+}
+
+/// The leaf ranges whose hashes make SUBPROOF(m, D[lo:hi], complete).
+fn subproof_ranges(m: u64, lo: u64, hi: u64, complete: bool, out: &mut Vec<(u64, u64)>) {
+    let n = hi - lo;
+    if m == n {
+        if !complete {
+            out.push((lo, hi));
+        }
+        return;
+    }
+    let k = split_point(n);
+    if m <= k {
+        subproof_ranges(m, lo, lo + k, complete, out);
+        out.push((lo + k, hi));
+    } else {
+        subproof_ranges(m - k, lo + k, hi, false, out);
+        out.push((lo, lo + k));
+    }
+}
+
+/// The right edge of a growing tree: the roots of its complete subtrees,
+/// largest first (one per set bit of the size). Appending is amortised
+/// O(1); the root at the current size is O(log n).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactRange {
+    size: u64,
+    /// (level, hash), levels strictly decreasing.
+    peaks: Vec<(u32, Hash)>,
+}
+
+impl CompactRange {
+    /// The empty tree.
+    pub fn new() -> CompactRange {
+        CompactRange::default()
+    }
+
+    /// The range of a tree of `size` leaves, from a source of its nodes.
+    pub fn from_source<S: NodeSource>(src: &S, size: u64) -> Result<CompactRange, S::Error> {
+        let mut peaks = Vec::new();
+        let mut start = 0;
+        for level in (0..64).rev() {
+            if size & (1 << level) != 0 {
+                peaks.push((level, src.node(level, start >> level)?));
+                start += 1 << level;
+            }
+        }
+        Ok(CompactRange { size, peaks })
+    }
+
+    /// Leaves so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf hash; calls `completed(level, index, hash)` for every
+    /// complete subtree it closes (the leaf itself at level 0 first).
+    pub fn push_with(&mut self, leaf: Hash, mut completed: impl FnMut(u32, u64, &Hash)) {
+        let mut level = 0;
+        let mut hash = leaf;
+        let mut index = self.size;
+        completed(0, index, &hash);
+        while let Some(&(l, left)) = self.peaks.last() {
+            if l != level {
+                break;
+            }
+            self.peaks.pop();
+            hash = node_hash(&left, &hash);
+            level += 1;
+            index >>= 1;
+            completed(level, index, &hash);
+        }
+        self.peaks.push((level, hash));
+        self.size += 1;
+    }
+
+    /// Appends a leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        self.push_with(leaf, |_, _, _| {});
+    }
+
+    /// The root of the tree so far.
+    pub fn root(&self) -> Hash {
+        let mut it = self.peaks.iter().rev();
+        let Some(&(_, mut acc)) = it.next() else {
+            return empty_root();
+        };
+        for (_, left) in it {
+            acc = node_hash(left, &acc);
+        }
+        acc
+    }
+}
+
+/// An append-only Merkle tree held whole in memory (every complete
+/// subtree's hash, about two hashes per leaf): for tests and small tools;
+/// the server reads its tree from tiles.
 #[derive(Debug, Clone, Default)]
 pub struct Tree {
     /// `levels[k][i]` is the hash of leaves `[i*2^k, (i+1)*2^k)`.
     levels: Vec<Vec<Hash>>,
+}
+
+impl NodeSource for Tree {
+    type Error = std::convert::Infallible;
+
+    fn node(&self, level: u32, index: u64) -> Result<Hash, Self::Error> {
+        Ok(self.levels[level as usize][index as usize])
+    }
 }
 
 impl Tree {
@@ -78,24 +262,6 @@ impl Tree {
         }
     }
 
-    /// Removes leaves from `size` on (used when recovery cuts a torn tail).
-    pub fn truncate(&mut self, size: u64) {
-        for (k, level) in self.levels.iter_mut().enumerate() {
-            level.truncate((size >> k) as usize);
-        }
-    }
-
-    /// MTH(D[lo:hi]) for `lo < hi <= size`.
-    fn subtree(&self, lo: u64, hi: u64) -> Hash {
-        let n = hi - lo;
-        if n.is_power_of_two() && lo.is_multiple_of(n) {
-            let k = n.trailing_zeros() as usize;
-            return self.levels[k][(lo >> k) as usize];
-        }
-        let k = split_point(n);
-        node_hash(&self.subtree(lo, lo + k), &self.subtree(lo + k, hi))
-    }
-
     /// The root of the tree made of the first `size` leaves.
     pub fn root(&self, size: u64) -> Hash {
         assert!(
@@ -103,68 +269,22 @@ impl Tree {
             "root of size {size} asked of a tree of {}",
             self.size()
         );
-        if size == 0 {
-            empty_root()
-        } else {
-            self.subtree(0, size)
-        }
+        let Ok(r) = root(self, size);
+        r
     }
 
     /// The inclusion proof of leaf `index` in the tree of `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Vec<Hash> {
-        assert!(
-            index < size && size <= self.size(),
-            "inclusion proof out of range"
-        );
-        let mut proof = Vec::new();
-        self.path(index, 0, size, &mut proof);
-        proof
-    }
-
-    fn path(&self, m: u64, lo: u64, hi: u64, out: &mut Vec<Hash>) {
-        let n = hi - lo;
-        if n == 1 {
-            return;
-        }
-        let k = split_point(n);
-        if m - lo < k {
-            self.path(m, lo, lo + k, out);
-            out.push(self.subtree(lo + k, hi));
-        } else {
-            self.path(m, lo + k, hi, out);
-            out.push(self.subtree(lo, lo + k));
-        }
+        assert!(size <= self.size(), "inclusion proof out of range");
+        let Ok(p) = inclusion_proof(self, index, size);
+        p
     }
 
     /// The consistency proof from `from` to `to` leaves (empty when equal).
     pub fn consistency_proof(&self, from: u64, to: u64) -> Vec<Hash> {
-        assert!(
-            from >= 1 && from <= to && to <= self.size(),
-            "consistency proof out of range"
-        );
-        let mut proof = Vec::new();
-        if from < to {
-            self.subproof(from, 0, to, true, &mut proof);
-        }
-        proof
-    }
-
-    fn subproof(&self, m: u64, lo: u64, hi: u64, complete: bool, out: &mut Vec<Hash>) {
-        let n = hi - lo;
-        if m == n {
-            if !complete {
-                out.push(self.subtree(lo, hi));
-            }
-            return;
-        }
-        let k = split_point(n);
-        if m <= k {
-            self.subproof(m, lo, lo + k, complete, out);
-            out.push(self.subtree(lo + k, hi));
-        } else {
-            self.subproof(m - k, lo + k, hi, false, out);
-            out.push(self.subtree(lo, lo + k));
-        }
+        assert!(to <= self.size(), "consistency proof out of range");
+        let Ok(p) = consistency_proof(self, from, to);
+        p
     }
 }
 
@@ -287,13 +407,19 @@ mod tests {
     }
 
     #[test]
-    fn truncate_restores_earlier_roots() {
-        let mut t = tree(13);
-        let r9 = t.root(9);
-        t.truncate(9);
-        assert_eq!(t.size(), 9);
-        assert_eq!(t.root(9), r9);
-        t.push(leaf_hash(b"leaf-9"));
-        assert_eq!(t.root(10), tree(10).root(10));
+    fn the_compact_range_gives_every_root_and_every_completed_node() {
+        let t = tree(300);
+        let mut c = CompactRange::new();
+        assert_eq!(c.root(), empty_root());
+        for i in 0..300 {
+            let mut seen = Vec::new();
+            c.push_with(t.leaf(i).unwrap(), |level, index, hash| {
+                assert_eq!(*hash, t.node(level, index).unwrap(), "{level}/{index}");
+                seen.push(level);
+            });
+            assert_eq!(seen.len() as u32, (i + 1).trailing_zeros() + 1);
+            assert_eq!(c.root(), t.root(i + 1), "size {}", i + 1);
+            assert_eq!(CompactRange::from_source(&t, i + 1).unwrap(), c);
+        }
     }
 }

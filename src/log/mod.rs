@@ -4,6 +4,8 @@
 //! - [`merkle`]: the RFC 9162 tree, inclusion and consistency proofs.
 //! - [`note`]: C2SP signed notes, checkpoints and verifier keys.
 //! - [`proof`]: c2sp.org/tlog-proof@v1 texts, built and verified.
+//! - [`tiles`]: C2SP tlog-tiles paths and tile math.
+//! - [`record`]: the framing of records in log segments.
 //!
 //! Files, fsync and recovery live in [`crate::store`].
 
@@ -11,3 +13,5 @@ pub mod merkle;
 pub mod note;
 pub mod proof;
 pub mod receipt;
+pub mod record;
+pub mod tiles;

@@ -159,6 +159,50 @@ impl ReceiptBody {
     }
 }
 
+/// Checks a stored receipt body against its place in the log: its index,
+/// spec, log, chain link, verdict and canonical form. The error says what
+/// is wrong.
+pub fn check_body(
+    body: &ReceiptBody,
+    jcs: &[u8],
+    index: u64,
+    origin: &str,
+    prev: &Hash,
+) -> Result<(), String> {
+    if body.index != index {
+        return Err(format!(
+            "the receipt says index {} but stands at index {index}",
+            body.index
+        ));
+    }
+    if body.spec != RECEIPT_SPEC {
+        return Err(format!("the receipt's spec is {:?}", body.spec));
+    }
+    if body.log != origin {
+        return Err(format!(
+            "the receipt names log {:?}, not {origin:?}",
+            body.log
+        ));
+    }
+    if body.prev != hex::encode(prev) {
+        return Err(format!(
+            "the receipt's prev {} is not the chain hash of the record before it ({})",
+            body.prev,
+            hex::encode(prev)
+        ));
+    }
+    if body.verdict().is_none() {
+        return Err(format!(
+            "the receipt's verdict {:?} is not one the contract names",
+            body.verdict
+        ));
+    }
+    if body.to_jcs() != jcs {
+        return Err("the stored receipt body is not in canonical (JCS) form".into());
+    }
+    Ok(())
+}
+
 /// RFC 9162 leaf hash of a receipt body's JCS bytes.
 pub fn leaf_hash(body_jcs: &[u8]) -> Hash {
     crate::log::merkle::leaf_hash(body_jcs)

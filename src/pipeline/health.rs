@@ -56,6 +56,36 @@ impl Health {
     }
 }
 
+thread_local! {
+    /// The health a panic on this thread fails, with the thread's role.
+    static ON_PANIC: std::cell::RefCell<Option<(Health, &'static str)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes a panic on the calling thread fail `health` before anything is
+/// unwound (so that a request whose answer is lost in the unwinding is
+/// answered with the reason, not with "shutting down"). `role` names the
+/// thread in the reason.
+pub fn fail_on_panic(health: &Health, role: &'static str) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            ON_PANIC.with(|h| {
+                if let Some((health, role)) = h.borrow().as_ref() {
+                    health.fail(format!(
+                        "the {role} panicked ({}); vigil stops taking events. This is a bug: \
+                         restart vigil (it recovers from what is durable) and report the log",
+                        panic_message(info.payload())
+                    ));
+                }
+            });
+            previous(info);
+        }));
+    });
+    ON_PANIC.with(|h| *h.borrow_mut() = Some((health.clone(), role)));
+}
+
 /// The text of a panic's payload.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload

@@ -1,26 +1,36 @@
-//! The log writer: one thread that sequences judged items in order, settles
-//! duplicates and conflicts, appends receipts with group commit (one
-//! fdatasync for everything that arrived while the last one ran), answers
-//! only after that sync, and signs checkpoints over durable records.
+//! The log writer: one thread that sequences judged items in order,
+//! settles duplicates and conflicts, appends receipts with group commit
+//! (one fdatasync for everything that arrived while the last one ran),
+//! updates the duplicate index, and answers only after that sync. Durable
+//! records then go to the checkpointer, which tiles and checkpoints them.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::checkpointer::{DurableGroup, ToCheckpointer};
 use super::health::Health;
 use super::judge::Judgement;
-use super::state::{id_key, rejection_key, LogState};
-use super::{ItemResult, PipelineError, Status};
-use crate::log::note::{CheckpointBody, NoteSigner};
-use crate::log::receipt::{Reason, ReceiptBody, ServedReceipt, Verdict, RECEIPT_SPEC};
-use crate::store::checkpoints::CheckpointWriter;
+use super::{ItemResult, PipelineError};
+use crate::event::{Event, Hash};
+use crate::log::merkle::leaf_hash;
+use crate::log::receipt::{chain_hash, Reason, ReceiptBody, ServedReceipt, Verdict, RECEIPT_SPEC};
+use crate::log::record;
+use crate::store::dedupe::{keys_of, Dedupe, Key};
 use crate::store::quarantine::{Quarantine, QuarantineEntry};
-use crate::store::segments::{encode_record, SegmentReader, SegmentWriter};
+use crate::store::segments::SegmentWriter;
+use crate::store::view::{served, LogView};
 use crate::telemetry::metrics;
 use crate::time::Timestamp;
+
+/// How long the writer waits idle before marking its last group synced.
+const IDLE_MARK_AFTER: Duration = Duration::from_millis(50);
+/// Most items sequenced into one group.
+const GROUP_MAX_ITEMS: usize = 50_000;
 
 /// One judged item on its way to the log.
 #[derive(Debug)]
@@ -33,258 +43,300 @@ pub struct Judged {
     pub source: String,
 }
 
+/// Where the answers to a batch go.
+pub type Reply = oneshot::Sender<Result<Vec<ItemResult>, PipelineError>>;
+
+/// A batch of judged items for the writer.
+pub struct Batch {
+    /// The items, in input order.
+    pub items: Vec<Judged>,
+    /// When the batch was received.
+    pub received_at: Timestamp,
+    /// When the batch arrived (for the latency metric).
+    pub arrived: Instant,
+    /// Where the answers go.
+    pub reply: Reply,
+}
+
 /// What the writer is asked to do.
 pub enum Request {
     /// Receipt (or quarantine) a batch and answer per item.
-    Batch {
-        /// The items, in input order.
-        items: Vec<Judged>,
-        /// When the batch was received.
-        received_at: Timestamp,
-        /// When the batch arrived (for the latency metric).
-        arrived: Instant,
-        /// Where the answers go.
-        reply: oneshot::Sender<Result<Vec<ItemResult>, PipelineError>>,
-    },
-    /// Sign a checkpoint over everything durable now.
-    Checkpoint {
-        /// Where the checkpoint note goes.
-        reply: oneshot::Sender<Result<String, PipelineError>>,
-    },
-    /// Answer everything received so far, write a last checkpoint, stop.
+    Batch(Batch),
+    /// Answer everything received so far, then stop.
     Shutdown,
+}
+
+/// Answers every batch with the pipeline's failure.
+fn refuse_all(batches: Vec<Batch>, why: &str) {
+    for b in batches {
+        let _ = b.reply.send(Err(PipelineError::Failed(why.to_string())));
+    }
 }
 
 /// The writer's resources.
 pub struct Writer {
-    /// Shared with readers.
-    pub state: Arc<RwLock<LogState>>,
+    /// The log's origin (every receipt's `log`).
+    pub origin: String,
     /// Appends segments.
     pub segments: SegmentWriter,
-    /// Reads earlier records (for duplicates' receipts).
-    pub reader: Arc<SegmentReader>,
-    /// Appends checkpoints.
-    pub checkpoints: CheckpointWriter,
+    /// The duplicate index.
+    pub dedupe: Arc<Dedupe>,
+    /// Reads earlier records (duplicates' receipts).
+    pub view: LogView,
     /// Quarantine store.
     pub quarantine: Quarantine,
-    /// Signs checkpoints with the log key.
-    pub signer: NoteSigner,
-    /// Longest time between checkpoints while the log grows.
-    pub interval: Duration,
     /// Set once when the log cannot be written any more.
     pub health: Health,
+    /// The next record's index.
+    pub next: u64,
+    /// The chain hash of the last record.
+    pub prev: Hash,
+    /// Publishes the durable size.
+    pub durable: watch::Sender<u64>,
+    /// Durable groups go here to be tiled and checkpointed.
+    pub checkpointer: std::sync::mpsc::SyncSender<ToCheckpointer>,
+    /// Publishes the first index of each segment sealed.
+    pub sealed: watch::Sender<Option<u64>>,
 }
 
-type Batch = (
-    Vec<Judged>,
-    Timestamp,
-    Instant,
-    oneshot::Sender<Result<Vec<ItemResult>, PipelineError>>,
-);
+/// An accepted (agent, event id) met while sequencing.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    index: u64,
+    content_hash: Hash,
+    event_hash: Hash,
+}
 
 /// What one group commit is building.
 struct Group {
-    /// Framed records to append.
+    /// The bytes to append (a sync mark, then framed records).
     framed: Vec<u8>,
-    /// Quarantine entries to append.
-    quarantined: Vec<(QuarantineEntry, Bytes)>,
-    /// JCS bytes of the records framed so far (index `base + i`).
-    new_bodies: Vec<Vec<u8>>,
+    /// Where `framed` lands in the segment.
+    base_offset: u64,
+    /// Offsets of the new records.
+    offsets: Vec<u64>,
     /// Index of the group's first new record.
     base: u64,
-    /// Where the next framed record lands.
-    pos: crate::store::segments::RecordRef,
+    /// JCS bytes and leaf hash of each new record.
+    bodies: Vec<Vec<u8>>,
+    leaves: Vec<Hash>,
+    /// Index keys of each new record.
+    keys: Vec<Vec<Key>>,
+    /// Claims and rejections made in this group (not in the index yet).
+    claims: HashMap<Key, Claim>,
+    seen: HashMap<Key, u64>,
+    /// Quarantine entries to append.
+    quarantined: Vec<(QuarantineEntry, Bytes)>,
 }
 
 struct Pending {
     results: Vec<ItemResult>,
-    reply: oneshot::Sender<Result<Vec<ItemResult>, PipelineError>>,
+    reply: Reply,
     arrived: Instant,
 }
 
 impl Writer {
-    /// Runs until every sender is gone, then writes a last checkpoint.
+    /// Runs until a shutdown request or every sender is gone.
     pub fn run(mut self, mut rx: mpsc::Receiver<Request>, rt: tokio::runtime::Handle) {
-        let mut last_checkpoint = Instant::now();
         loop {
-            let wait = self.interval.saturating_sub(last_checkpoint.elapsed());
-            let first = rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await });
-            let mut requests = Vec::new();
-            match first {
-                Ok(Some(r)) => requests.push(r),
+            let first =
+                rt.block_on(async { tokio::time::timeout(IDLE_MARK_AFTER, rx.recv()).await });
+            let mut requests = match first {
+                Ok(Some(r)) => vec![r],
                 Ok(None) => break,
-                Err(_) => {}
-            }
+                Err(_) => {
+                    self.mark_idle();
+                    continue;
+                }
+            };
             let mut items = 0;
-            while items < 50_000 {
+            while items < GROUP_MAX_ITEMS {
                 match rx.try_recv() {
                     Ok(r) => {
-                        if let Request::Batch { items: i, .. } = &r {
-                            items += i.len();
+                        if let Request::Batch(b) = &r {
+                            items += b.items.len();
                         }
                         requests.push(r);
                     }
                     Err(_) => break,
                 }
             }
-            let mut checkpoint_replies = Vec::new();
-            let mut batches = Vec::new();
-            let mut stop = false;
-            for r in requests {
-                match r {
-                    Request::Batch {
-                        items,
-                        received_at,
-                        arrived,
-                        reply,
-                    } => batches.push((items, received_at, arrived, reply)),
-                    Request::Checkpoint { reply } => checkpoint_replies.push(reply),
-                    Request::Shutdown => stop = true,
-                }
-            }
+            let stop = requests.iter().any(|r| matches!(r, Request::Shutdown));
+            let batches: Vec<Batch> = requests
+                .into_iter()
+                .filter_map(|r| match r {
+                    Request::Batch(b) => Some(b),
+                    Request::Shutdown => None,
+                })
+                .collect();
             if let Some(why) = self.health.failure() {
-                for (_, _, _, reply) in batches {
-                    let _ = reply.send(Err(PipelineError::Failed(why.clone())));
+                for b in batches {
+                    let _ = b.reply.send(Err(PipelineError::Failed(why.clone())));
                 }
-                for reply in checkpoint_replies {
-                    let _ = reply.send(Err(PipelineError::Failed(why.clone())));
-                }
-                if stop {
-                    break;
-                }
-                continue;
-            }
-            if !batches.is_empty() {
+            } else if !batches.is_empty() {
                 self.commit(batches);
             }
             if stop {
                 break;
             }
-            if !checkpoint_replies.is_empty() || last_checkpoint.elapsed() >= self.interval {
-                let result = self.checkpoint();
-                last_checkpoint = Instant::now();
-                for reply in checkpoint_replies {
-                    let _ = reply.send(result.clone());
-                }
-            }
         }
         rx.close();
-        if self.health.failure().is_none() {
-            if let Err(e) = self.checkpoint() {
-                tracing::error!(error = %e, "Could not write the last checkpoint at shutdown");
-            }
+        self.mark_idle();
+        if let Err(e) = self.dedupe.close() {
+            tracing::warn!(error = %e, "Could not save the duplicate index at shutdown; it is caught up from the log at the next start");
         }
+        let _ = self.checkpointer.send(ToCheckpointer::Shutdown);
     }
 
-    fn fail(&self, what: &str, e: std::io::Error) -> String {
-        let why = format!(
+    fn fail(&self, what: &str, e: impl std::fmt::Display) -> String {
+        self.health.fail(format!(
             "{what}: {e}; the receipt log stops taking events (nothing unanswered was acknowledged). \
              Fix the disk problem and restart vigil: it recovers from what is durable"
-        );
-        self.health.fail(why)
+        ))
+    }
+
+    fn mark_idle(&mut self) {
+        if self.health.failure().is_none() {
+            if let Err(e) = self.segments.mark_idle(self.next) {
+                self.fail("cannot write a sync mark to the receipt log", e);
+            }
+        }
     }
 
     fn commit(&mut self, batches: Vec<Batch>) {
-        let next = self
-            .state
-            .read()
-            .expect("the log state lock is never poisoned")
-            .tree
-            .size();
-        if let Err(e) = self.segments.roll_if_full(next) {
-            let why = self.fail("cannot start a new log segment", e);
-            for (_, _, _, reply) in batches {
-                let _ = reply.send(Err(PipelineError::Failed(why.clone())));
+        match self.segments.roll_if_full(self.next) {
+            Ok(Some(sealed)) => {
+                let _ = self.sealed.send(Some(sealed));
             }
-            return;
+            Ok(None) => {}
+            Err(e) => {
+                let why = self.fail("cannot start a new log segment", e);
+                return refuse_all(batches, &why);
+            }
         }
-        let mut pending = Vec::with_capacity(batches.len());
         let mut group = Group {
             framed: Vec::with_capacity(64 * 1024),
+            base_offset: 0,
+            offsets: Vec::new(),
+            base: self.next,
+            bodies: Vec::new(),
+            leaves: Vec::new(),
+            keys: Vec::new(),
+            claims: HashMap::new(),
+            seen: HashMap::new(),
             quarantined: Vec::new(),
-            new_bodies: Vec::new(),
-            base: next,
-            pos: self.segments.position(),
         };
-        {
-            let mut st = self
-                .state
-                .write()
-                .expect("the log state lock is never poisoned");
-            for (items, received_at, arrived, reply) in batches {
-                let received = received_at.to_rfc3339_millis();
-                let results = items
-                    .into_iter()
-                    .map(|item| self.sequence(&mut st, &mut group, item, &received))
-                    .collect();
-                pending.push(Pending {
-                    results,
-                    reply,
-                    arrived,
-                });
+        group.base_offset = self.segments.begin_group(self.next, &mut group.framed);
+        let (next, prev) = (self.next, self.prev);
+        let mut pending = Vec::with_capacity(batches.len());
+        let mut sequenced = Ok(());
+        for b in batches {
+            let received = b.received_at.to_rfc3339_millis();
+            let mut results = Vec::with_capacity(b.items.len());
+            for item in b.items {
+                if sequenced.is_err() {
+                    break;
+                }
+                match self.sequence(&mut group, item, &received) {
+                    Ok(r) => results.push(r),
+                    Err(why) => sequenced = Err(why),
+                }
+            }
+            pending.push(Pending {
+                results,
+                reply: b.reply,
+                arrived: b.arrived,
+            });
+        }
+        let outcome = match sequenced {
+            Ok(()) => self.make_durable(&mut group),
+            Err(why) => {
+                // Nothing of the group was written: the log continues
+                // (after a restart) from where it was.
+                (self.next, self.prev) = (next, prev);
+                Err(why)
+            }
+        };
+        self.answer(pending, outcome);
+    }
+
+    /// Appends the group and its quarantine entries durably, indexes them,
+    /// publishes the new size and hands the records to the checkpointer.
+    fn make_durable(&mut self, group: &mut Group) -> Result<(), String> {
+        if !group.offsets.is_empty() {
+            let t = Instant::now();
+            if let Err(e) = self.segments.append_durably(&group.framed, &group.offsets) {
+                // The records were sequenced but never made durable.
+                return Err(self.fail("cannot write the receipt log", e));
+            }
+            metrics()
+                .log_sync_seconds
+                .observe(t.elapsed().as_secs_f64());
+            metrics().log_commits_total.fetch_add(1, Ordering::Relaxed);
+        }
+        if !group.quarantined.is_empty() {
+            self.quarantine_durably(&group.quarantined)?;
+        }
+        for (i, keys) in group.keys.iter().enumerate() {
+            if let Err(e) = self.dedupe.apply(group.base + i as u64, keys) {
+                return Err(self.fail("cannot write the duplicate index", e));
             }
         }
-        let Group {
-            framed,
-            quarantined,
-            ..
-        } = group;
-        let io_result = (|| -> Result<(), String> {
-            if !framed.is_empty() {
-                let t = Instant::now();
-                self.segments
-                    .append_durably(&framed)
-                    .map_err(|e| self.fail("cannot write the receipt log", e))?;
-                metrics()
-                    .log_sync_seconds
-                    .observe(t.elapsed().as_secs_f64());
-                metrics().log_commits_total.fetch_add(1, Ordering::Relaxed);
+        let _ = self.durable.send(self.next);
+        metrics()
+            .log_size_records
+            .store(self.next, Ordering::Relaxed);
+        if !group.leaves.is_empty() {
+            let durable = DurableGroup {
+                first: group.base,
+                leaves: std::mem::take(&mut group.leaves),
+                bodies: std::mem::take(&mut group.bodies),
+            };
+            if self
+                .checkpointer
+                .send(ToCheckpointer::Durable(durable))
+                .is_err()
+            {
+                return Err(self.fail("the checkpointer stopped", "its channel is closed"));
             }
-            if !quarantined.is_empty() {
-                let refs: Vec<(QuarantineEntry, &[u8])> = quarantined
-                    .iter()
-                    .map(|(e, r)| (e.clone(), r.as_ref()))
-                    .collect();
-                self.quarantine
-                    .append_durably(&refs)
-                    .map_err(|e| self.fail("cannot write the quarantine", e))?;
-                let m = metrics();
-                for (e, _) in &quarantined {
-                    let c = if e.reason == "unparseable" {
-                        &m.quarantined_unparseable_total
-                    } else {
-                        &m.quarantined_unknown_agent_total
-                    };
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-                m.quarantine_dropped_total
-                    .store(self.quarantine.dropped(), Ordering::Relaxed);
-            }
-            Ok(())
-        })();
-        match io_result {
-            Ok(()) => {
-                let size = {
-                    let mut st = self
-                        .state
-                        .write()
-                        .expect("the log state lock is never poisoned");
-                    st.durable_size = st.tree.size();
-                    st.durable_size
-                };
-                metrics().log_size_records.store(size, Ordering::Relaxed);
-                for p in pending {
+        }
+        Ok(())
+    }
+
+    fn quarantine_durably(&mut self, entries: &[(QuarantineEntry, Bytes)]) -> Result<(), String> {
+        let refs: Vec<(QuarantineEntry, &[u8])> = entries
+            .iter()
+            .map(|(e, r)| (e.clone(), r.as_ref()))
+            .collect();
+        if let Err(e) = self.quarantine.append_durably(&refs) {
+            return Err(self.fail("cannot write the quarantine", e));
+        }
+        let m = metrics();
+        for (e, _) in entries {
+            let c = if e.reason == "unparseable" {
+                &m.quarantined_unparseable_total
+            } else {
+                &m.quarantined_unknown_agent_total
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        m.quarantine_dropped_total
+            .store(self.quarantine.dropped(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn answer(&self, pending: Vec<Pending>, outcome: Result<(), String>) {
+        for p in pending {
+            let answer = match &outcome {
+                Ok(()) => {
                     metrics()
                         .ingest_ack_seconds
                         .observe(p.arrived.elapsed().as_secs_f64());
-                    let _ = p.reply.send(Ok(p.results));
+                    Ok(p.results)
                 }
-            }
-            Err(why) => {
-                for p in pending {
-                    let _ = p.reply.send(Err(PipelineError::Failed(why.clone())));
-                }
-            }
+                Err(why) => Err(PipelineError::Failed(why.clone())),
+            };
+            let _ = p.reply.send(answer);
         }
     }
 
@@ -292,12 +344,11 @@ impl Writer {
     /// duplicate of an accepted event or of the same rejection, a conflict,
     /// or a new receipt framed into the group.
     fn sequence(
-        &self,
-        st: &mut LogState,
+        &mut self,
         group: &mut Group,
         item: Judged,
         received: &str,
-    ) -> ItemResult {
+    ) -> Result<ItemResult, String> {
         let (event, mut verdict, mut error) = match item.judgement {
             Judgement::Quarantine(u) => {
                 group.quarantined.push((
@@ -312,7 +363,7 @@ impl Writer {
                     },
                     item.raw,
                 ));
-                return ItemResult::quarantined(&u);
+                return Ok(ItemResult::quarantined(&u));
             }
             Judgement::Receipt {
                 event,
@@ -326,8 +377,8 @@ impl Writer {
                 event.event_id()
             );
         }
-        let key = id_key(event.agent_id(), event.event_id());
-        if let Some(claim) = st.accepted.get(&key).copied() {
+        let (agent, id) = (event.agent_id(), event.event_id());
+        if let Some(claim) = self.claim(group, agent, id)? {
             let same_content = claim.content_hash == event.content_hash;
             if same_content
                 && (verdict == Verdict::Accepted || claim.event_hash == event.event_hash)
@@ -335,127 +386,180 @@ impl Writer {
                 metrics()
                     .events_duplicate_total
                     .fetch_add(1, Ordering::Relaxed);
-                return ItemResult {
-                    event_id: Some(event.event_id().to_string()),
-                    agent_id: Some(event.agent_id().to_string()),
-                    status: Status::Duplicate,
-                    reason: None,
-                    receipt: self.served_at(st, claim.index, group),
-                    error: None,
-                };
+                return Ok(ItemResult::duplicate(
+                    &event,
+                    self.served_at(group, claim.index),
+                ));
             }
             if verdict == Verdict::Accepted {
                 verdict = Verdict::Rejected(Reason::Conflict);
                 error = Some(format!(
-                    "event_id {:?} of agent {:?} was already accepted with other content (receipt index {}); \
+                    "event_id {id:?} of agent {agent:?} was already accepted with other content (receipt index {}); \
                      give every distinct action its own event_id",
-                    event.event_id(),
-                    event.agent_id(),
                     claim.index
                 ));
             }
         }
         if verdict != Verdict::Accepted {
-            let seen = rejection_key(event.agent_id(), event.event_id(), &event.event_hash);
-            if let Some((earlier, index)) = st.rejected_seen.get(&seen).copied() {
-                if earlier == verdict {
-                    return ItemResult::rejected(
-                        &event,
-                        verdict,
-                        error,
-                        self.served_at(st, index, group),
-                    );
-                }
+            let seen = Key::rejection(agent, id, &event.event_hash, verdict);
+            if let Some(index) = self.seen(group, &seen, &event, verdict)? {
+                return Ok(ItemResult::rejected(
+                    &event,
+                    verdict,
+                    error,
+                    self.served_at(group, index),
+                ));
             }
         }
-        let index = st.tree.size();
-        let body = ReceiptBody {
-            spec: RECEIPT_SPEC.to_string(),
-            log: st.origin.clone(),
-            index,
-            event_id: event.event_id().to_string(),
-            agent_id: event.agent_id().to_string(),
-            key_id: event.key_id().to_string(),
-            correlation_id: event.correlation_id().to_string(),
-            event_hash: hex::encode(event.event_hash),
-            received_at: received.to_string(),
-            verdict: verdict.as_string(),
-            prev: hex::encode(st.prev()),
-        };
-        let jcs = body.to_jcs();
-        let len = encode_record(&jcs, &item.raw, &mut group.framed);
-        st.add(&body, &jcs, event.content_hash, event.event_hash, group.pos);
-        group.pos.offset += len;
-        let served = st.served(index, &jcs);
-        group.new_bodies.push(jcs);
-        match verdict {
+        let served = self.append(group, &event, verdict, &item.raw, received);
+        Ok(match verdict {
             Verdict::Accepted => {
                 metrics()
                     .events_accepted_total
                     .fetch_add(1, Ordering::Relaxed);
-                ItemResult {
-                    event_id: Some(event.event_id().to_string()),
-                    agent_id: Some(event.agent_id().to_string()),
-                    status: Status::Accepted,
-                    reason: None,
-                    receipt: Some(served),
-                    error: None,
-                }
+                ItemResult::accepted(&event, served)
             }
             Verdict::Rejected(r) => {
                 metrics().rejected(r);
                 ItemResult::rejected(&event, verdict, error, Some(served))
             }
-        }
+        })
     }
 
-    /// The served receipt of an earlier record: its body's JCS bytes come
-    /// from this group's new records, or are read back from its segment.
-    fn served_at(&self, st: &LogState, index: u64, group: &Group) -> Option<ServedReceipt> {
-        if index >= group.base {
-            return group
-                .new_bodies
-                .get((index - group.base) as usize)
-                .map(|jcs| st.served(index, jcs));
-        }
-        let record = self.reader.read(st.positions[index as usize]).ok()?;
-        Some(st.served(index, &record.body))
-    }
-
-    /// Signs and stores a checkpoint over the durable records when they grew
-    /// since the last one (or when there is none yet); returns the latest.
-    pub fn checkpoint(&mut self) -> Result<String, PipelineError> {
-        let (size, root, origin, latest, latest_size) = {
-            let st = self
-                .state
-                .read()
-                .expect("the log state lock is never poisoned");
-            (
-                st.durable_size,
-                st.tree.root(st.durable_size),
-                st.origin.clone(),
-                st.checkpoint.clone(),
-                st.checkpoint_size,
-            )
+    /// Frames a new receipt into the group; returns it as served.
+    fn append(
+        &mut self,
+        group: &mut Group,
+        event: &Event,
+        verdict: Verdict,
+        raw: &[u8],
+        received: &str,
+    ) -> ServedReceipt {
+        let index = self.next;
+        let (agent, id) = (event.agent_id(), event.event_id());
+        let body = ReceiptBody {
+            spec: RECEIPT_SPEC.to_string(),
+            log: self.origin.clone(),
+            index,
+            event_id: id.to_string(),
+            agent_id: agent.to_string(),
+            key_id: event.key_id().to_string(),
+            correlation_id: event.correlation_id().to_string(),
+            event_hash: hex::encode(event.event_hash),
+            received_at: received.to_string(),
+            verdict: verdict.as_string(),
+            prev: hex::encode(self.prev),
         };
-        if !latest.is_empty() && size == latest_size {
-            return Ok(latest);
+        let jcs = body.to_jcs();
+        group
+            .offsets
+            .push(group.base_offset + group.framed.len() as u64);
+        record::encode_receipt(&jcs, raw, &mut group.framed);
+        let leaf = leaf_hash(&jcs);
+        let chain = chain_hash(&self.prev, &leaf);
+        let keys = keys_of(&body);
+        match verdict {
+            Verdict::Accepted => {
+                let claim = Claim {
+                    index,
+                    content_hash: event.content_hash,
+                    event_hash: event.event_hash,
+                };
+                group.claims.insert(Key::accepted(agent, id), claim);
+            }
+            Verdict::Rejected(_) => {
+                group
+                    .seen
+                    .insert(Key::rejection(agent, id, &event.event_hash, verdict), index);
+            }
         }
-        let note = self
-            .signer
-            .sign(&CheckpointBody { origin, size, root }.to_text());
-        if let Err(e) = self.checkpoints.append(&note) {
-            return Err(PipelineError::Failed(
-                self.fail("cannot write a checkpoint", e),
-            ));
+        let served = ServedReceipt::from_jcs(&jcs, &leaf, &chain);
+        group.keys.push(keys);
+        group.bodies.push(jcs);
+        group.leaves.push(leaf);
+        self.prev = chain;
+        self.next += 1;
+        served
+    }
+
+    /// The accepted claim on (agent, event id): made in this group, or in
+    /// the log (the index hit confirmed against its record).
+    fn claim(&self, group: &Group, agent: &str, id: &str) -> Result<Option<Claim>, String> {
+        let key = Key::accepted(agent, id);
+        if let Some(c) = group.claims.get(&key) {
+            return Ok(Some(*c));
         }
-        self.state
-            .write()
-            .expect("the log state lock is never poisoned")
-            .set_checkpoint(note.clone(), size);
-        let m = metrics();
-        m.checkpoints_total.fetch_add(1, Ordering::Relaxed);
-        m.checkpoint_size_records.store(size, Ordering::Relaxed);
-        Ok(note)
+        let found = self
+            .view
+            .lookup(&key, agent, id, |b| b.verdict() == Some(Verdict::Accepted))
+            .map_err(|e| self.index_failed(e))?;
+        Ok(found.and_then(|rec| {
+            let event = Event::parse(&rec.event).ok()?;
+            Some(Claim {
+                index: rec.index,
+                content_hash: event.content_hash,
+                event_hash: event.event_hash,
+            })
+        }))
+    }
+
+    /// The index of an earlier rejection of this event with this verdict.
+    fn seen(
+        &self,
+        group: &Group,
+        key: &Key,
+        event: &Event,
+        verdict: Verdict,
+    ) -> Result<Option<u64>, String> {
+        if let Some(&i) = group.seen.get(key) {
+            return Ok(Some(i));
+        }
+        let hash = hex::encode(event.event_hash);
+        let found = self
+            .view
+            .lookup(key, event.agent_id(), event.event_id(), |b| {
+                b.event_hash == hash && b.verdict() == Some(verdict)
+            })
+            .map_err(|e| self.index_failed(e))?;
+        Ok(found.map(|r| r.index))
+    }
+
+    /// The duplicate index cannot be read or names the wrong record: the
+    /// log cannot tell duplicates any more. Fails the pipeline (never
+    /// guessing), and moves a damaged index aside so that the next start
+    /// rebuilds it from the log.
+    fn index_failed(&self, e: crate::store::view::ViewError) -> String {
+        if matches!(e, crate::store::view::ViewError::IndexDamaged { .. }) {
+            let dir = self.view.layout().index_dir();
+            let aside = dir.with_file_name(format!("index.damaged-{}", Timestamp::now().secs()));
+            let moved = std::fs::rename(&dir, &aside).is_ok();
+            return self.fail(
+                "the duplicate index disagrees with the log",
+                format!(
+                    "{e}; {}",
+                    if moved {
+                        format!(
+                            "it was moved to {} and is rebuilt from the log at the next start",
+                            aside.display()
+                        )
+                    } else {
+                        "delete DIR/index: it is rebuilt from the log at the next start".to_string()
+                    }
+                ),
+            );
+        }
+        self.fail("cannot read the duplicate index or the record it names", e)
+    }
+
+    /// The served receipt of an earlier record: from this group's new
+    /// records, or read back from the log.
+    fn served_at(&self, group: &Group, index: u64) -> Option<ServedReceipt> {
+        if index >= group.base {
+            let i = (index - group.base) as usize;
+            let jcs = group.bodies.get(i)?;
+            let body: ReceiptBody = serde_json::from_slice(jcs).ok()?;
+            return Some(served(&body, jcs));
+        }
+        self.view.record(index).ok().map(|r| r.served())
     }
 }

@@ -2,15 +2,22 @@
 //! before it is served.
 //!
 //! `DIR/checkpoints.log` holds records `u32 length | u32 CRC-32 | note text`
-//! (little-endian). Only a torn last record (a crash while appending, so
-//! never served) may be cut on start.
+//! (little-endian). Beside it, `DIR/checkpoints.idx` holds the offset and
+//! tree size of each (16 bytes each): it finds the latest checkpoint
+//! without reading them all (start-up does not grow with the log's age)
+//! and answers "is this size checkpointed?" for consistency proofs. The
+//! index is derived: after a crash it may lag, and the records after its
+//! last entry are read to catch it up. Only a torn last record (a crash
+//! while appending, so never served) may be cut on start.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
 
-use super::fsutil::sync_dir;
+use super::fsutil::{sync_dir, write_file_durably};
+use super::layout::Layout;
+use crate::log::note::{split_note, CheckpointBody};
 
 /// A stored checkpoint and where it is.
 #[derive(Debug, Clone)]
@@ -21,17 +28,55 @@ pub struct StoredCheckpoint {
     pub note: String,
 }
 
-/// What reading the checkpoint file found.
+/// What reading the whole checkpoint file found (for `vigil verify`).
 #[derive(Debug, Default)]
 pub struct CheckpointScan {
     /// Every good checkpoint, in order.
     pub checkpoints: Vec<StoredCheckpoint>,
     /// Length of the good prefix of the file.
     pub good_len: u64,
-    /// A torn final record (offset, what), cut on start.
+    /// A torn final record (offset, what).
     pub torn: Option<(u64, String)>,
     /// A bad record followed by more data (offset, what): damage.
     pub corrupt: Option<(u64, String)>,
+}
+
+enum Next {
+    Record(String, usize),
+    Torn(String),
+    Corrupt(String),
+    End,
+}
+
+fn next_record(data: &[u8], pos: usize) -> Next {
+    let rest = &data[pos..];
+    if rest.is_empty() {
+        return Next::End;
+    }
+    if rest.len() < 8 || rest.iter().all(|&b| b == 0) {
+        return Next::Torn("an incomplete checkpoint record at the end".into());
+    }
+    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    if 8 + len > rest.len() {
+        return Next::Torn("a checkpoint record cut short at the end".into());
+    }
+    let text = &rest[8..8 + len];
+    let why = if crc32fast::hash(text) != crc {
+        Some("the checkpoint record's CRC-32 does not match".to_string())
+    } else {
+        std::str::from_utf8(text)
+            .err()
+            .map(|_| "the checkpoint is not UTF-8".to_string())
+    };
+    match why {
+        Some(why) if 8 + len == rest.len() => Next::Torn(why),
+        Some(why) => Next::Corrupt(why),
+        None => Next::Record(
+            String::from_utf8(text.to_vec()).expect("checked above"),
+            pos + 8 + len,
+        ),
+    }
 }
 
 /// Reads every checkpoint in the file (missing file = none).
@@ -43,94 +88,233 @@ pub fn read_checkpoints(path: &Path) -> std::io::Result<CheckpointScan> {
     };
     let mut scan = CheckpointScan::default();
     let mut pos = 0usize;
-    while pos < data.len() {
-        let rest = &data[pos..];
-        if rest.len() < 8 || rest.iter().all(|&b| b == 0) {
-            scan.torn = Some((
-                pos as u64,
-                "an incomplete checkpoint record at the end".into(),
-            ));
-            break;
-        }
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        if 8 + len > rest.len() {
-            scan.torn = Some((
-                pos as u64,
-                "a checkpoint record cut short at the end".into(),
-            ));
-            break;
-        }
-        let text = &rest[8..8 + len];
-        let why = if crc32fast::hash(text) != crc {
-            Some("the checkpoint record's CRC-32 does not match".to_string())
-        } else {
-            std::str::from_utf8(text)
-                .err()
-                .map(|_| "the checkpoint is not UTF-8".to_string())
-        };
-        if let Some(why) = why {
-            if 8 + len == rest.len() {
-                scan.torn = Some((pos as u64, why));
-            } else {
-                scan.corrupt = Some((pos as u64, why));
+    loop {
+        match next_record(&data, pos) {
+            Next::Record(note, next) => {
+                scan.checkpoints.push(StoredCheckpoint {
+                    ordinal: scan.checkpoints.len(),
+                    note,
+                });
+                pos = next;
+                scan.good_len = pos as u64;
             }
-            break;
+            Next::Torn(why) => {
+                scan.torn = Some((pos as u64, why));
+                break;
+            }
+            Next::Corrupt(why) => {
+                scan.corrupt = Some((pos as u64, why));
+                break;
+            }
+            Next::End => break,
         }
-        scan.checkpoints.push(StoredCheckpoint {
-            ordinal: scan.checkpoints.len(),
-            note: String::from_utf8(text.to_vec()).expect("checked above"),
-        });
-        pos += 8 + len;
-        scan.good_len = pos as u64;
     }
     Ok(scan)
 }
 
-/// Appends checkpoints durably.
-pub struct CheckpointWriter {
-    path: PathBuf,
-    file: File,
+/// The latest checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Latest {
+    /// The signed note, served as is.
+    pub note: String,
+    /// Its tree size.
+    pub size: u64,
+    /// Its root hash.
+    pub root: [u8; 32],
 }
 
-impl CheckpointWriter {
-    /// Opens the file for appending, cutting it to `good_len` first.
-    pub fn open(path: &Path, good_len: u64) -> std::io::Result<CheckpointWriter> {
+/// Why the checkpoint file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file operation failed.
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// Damage a crash cannot cause.
+    #[error("checkpoints.log is damaged at byte {offset}: {why}. A crash cannot cause this; run `vigil verify --data DIR`")]
+    Damaged {
+        /// Where.
+        offset: u64,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Appends checkpoints durably, and knows the latest.
+pub struct CheckpointLog {
+    file: File,
+    idx: File,
+    len: u64,
+    latest: Option<Latest>,
+    tlog_checkpoint: std::path::PathBuf,
+}
+
+fn parse_latest(note: &str) -> Option<Latest> {
+    let (body, _) = split_note(note).ok()?;
+    let b = CheckpointBody::parse(body).ok()?;
+    Some(Latest {
+        note: note.to_string(),
+        size: b.size,
+        root: b.root,
+    })
+}
+
+impl CheckpointLog {
+    /// Opens the file after [`super::recover::make_durable`]: catches the
+    /// index up with the records after its last entry and cuts a torn last
+    /// record.
+    pub fn open(layout: &Layout) -> Result<CheckpointLog, CheckpointError> {
+        let path = layout.checkpoints();
+        let idx_path = layout.checkpoints().with_extension("idx");
+        let io = |what, p: &Path| {
+            let path = layout.relative(p);
+            move |source| CheckpointError::Io { what, path, source }
+        };
         let existed = path.exists();
         let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .open(&path)
+            .map_err(io("open", &path))?;
+        let idx = OpenOptions::new()
+            .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o644)
-            .open(path)?;
-        if file.metadata()?.len() != good_len {
-            file.set_len(good_len)?;
-            file.sync_all()?;
-        }
+            .open(&idx_path)
+            .map_err(io("open", &idx_path))?;
         if !existed {
-            sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+            sync_dir(layout.root()).map_err(io("fsync the directory of", &path))?;
         }
-        let mut w = CheckpointWriter {
-            path: path.to_path_buf(),
+        let file_len = file.metadata().map_err(io("read", &path))?.len();
+        let idx_len = idx.metadata().map_err(io("read", &idx_path))?.len() / 16 * 16;
+        // Start from the last indexed record that lies within the file.
+        let mut entries = idx_len / 16;
+        let mut start = 0u64;
+        let mut buf = [0u8; 16];
+        while entries > 0 {
+            idx.read_exact_at(&mut buf, (entries - 1) * 16)
+                .map_err(io("read", &idx_path))?;
+            let off = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+            if off < file_len {
+                start = off;
+                entries -= 1;
+                break;
+            }
+            entries -= 1;
+        }
+        idx.set_len(entries * 16).map_err(io("cut", &idx_path))?;
+        let mut tail = vec![0u8; (file_len - start) as usize];
+        file.read_exact_at(&mut tail, start)
+            .map_err(io("read", &path))?;
+        let mut log = CheckpointLog {
             file,
+            idx,
+            len: start,
+            latest: None,
+            tlog_checkpoint: layout.tlog().join("checkpoint"),
         };
-        use std::io::Seek;
-        w.file.seek(std::io::SeekFrom::End(0))?;
-        Ok(w)
+        let mut pos = 0usize;
+        loop {
+            match next_record(&tail, pos) {
+                Next::Record(note, next) => {
+                    let latest = parse_latest(&note).ok_or_else(|| CheckpointError::Damaged {
+                        offset: start + pos as u64,
+                        why: "the checkpoint's body does not parse".into(),
+                    })?;
+                    log.index(start + pos as u64, latest.size)
+                        .map_err(io("write", &idx_path))?;
+                    log.latest = Some(latest);
+                    pos = next;
+                }
+                Next::Torn(why) => {
+                    tracing::warn!(
+                        offset = start + pos as u64,
+                        why,
+                        "Cutting a torn checkpoint record left by a crash (it was never served)"
+                    );
+                    log.file
+                        .set_len(start + pos as u64)
+                        .map_err(io("cut", &path))?;
+                    log.file.sync_all().map_err(io("fsync", &path))?;
+                    break;
+                }
+                Next::Corrupt(why) => {
+                    return Err(CheckpointError::Damaged {
+                        offset: start + pos as u64,
+                        why,
+                    })
+                }
+                Next::End => break,
+            }
+        }
+        log.len = start + pos as u64;
+        if log.latest.is_none() && start > 0 {
+            return Err(CheckpointError::Damaged {
+                offset: start,
+                why: "the last indexed checkpoint is missing".into(),
+            });
+        }
+        Ok(log)
     }
 
-    /// Appends one signed checkpoint and syncs it.
+    fn index(&mut self, offset: u64, size: u64) -> std::io::Result<()> {
+        let mut e = [0u8; 16];
+        e[..8].copy_from_slice(&offset.to_le_bytes());
+        e[8..].copy_from_slice(&size.to_le_bytes());
+        let at = self.idx.metadata()?.len();
+        self.idx.write_all_at(&e, at)
+    }
+
+    /// The latest checkpoint, if any.
+    pub fn latest(&self) -> Option<&Latest> {
+        self.latest.as_ref()
+    }
+
+    /// Appends one signed checkpoint of `size` leaves and syncs it, then
+    /// replaces `DIR/tlog/checkpoint` (durably) for tlog-tiles readers.
     pub fn append(&mut self, note: &str) -> std::io::Result<()> {
+        let latest = parse_latest(note)
+            .ok_or_else(|| std::io::Error::other("a checkpoint that does not parse"))?;
         let mut rec = Vec::with_capacity(note.len() + 8);
         rec.extend_from_slice(&(note.len() as u32).to_le_bytes());
         rec.extend_from_slice(&crc32fast::hash(note.as_bytes()).to_le_bytes());
         rec.extend_from_slice(note.as_bytes());
         self.file.write_all(&rec)?;
-        self.file.sync_data()
+        self.file.sync_data()?;
+        self.index(self.len, latest.size)?;
+        self.len += rec.len() as u64;
+        write_file_durably(&self.tlog_checkpoint, note.as_bytes(), 0o644)?;
+        self.latest = Some(latest);
+        Ok(())
     }
+}
 
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+/// Whether a checkpoint of `size` leaves was signed (binary search of the
+/// checkpoint index; sizes only grow).
+pub fn is_checkpointed(layout: &Layout, size: u64) -> std::io::Result<bool> {
+    let f = File::open(layout.checkpoints().with_extension("idx"))?;
+    let n = f.metadata()?.len() / 16;
+    let (mut lo, mut hi) = (0, n);
+    let mut buf = [0u8; 8];
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        f.read_exact_at(&mut buf, mid * 16 + 8)?;
+        let s = u64::from_le_bytes(buf);
+        match s.cmp(&size) {
+            std::cmp::Ordering::Equal => return Ok(true),
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+        }
     }
+    Ok(false)
 }

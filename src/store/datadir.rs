@@ -101,8 +101,7 @@ impl DataDir {
         if lock.try_lock().is_err() {
             return Err(DataDirError::Locked(root.to_path_buf()));
         }
-        for sub in ["log", "keys", "quarantine"] {
-            let p = root.join(sub);
+        for p in super::layout::Layout::new(root).directories() {
             create_dir_durably(&p).map_err(io("cannot create", &p))?;
         }
         let log_key = match log_key_file {

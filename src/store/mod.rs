@@ -1,23 +1,27 @@
-//! Files: the data directory, log segments, checkpoints, quarantine.
+//! Files: the data directory, log segments, tiles, the duplicate index,
+//! checkpoints, quarantine, and the log's read side.
 //!
 //! Everything durable goes through here. "Durable" is the contract's word:
 //! written and `fdatasync`ed, and for a newly created file its directory
-//! synced too. Layout of a data directory:
+//! synced too. [`layout`] names every path of a data directory.
 //!
-//! ```text
-//! DIR/origin                 the log's origin (fixed at creation)
-//! DIR/log.key                the log's Ed25519 key, a private JWK (0600)
-//! DIR/pipeline.key           the pipeline's event key for agent vigil (0600)
-//! DIR/admin.token            generated token when none is configured (0600)
-//! DIR/log-keys.txt           every verifier key the log has used, newest first
-//! DIR/keys/snapshot.jsonl    every agent public key ever used (for verify)
-//! DIR/log/<first index>.seg  receipt log segments (receipt body + event bytes)
-//! DIR/checkpoints.log        every signed checkpoint, in order
-//! DIR/quarantine/<n>.q       bounded quarantine of input that got no receipt
-//! ```
+//! - [`segments`]: appending records with group commit and reading them by index.
+//! - [`walk`]: the one walk of the log, shared by recovery, verification and cursors.
+//! - [`recover`]: making the files durable at start and finding where the log ends.
+//! - [`dedupe`]: the persisted duplicate index.
+//! - [`tiles`]: the Merkle tree as C2SP tlog-tiles on disk.
+//! - [`checkpoints`]: every signed checkpoint, in order.
+//! - [`view`]: the read side (receipts, proofs, checkpoints, a durable cursor).
+//! - [`datadir`], [`quarantine`], [`fsutil`].
 
 pub mod checkpoints;
 pub mod datadir;
+pub mod dedupe;
 pub mod fsutil;
+pub mod layout;
 pub mod quarantine;
+pub mod recover;
 pub mod segments;
+pub mod tiles;
+pub mod view;
+pub mod walk;

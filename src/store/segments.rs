@@ -1,45 +1,34 @@
-//! Receipt log segments: framing, appending with fdatasync, scanning and
-//! recovery, random reads.
+//! Receipt log segments on disk: the appending side (group commit with
+//! sync marks, rolling and sealing) and random reads by record index.
 //!
-//! A segment is `DIR/log/<first index, 20 digits>.seg`:
-//!
-//! ```text
-//! header  "VIGILSEG" | u32 version (1) | u64 first index | u32 CRC-32 of the 20 bytes before
-//! record  u32 payload length | u32 CRC-32 of payload | payload
-//! payload u8 kind (1 = receipt) | u32 body length | receipt body JCS | event bytes as sent
-//! ```
-//!
-//! All integers are little-endian. A crash can leave a torn record only at
-//! the very end of the last segment (a write is a prefix of what was asked);
-//! [`scan_segment`] tells such a tail apart from damage in the middle.
+//! The framing is [`crate::log::record`]. A sealed segment gets a
+//! `.idx` file with the offset of each of its records (8 bytes each,
+//! little-endian), written durably before the next segment is used; the
+//! active segment's offsets are held in memory (at most a segment's worth).
+//! Reading record `i` is a binary search over the segments' first indices
+//! and one read of 8 bytes, then one of the record: nothing per record of
+//! the whole log is held in memory.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use super::fsutil::sync_dir;
+use super::fsutil::{sync_dir, write_file_durably};
+use super::layout::Layout;
+use crate::log::record::{self, Item, HEADER_LEN, RECORD_HEADER_LEN};
 
-const MAGIC: &[u8; 8] = b"VIGILSEG";
-const VERSION: u32 = 1;
-/// Bytes in a segment header.
-pub const HEADER_LEN: u64 = 24;
-/// Bytes in a record header (length and CRC).
-pub const RECORD_HEADER_LEN: u64 = 8;
-const KIND_RECEIPT: u8 = 1;
-
-/// Where a record lives: segment number (position in the segment list) and
-/// byte offset of its record header.
+/// Where a record is: the first index of its segment and its byte offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordRef {
-    /// Segment number, 0 for the first segment.
-    pub segment: u32,
+pub struct Position {
+    /// First index of the segment.
+    pub segment: u64,
     /// Offset of the record header in the segment file.
     pub offset: u64,
 }
 
-/// A record's two parts.
+/// A record read back: its two parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// The receipt body's JCS bytes (what the leaf hash covers).
@@ -48,378 +37,460 @@ pub struct Record {
     pub event: Vec<u8>,
 }
 
-/// Appends the framed record to `out`; returns its framed length.
-pub fn encode_record(body: &[u8], event: &[u8], out: &mut Vec<u8>) -> u64 {
-    let payload_len = 1 + 4 + body.len() + event.len();
-    let start = out.len();
-    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.push(KIND_RECEIPT);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(body);
-    out.extend_from_slice(event);
-    let crc = crc32fast::hash(&out[start + 8..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    (out.len() - start) as u64
-}
-
-fn decode_payload(payload: &[u8]) -> Result<Record, String> {
-    if payload.len() < 5 || payload[0] != KIND_RECEIPT {
-        return Err("the record payload has an unknown kind".into());
-    }
-    let body_len = u32::from_le_bytes(payload[1..5].try_into().expect("4 bytes")) as usize;
-    if 5 + body_len > payload.len() {
-        return Err("the receipt body length runs past the record".into());
-    }
-    Ok(Record {
-        body: payload[5..5 + body_len].to_vec(),
-        event: payload[5 + body_len..].to_vec(),
-    })
-}
-
-fn header(first_index: u64) -> [u8; HEADER_LEN as usize] {
-    let mut h = [0u8; HEADER_LEN as usize];
-    h[..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    h[12..20].copy_from_slice(&first_index.to_le_bytes());
-    let crc = crc32fast::hash(&h[..20]);
-    h[20..].copy_from_slice(&crc.to_le_bytes());
-    h
-}
-
-/// The file name of the segment starting at `first_index`.
-pub fn segment_name(first_index: u64) -> String {
-    format!("{first_index:020}.seg")
-}
-
-/// Lists segment files in `dir`, ordered by first index.
-pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let path = entry?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if let Some(stem) = name.strip_suffix(".seg") {
-            if let Ok(first) = stem.parse::<u64>() {
-                out.push((first, path));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// How a segment scan ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScanEnd {
-    /// Every byte belonged to a good record.
-    Clean,
-    /// An incomplete record at the very end, as a crash leaves; nothing
-    /// after it. Safe to cut when no acknowledged record is in it.
-    Torn {
-        /// Offset of the torn record.
-        offset: u64,
-        /// What is incomplete.
-        why: String,
+/// Why a record could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// No durable record has this index.
+    #[error("the log has no record {0} yet")]
+    Missing(u64),
+    /// The operating system failed.
+    #[error("cannot read record {index} from {file}: {source}")]
+    Io {
+        /// The record.
+        index: u64,
+        /// The segment file.
+        file: String,
+        /// The operating system's error.
+        source: std::io::Error,
     },
-    /// A bad record with data after it, or a bad header: damage or
-    /// tampering, never the result of a crash.
-    Corrupt {
-        /// Offset of the bad record.
+    /// The bytes there are not a receipt record.
+    #[error("record {index} in {file} at byte {offset} is damaged ({why}); run `vigil verify`")]
+    Damaged {
+        /// The record.
+        index: u64,
+        /// The segment file.
+        file: String,
+        /// Its offset.
         offset: u64,
         /// What is wrong.
         why: String,
     },
 }
 
-/// Reads a whole segment and calls `visit(offset, record)` for each good
-/// record, in order, until the end or the first bad record.
-pub fn scan_segment(
-    path: &Path,
-    expect_first: u64,
-    mut visit: impl FnMut(u64, Record) -> Result<(), String>,
-) -> std::io::Result<(u64, ScanEnd)> {
-    let data = std::fs::read(path)?;
-    if data.len() < HEADER_LEN as usize || data[..HEADER_LEN as usize] != header(expect_first) {
-        let why = if data.len() < HEADER_LEN as usize {
-            format!(
-                "the segment header is cut short ({} of {HEADER_LEN} bytes)",
-                data.len()
-            )
-        } else {
-            format!(
-                "the segment header is not a Vigil segment header for first index {expect_first}"
-            )
-        };
-        let end = if data.len() < HEADER_LEN as usize && data.iter().all(|&b| b == 0) {
-            ScanEnd::Torn { offset: 0, why }
-        } else {
-            ScanEnd::Corrupt { offset: 0, why }
-        };
-        return Ok((0, end));
-    }
-    let mut pos = HEADER_LEN as usize;
-    let mut count = 0;
-    while pos < data.len() {
-        let rest = &data[pos..];
-        let torn = |why: String| ScanEnd::Torn {
-            offset: pos as u64,
-            why,
-        };
-        let corrupt = |why: String| ScanEnd::Corrupt {
-            offset: pos as u64,
-            why,
-        };
-        if rest.iter().all(|&b| b == 0) {
-            return Ok((count, torn(format!("{} zero bytes at the end", rest.len()))));
-        }
-        if rest.len() < RECORD_HEADER_LEN as usize {
-            return Ok((
-                count,
-                torn(format!("a record header cut short ({} bytes)", rest.len())),
-            ));
-        }
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        let end = RECORD_HEADER_LEN as usize + len;
-        if end > rest.len() {
-            return Ok((
-                count,
-                torn(format!(
-                    "a record of {len} bytes with only {} present",
-                    rest.len() - 8
-                )),
-            ));
-        }
-        let payload = &rest[8..end];
-        let at_end = end == rest.len();
-        let bad = if crc32fast::hash(payload) != crc {
-            Some("the record's CRC-32 does not match its bytes".to_string())
-        } else {
-            decode_payload(payload).err()
-        };
-        if let Some(why) = bad {
-            return Ok((count, if at_end { torn(why) } else { corrupt(why) }));
-        }
-        let record = decode_payload(payload).expect("checked just above");
-        if let Err(why) = visit(pos as u64, record) {
-            return Ok((count, corrupt(why)));
-        }
-        count += 1;
-        pos += end;
-    }
-    Ok((count, ScanEnd::Clean))
+struct Segment {
+    first: u64,
+    file: Arc<File>,
+    /// `Some` for a sealed segment: its `.idx` file.
+    sealed_offsets: Option<Arc<File>>,
 }
 
-/// Shared read access to every segment file (for receipts and proofs).
-#[derive(Debug, Default)]
-pub struct SegmentReader {
-    files: RwLock<Vec<Arc<File>>>,
+/// Every segment, for reading; shared by the writer (which adds segments
+/// and makes records visible once durable) and the readers.
+pub struct SegmentSet {
+    layout: Layout,
+    segments: RwLock<Vec<Segment>>,
+    /// Offsets of the active segment's durable records.
+    active_offsets: RwLock<Vec<u64>>,
 }
 
-impl SegmentReader {
-    /// Reads the record at `r`.
-    pub fn read(&self, r: RecordRef) -> std::io::Result<Record> {
-        let file = self
-            .files
-            .read()
-            .expect("the segment list lock is never poisoned")
-            .get(r.segment as usize)
-            .cloned()
-            .ok_or_else(|| std::io::Error::other(format!("no segment {}", r.segment)))?;
-        let mut head = [0u8; 8];
-        file.read_exact_at(&mut head, r.offset)?;
-        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
-        let mut payload = vec![0u8; len];
-        file.read_exact_at(&mut payload, r.offset + RECORD_HEADER_LEN)?;
-        decode_payload(&payload).map_err(std::io::Error::other)
-    }
-
-    fn push(&self, f: Arc<File>) {
-        self.files
-            .write()
-            .expect("the segment list lock is never poisoned")
-            .push(f);
-    }
-}
-
-/// The appending side of the segment set (owned by the log writer).
-pub struct SegmentWriter {
-    dir: PathBuf,
-    active: File,
-    active_len: u64,
-    segment_count: u32,
-    max_bytes: u64,
-    reader: Arc<SegmentReader>,
-}
-
-impl SegmentWriter {
-    /// Opens the segments in `dir` for appending after recovery has
-    /// checked them: `segments` is the list (possibly empty), `next_index`
-    /// the index the next record gets, `active_len` the good length of the
-    /// last segment (the file is cut to it).
+impl SegmentSet {
+    /// Opens the segments `firsts` (ascending): every one but the last is
+    /// sealed and must have its offsets file (see [`ensure_offsets`]); the
+    /// last one's durable record offsets are `active_offsets`.
     pub fn open(
-        dir: &Path,
-        segments: &[(u64, PathBuf)],
-        next_index: u64,
-        active_len: Option<u64>,
-        max_bytes: u64,
-    ) -> std::io::Result<SegmentWriter> {
-        let reader = Arc::new(SegmentReader::default());
-        for (_, path) in segments {
-            reader.push(Arc::new(File::open(path)?));
-        }
-        let Some((_, last)) = segments.last() else {
-            let (active, _) = create_segment(dir, next_index)?;
-            reader.push(Arc::new(File::open(dir.join(segment_name(next_index)))?));
-            return Ok(SegmentWriter {
-                dir: dir.to_path_buf(),
-                active,
-                active_len: HEADER_LEN,
-                segment_count: 1,
-                max_bytes,
-                reader,
+        layout: &Layout,
+        firsts: &[u64],
+        active_offsets: Vec<u64>,
+    ) -> std::io::Result<SegmentSet> {
+        let mut segments = Vec::with_capacity(firsts.len());
+        for (n, &first) in firsts.iter().enumerate() {
+            let sealed_offsets = if n + 1 < firsts.len() {
+                Some(Arc::new(File::open(layout.segment_offsets(first))?))
+            } else {
+                None
+            };
+            segments.push(Segment {
+                first,
+                file: Arc::new(File::open(layout.segment(first))?),
+                sealed_offsets,
             });
-        };
-        let active = OpenOptions::new().append(true).open(last)?;
-        let len = active_len.expect("a length is given with existing segments");
-        if active.metadata()?.len() != len {
-            active.set_len(len)?;
-            active.sync_all()?;
         }
-        Ok(SegmentWriter {
-            dir: dir.to_path_buf(),
-            active,
-            active_len: len,
-            segment_count: segments.len() as u32,
-            max_bytes,
-            reader,
+        Ok(SegmentSet {
+            layout: layout.clone(),
+            segments: RwLock::new(segments),
+            active_offsets: RwLock::new(active_offsets),
         })
     }
 
-    /// The shared reader over the same files.
-    pub fn reader(&self) -> Arc<SegmentReader> {
-        self.reader.clone()
+    /// The first index of every segment, ascending.
+    pub fn firsts(&self) -> Vec<u64> {
+        self.read_segments().iter().map(|s| s.first).collect()
     }
 
-    /// Starts a new segment at `next_index` when the active one is full.
-    pub fn roll_if_full(&mut self, next_index: u64) -> std::io::Result<()> {
-        if self.active_len < self.max_bytes {
-            return Ok(());
+    fn read_segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Segment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Where record `index` is, if it is durable.
+    pub fn position(&self, index: u64) -> Result<Position, ReadError> {
+        let segments = self.read_segments();
+        let n = segments.partition_point(|s| s.first <= index);
+        let seg = n
+            .checked_sub(1)
+            .map(|i| &segments[i])
+            .ok_or(ReadError::Missing(index))?;
+        let k = index - seg.first;
+        let offset = match &seg.sealed_offsets {
+            Some(idx) => {
+                if n < segments.len() && index >= segments[n].first {
+                    return Err(ReadError::Missing(index));
+                }
+                let mut b = [0u8; 8];
+                idx.read_exact_at(&mut b, k * 8)
+                    .map_err(|source| ReadError::Io {
+                        index,
+                        file: self
+                            .layout
+                            .relative(&self.layout.segment_offsets(seg.first)),
+                        source,
+                    })?;
+                u64::from_le_bytes(b)
+            }
+            None => *self
+                .active_offsets
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(k as usize)
+                .ok_or(ReadError::Missing(index))?,
+        };
+        Ok(Position {
+            segment: seg.first,
+            offset,
+        })
+    }
+
+    /// Reads durable record `index`.
+    pub fn read(&self, index: u64) -> Result<Record, ReadError> {
+        let pos = self.position(index)?;
+        self.read_at(index, pos)
+    }
+
+    /// Reads the record that is at `pos` (it should be record `index`).
+    pub fn read_at(&self, index: u64, pos: Position) -> Result<Record, ReadError> {
+        let file = {
+            let segments = self.read_segments();
+            let i = segments.partition_point(|s| s.first < pos.segment);
+            match segments.get(i) {
+                Some(s) if s.first == pos.segment => s.file.clone(),
+                _ => return Err(ReadError::Missing(index)),
+            }
+        };
+        let name = || self.layout.relative(&self.layout.segment(pos.segment));
+        let io = |source| ReadError::Io {
+            index,
+            file: name(),
+            source,
+        };
+        let mut head = [0u8; RECORD_HEADER_LEN];
+        file.read_exact_at(&mut head, pos.offset).map_err(io)?;
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let mut framed = head.to_vec();
+        framed.resize(RECORD_HEADER_LEN + len, 0);
+        file.read_exact_at(
+            &mut framed[RECORD_HEADER_LEN..],
+            pos.offset + RECORD_HEADER_LEN as u64,
+        )
+        .map_err(io)?;
+        match record::decode_at(&framed, 0, pos.offset) {
+            Ok((Item::Receipt { body, event }, _)) => Ok(Record {
+                body: body.to_vec(),
+                event: event.to_vec(),
+            }),
+            Ok((Item::Mark { .. }, _)) => Err(ReadError::Damaged {
+                index,
+                file: name(),
+                offset: pos.offset,
+                why: "a sync mark stands where the record should be".into(),
+            }),
+            Err(bad) => Err(ReadError::Damaged {
+                index,
+                file: name(),
+                offset: pos.offset,
+                why: bad.why,
+            }),
         }
-        self.active.sync_data()?;
-        let (file, path) = create_segment(&self.dir, next_index)?;
-        self.active = file;
-        self.active_len = HEADER_LEN;
-        self.segment_count += 1;
-        self.reader.push(Arc::new(File::open(path)?));
-        Ok(())
     }
 
-    /// Where the next byte appended will go.
-    pub fn position(&self) -> RecordRef {
-        RecordRef {
-            segment: self.segment_count - 1,
-            offset: self.active_len,
-        }
-    }
-
-    /// Appends framed records and makes them durable (fdatasync).
-    pub fn append_durably(&mut self, framed: &[u8]) -> std::io::Result<()> {
-        self.active.write_all(framed)?;
-        self.active.sync_data()?;
-        self.active_len += framed.len() as u64;
-        Ok(())
+    fn publish_active(&self, offsets: &[u64]) {
+        self.active_offsets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(offsets);
     }
 }
 
-fn create_segment(dir: &Path, first_index: u64) -> std::io::Result<(File, PathBuf)> {
-    let path = dir.join(segment_name(first_index));
+/// Writes the offsets file of a sealed segment, durably.
+pub fn write_offsets(layout: &Layout, first: u64, offsets: &[u64]) -> std::io::Result<()> {
+    let bytes: Vec<u8> = offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
+    write_file_durably(&layout.segment_offsets(first), &bytes, 0o644)
+}
+
+/// Makes sure every sealed segment (all of `firsts` but the last) has an
+/// offsets file of the right length, rebuilding a missing or short one by
+/// scanning its segment (a crash between sealing and writing it). Returns
+/// how many were rebuilt.
+pub fn ensure_offsets(layout: &Layout, firsts: &[u64]) -> std::io::Result<usize> {
+    let mut rebuilt = 0;
+    for w in firsts.windows(2) {
+        let (first, next) = (w[0], w[1]);
+        let want = (next - first) * 8;
+        let ok = std::fs::metadata(layout.segment_offsets(first)).is_ok_and(|m| m.len() == want);
+        if ok {
+            continue;
+        }
+        let data = std::fs::read(layout.segment(first))?;
+        let mut offsets = Vec::new();
+        let mut at = HEADER_LEN;
+        while at < data.len() {
+            match record::decode_at(&data, at, 0) {
+                Ok((Item::Receipt { .. }, next_at)) => {
+                    offsets.push(at as u64);
+                    at = next_at;
+                }
+                Ok((Item::Mark { .. }, next_at)) => at = next_at,
+                Err(bad) => {
+                    return Err(std::io::Error::other(format!(
+                        "{} is damaged at byte {} ({}); run `vigil verify`",
+                        layout.relative(&layout.segment(first)),
+                        bad.offset,
+                        bad.why
+                    )))
+                }
+            }
+        }
+        if offsets.len() as u64 != next - first {
+            return Err(std::io::Error::other(format!(
+                "{} holds {} records but the next segment starts at index {next}; run `vigil verify`",
+                layout.relative(&layout.segment(first)),
+                offsets.len()
+            )));
+        }
+        write_offsets(layout, first, &offsets)?;
+        rebuilt += 1;
+    }
+    Ok(rebuilt)
+}
+
+/// The appending side of the segments (owned by the log writer).
+pub struct SegmentWriter {
+    layout: Layout,
+    set: Arc<SegmentSet>,
+    active: File,
+    first: u64,
+    len: u64,
+    /// Offsets of the active segment's records, durable or not.
+    offsets: Vec<u64>,
+    max_bytes: u64,
+    /// Whether the last bytes appended end with a sync mark.
+    ends_with_mark: bool,
+}
+
+impl SegmentWriter {
+    /// Continues the active segment (`first`, its good length `len`, its
+    /// record offsets), or starts a new one at `next_index` when there is
+    /// none or the active one is of an older version (it is sealed).
+    pub fn open(
+        layout: &Layout,
+        set: Arc<SegmentSet>,
+        active: Option<(u64, u64, u32)>,
+        next_index: u64,
+        max_bytes: u64,
+    ) -> std::io::Result<SegmentWriter> {
+        let offsets = set
+            .active_offsets
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut w = match active {
+            Some((first, len, version)) if version == record::VERSION => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(layout.segment(first))?;
+                SegmentWriter {
+                    layout: layout.clone(),
+                    set,
+                    active: file,
+                    first,
+                    len,
+                    offsets,
+                    max_bytes,
+                    ends_with_mark: false,
+                }
+            }
+            Some((first, _, _)) => {
+                // An older segment: seal it and continue in a new one.
+                write_offsets(layout, first, &offsets)?;
+                return SegmentWriter::start(layout, set, Some(first), next_index, max_bytes);
+            }
+            None => return SegmentWriter::start(layout, set, None, next_index, max_bytes),
+        };
+        w.ends_with_mark = false;
+        Ok(w)
+    }
+
+    fn start(
+        layout: &Layout,
+        set: Arc<SegmentSet>,
+        sealing: Option<u64>,
+        next_index: u64,
+        max_bytes: u64,
+    ) -> std::io::Result<SegmentWriter> {
+        let file = create_segment(layout, next_index)?;
+        {
+            let mut segments = set
+                .segments
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(sealed) = sealing {
+                if let Some(s) = segments.iter_mut().find(|s| s.first == sealed) {
+                    s.sealed_offsets = Some(Arc::new(File::open(layout.segment_offsets(sealed))?));
+                }
+            }
+            segments.push(Segment {
+                first: next_index,
+                file: Arc::new(File::open(layout.segment(next_index))?),
+                sealed_offsets: None,
+            });
+        }
+        set.active_offsets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        Ok(SegmentWriter {
+            layout: layout.clone(),
+            set,
+            active: file,
+            first: next_index,
+            len: HEADER_LEN as u64,
+            offsets: Vec::new(),
+            max_bytes,
+            ends_with_mark: true,
+        })
+    }
+
+    /// Begins a group in `buf`: a sync mark (everything before it is
+    /// synced) unless the segment already ends with one. Returns the offset
+    /// in the segment at which `buf`'s bytes will land.
+    pub fn begin_group(&self, next_index: u64, buf: &mut Vec<u8>) -> u64 {
+        buf.clear();
+        if !self.ends_with_mark {
+            record::encode_mark(self.len, next_index, buf);
+        }
+        self.len
+    }
+
+    /// Appends a group (begun with [`SegmentWriter::begin_group`]) whose
+    /// records stand at `record_offsets`, and makes it durable; the records
+    /// then become readable.
+    pub fn append_durably(&mut self, group: &[u8], record_offsets: &[u64]) -> std::io::Result<()> {
+        self.active.write_all(group)?;
+        self.len += group.len() as u64;
+        self.active.sync_data()?;
+        self.offsets.extend_from_slice(record_offsets);
+        self.set.publish_active(record_offsets);
+        self.ends_with_mark = record_offsets.is_empty() && !group.is_empty();
+        Ok(())
+    }
+
+    /// When idle after a group: appends a lone sync mark and syncs it, so
+    /// that the last group is known synced (damage in it is then reported,
+    /// never cut as a torn write).
+    pub fn mark_idle(&mut self, next_index: u64) -> std::io::Result<()> {
+        if self.ends_with_mark {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(record::MARK_LEN);
+        record::encode_mark(self.len, next_index, &mut buf);
+        self.active.write_all(&buf)?;
+        self.len += buf.len() as u64;
+        self.active.sync_data()?;
+        self.ends_with_mark = true;
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at `next_index` when
+    /// it is full; returns the first index of the sealed segment.
+    pub fn roll_if_full(&mut self, next_index: u64) -> std::io::Result<Option<u64>> {
+        if self.len < self.max_bytes {
+            return Ok(None);
+        }
+        self.active.sync_data()?;
+        write_offsets(&self.layout, self.first, &self.offsets)?;
+        let sealed = self.first;
+        *self = SegmentWriter::start(
+            &self.layout,
+            self.set.clone(),
+            Some(sealed),
+            next_index,
+            self.max_bytes,
+        )?;
+        Ok(Some(sealed))
+    }
+
+    /// The shared read side.
+    pub fn set(&self) -> &Arc<SegmentSet> {
+        &self.set
+    }
+
+    /// The first index of the active segment.
+    pub fn active_first(&self) -> u64 {
+        self.first
+    }
+}
+
+fn create_segment(layout: &Layout, first: u64) -> std::io::Result<File> {
+    let path = layout.segment(first);
     let mut f = OpenOptions::new()
-        .write(true)
+        .append(true)
         .create_new(true)
         .mode(0o644)
         .open(&path)?;
-    f.write_all(&header(first_index))?;
+    f.write_all(&record::header(first))?;
     f.sync_all()?;
-    sync_dir(dir)?;
-    Ok((f, path))
+    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    Ok(f)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn write_records(dir: &Path, n: usize) -> PathBuf {
-        let mut w = SegmentWriter::open(dir, &[], 0, None, 1 << 20).unwrap();
-        let mut buf = Vec::new();
-        for i in 0..n {
-            encode_record(format!("body-{i}").as_bytes(), b"{\"event\":1}", &mut buf);
+    #[test]
+    fn appends_rolls_seals_and_reads_back_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(layout.log_dir()).unwrap();
+        let set = Arc::new(SegmentSet::open(&layout, &[], Vec::new()).unwrap());
+        let mut w = SegmentWriter::open(&layout, set.clone(), None, 0, 200).unwrap();
+        let mut next = 0u64;
+        for _ in 0..6 {
+            if let Some(sealed) = w.roll_if_full(next).unwrap() {
+                assert!(layout.segment_offsets(sealed).exists());
+            }
+            let mut buf = Vec::new();
+            let mut at = w.begin_group(next, &mut buf);
+            at += buf.len() as u64;
+            let mut offsets = Vec::new();
+            for _ in 0..2 {
+                offsets.push(at);
+                at += record::encode_receipt(format!("body-{next}").as_bytes(), b"ev", &mut buf);
+                next += 1;
+            }
+            w.append_durably(&buf, &offsets).unwrap();
         }
-        w.append_durably(&buf).unwrap();
-        dir.join(segment_name(0))
-    }
-
-    fn scan(path: &Path) -> (u64, ScanEnd) {
-        scan_segment(path, 0, |_, _| Ok(())).unwrap()
-    }
-
-    #[test]
-    fn scans_clean_torn_and_corrupt() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write_records(dir.path(), 3);
-        assert_eq!(scan(&path), (3, ScanEnd::Clean));
-        let full = std::fs::read(&path).unwrap();
-        // Cut in the middle of the last record: torn.
-        std::fs::write(&path, &full[..full.len() - 3]).unwrap();
-        assert!(matches!(scan(&path), (2, ScanEnd::Torn { .. })));
-        // Flip a byte in the first record: corrupt (records follow it).
-        let mut bad = full.clone();
-        bad[HEADER_LEN as usize + 10] ^= 1;
-        std::fs::write(&path, &bad).unwrap();
-        assert!(matches!(scan(&path), (0, ScanEnd::Corrupt { .. })));
-        // Zeros appended (a crash after the size grew): torn.
-        let mut zeros = full.clone();
-        zeros.extend_from_slice(&[0; 100]);
-        std::fs::write(&path, &zeros).unwrap();
-        assert!(matches!(scan(&path), (3, ScanEnd::Torn { .. })));
-    }
-
-    #[test]
-    fn reads_back_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write_records(dir.path(), 2);
-        let mut refs = Vec::new();
-        scan_segment(&path, 0, |off, _| {
-            refs.push(off);
-            Ok(())
-        })
-        .unwrap();
-        let w = SegmentWriter::open(
-            dir.path(),
-            &[(0, path)],
-            2,
-            Some(
-                std::fs::metadata(dir.path().join(segment_name(0)))
-                    .unwrap()
-                    .len(),
-            ),
-            1 << 20,
-        )
-        .unwrap();
-        let r = w
-            .reader()
-            .read(RecordRef {
-                segment: 0,
-                offset: refs[1],
-            })
-            .unwrap();
-        assert_eq!(r.body, b"body-1");
+        w.mark_idle(next).unwrap();
+        assert!(set.firsts().len() > 1, "{:?}", set.firsts());
+        for i in 0..next {
+            assert_eq!(set.read(i).unwrap().body, format!("body-{i}").as_bytes());
+        }
+        assert!(matches!(set.read(next), Err(ReadError::Missing(_))));
+        // A missing offsets file is rebuilt from its segment.
+        let firsts = set.firsts();
+        std::fs::remove_file(layout.segment_offsets(firsts[0])).unwrap();
+        assert_eq!(ensure_offsets(&layout, &firsts).unwrap(), 1);
+        let reopened = SegmentSet::open(&layout, &firsts, Vec::new()).unwrap();
+        assert_eq!(reopened.read(1).unwrap().body, b"body-1");
     }
 }

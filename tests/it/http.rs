@@ -20,6 +20,9 @@ struct Env {
     server: Server,
     a: Signer,
     dir: tempfile::TempDir,
+    /// The log's size when the server started: its key events (the
+    /// pipeline's key and each agent key, contract section 6a) come first.
+    base: u64,
 }
 
 impl Env {
@@ -50,7 +53,17 @@ fn start(config: Option<&str>) -> Env {
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&dir.path().join("data"), &args);
-    Env { server, a, dir }
+    let base = server.log_size();
+    assert_eq!(
+        base, 3,
+        "the pipeline key and two agent keys are logged first"
+    );
+    Env {
+        server,
+        a,
+        dir,
+        base,
+    }
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -224,13 +237,17 @@ fn one_event_is_accepted_with_a_self_consistent_receipt() {
     let receipt = &r["receipt"];
     assert_eq!(receipt["spec"], "vigil.receipt/v1");
     assert_eq!(receipt["log"], ORIGIN);
-    assert_eq!(receipt["index"], 0);
+    assert_eq!(receipt["index"], env.base);
     assert_eq!(receipt["event_id"], "evt-one");
     assert_eq!(receipt["agent_id"], "agent-a");
     assert_eq!(receipt["key_id"], "agent-a#1");
     assert_eq!(receipt["correlation_id"], "corr-test");
     assert_eq!(receipt["verdict"], "accepted");
-    assert_eq!(receipt["prev"], "0".repeat(64));
+    assert_eq!(
+        receipt["prev"].as_str().unwrap().len(),
+        64,
+        "the chain hash of the key events before it"
+    );
     let whole: J = serde_json::from_slice(&event).unwrap();
     assert_eq!(receipt["event_hash"], sha256_hex(&jcs(&whole)).as_str());
     let at = receipt["received_at"].as_str().unwrap();
@@ -241,7 +258,7 @@ fn one_event_is_accepted_with_a_self_consistent_receipt() {
     // The next receipt chains onto this one.
     let next = post(&env.server, "application/json", &ev(&env.a, "evt-two"));
     let next = &next["results"][0]["receipt"];
-    assert_eq!(next["index"], 1);
+    assert_eq!(next["index"], env.base + 1);
     assert_eq!(next["prev"], receipt["chain"]);
     assert_receipt_hashes(next);
 }
@@ -266,7 +283,7 @@ fn a_json_array_is_judged_item_by_item_in_order() {
     let ids = event_ids(&answer);
     assert_eq!(ids, ["arr-1", "arr-2", "arr-3"]);
     for (i, r) in answer["results"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(r["receipt"]["index"], i as u64);
+        assert_eq!(r["receipt"]["index"], env.base + i as u64);
     }
 }
 
@@ -317,9 +334,9 @@ fn a_json_array_that_does_not_frame_is_one_quarantined_item() {
             .any(|e| e["reason"] == "unparseable" && e["sha256"] == sha256_hex(&body).as_str()),
         "{q:?}"
     );
-    // Nothing was added to the log: the next receipt is index 0.
+    // Nothing was added to the log: the next receipt is the first.
     let next = post(&env.server, "application/json", &ev(&env.a, "after"));
-    assert_eq!(next["results"][0]["receipt"]["index"], 0);
+    assert_eq!(next["results"][0]["receipt"]["index"], env.base);
 }
 
 #[test]
@@ -410,10 +427,10 @@ fn one_bad_ndjson_line_does_not_fail_the_others() {
             results[i]
         );
     }
-    // Receipts are numbered in input order: 0, 1, 2.
-    assert_eq!(results[0]["receipt"]["index"], 0);
-    assert_eq!(results[2]["receipt"]["index"], 1);
-    assert_eq!(results[3]["receipt"]["index"], 2);
+    // Receipts are numbered in input order.
+    assert_eq!(results[0]["receipt"]["index"], env.base);
+    assert_eq!(results[2]["receipt"]["index"], env.base + 1);
+    assert_eq!(results[3]["receipt"]["index"], env.base + 2);
 }
 
 #[test]
@@ -567,7 +584,7 @@ fn duplicates_conflicts_and_repeated_rejections() {
     let original = ev(&env.a, "dup-1");
     let first = post(s, "application/json", &original);
     let receipt = first["results"][0]["receipt"].clone();
-    assert_eq!(receipt["index"], 0);
+    assert_eq!(receipt["index"], env.base);
 
     // The same event again: a duplicate with the original receipt.
     let again = post(s, "application/json", &original);
@@ -592,7 +609,7 @@ fn duplicates_conflicts_and_repeated_rejections() {
     assert_eq!(c["status"], "rejected");
     assert_eq!(c["reason"], "conflict");
     assert_eq!(c["receipt"]["verdict"], "rejected:conflict");
-    assert_eq!(c["receipt"]["index"], 1);
+    assert_eq!(c["receipt"]["index"], env.base + 1);
     assert!(c["error"].as_str().is_some_and(|e| !e.is_empty()));
     // Sent again: the same rejection receipt, no new record.
     let conflict2 = post(s, "application/json", &other);
@@ -602,7 +619,7 @@ fn duplicates_conflicts_and_repeated_rejections() {
     let forged = Signer::new(7, "agent-a", "agent-a#1").sign(&env.a.event("bad-1", json!({})));
     let bad = post(s, "application/json", &forged);
     assert_eq!(bad["results"][0]["reason"], "bad_signature");
-    assert_eq!(bad["results"][0]["receipt"]["index"], 2);
+    assert_eq!(bad["results"][0]["receipt"]["index"], env.base + 2);
     let bad2 = post(s, "application/json", &forged);
     assert_repeated_rejection(&bad2, "bad_signature", &bad["results"][0]["receipt"]);
 
@@ -614,12 +631,12 @@ fn duplicates_conflicts_and_repeated_rejections() {
     let got = s.receipt("agent-a", "bad-1");
     assert_eq!(got.json()["receipt"], bad["results"][0]["receipt"]);
 
-    // No record was added by the repeats: the next new receipt is index 3,
-    // and a checkpoint covering it has size 4.
+    // No record was added by the repeats: the next new receipt is the
+    // fourth, and a checkpoint covering it has size base + 4.
     let next = post(s, "application/json", &ev(&env.a, "next"));
-    assert_eq!(next["results"][0]["receipt"]["index"], 3);
-    let note = wait_checkpoint(s, 4);
-    assert_eq!(cp_size(&note), 4, "{note}");
+    assert_eq!(next["results"][0]["receipt"]["index"], env.base + 3);
+    let note = wait_checkpoint(s, env.base + 4);
+    assert_eq!(cp_size(&note), env.base + 4, "{note}");
 }
 
 #[test]
@@ -635,14 +652,14 @@ fn a_rejected_event_stays_a_duplicate_after_another_rejection_of_its_id() {
     let f2 = forger.sign(&env.a.event("twice", json!({"action": "a.two"})));
     let r1 = post(s, "application/json", &f1);
     let r2 = post(s, "application/json", &f2);
-    assert_eq!(r1["results"][0]["receipt"]["index"], 0);
-    assert_eq!(r2["results"][0]["receipt"]["index"], 1);
+    assert_eq!(r1["results"][0]["receipt"]["index"], env.base);
+    assert_eq!(r2["results"][0]["receipt"]["index"], env.base + 1);
     let again1 = post(s, "application/json", &f1);
     assert_repeated_rejection(&again1, "bad_signature", &r1["results"][0]["receipt"]);
     let again2 = post(s, "application/json", &f2);
     assert_repeated_rejection(&again2, "bad_signature", &r2["results"][0]["receipt"]);
     let next = post(s, "application/json", &ev(&env.a, "after-twice"));
-    assert_eq!(next["results"][0]["receipt"]["index"], 2);
+    assert_eq!(next["results"][0]["receipt"]["index"], env.base + 2);
 }
 
 #[test]
@@ -665,7 +682,7 @@ fn duplicates_survive_a_restart() {
         rejected["results"][0]["receipt"]
     );
     let next = post(&env.server, "application/json", &ev(&env.a, "persist-3"));
-    assert_eq!(next["results"][0]["receipt"]["index"], 2);
+    assert_eq!(next["results"][0]["receipt"]["index"], env.base + 2);
     assert_eq!(next["results"][0]["receipt"]["log"], ORIGIN);
 }
 
@@ -941,7 +958,7 @@ fn receipt_proof_verifies_offline_with_the_log_key() {
     let event = ev(&env.a, "proved");
     let answer = post(s, "application/json", &event);
     let receipt = answer["results"][0]["receipt"].clone();
-    assert_eq!(receipt["index"], 3);
+    assert_eq!(receipt["index"], env.base + 3);
     // Poll until a checkpoint covers it (the contract says about a second).
     let deadline = Instant::now() + Duration::from_secs(20);
     let found = loop {
@@ -957,7 +974,10 @@ fn receipt_proof_verifies_offline_with_the_log_key() {
     };
     let proof = found["proof"].as_str().unwrap();
     assert!(proof.starts_with("c2sp.org/tlog-proof@v1\n"), "{proof}");
-    assert!(proof.contains("\nindex 3\n"), "{proof}");
+    assert!(
+        proof.contains(&format!("\nindex {}\n", env.base + 3)),
+        "{proof}"
+    );
     // The extra line is the receipt body's JCS.
     let extra = proof
         .lines()
@@ -1064,7 +1084,13 @@ fn checkpoints_and_consistency_proofs() {
     );
     let note = r.text();
     assert!(note.starts_with(&format!("{ORIGIN}\n")), "{note}");
-    let lines: Vec<&str> = note.split('\n').collect();
+    assert!(note.ends_with('\n'));
+    vigil::log::note::verify_checkpoint(&note, &verifier).unwrap();
+    // The log's first checkpoint is its size-0 checkpoint, with the empty root.
+    let stored =
+        vigil::store::checkpoints::read_checkpoints(&env.data().join("checkpoints.log")).unwrap();
+    let first = &stored.checkpoints[0].note;
+    let lines: Vec<&str> = first.split('\n').collect();
     assert_eq!(lines[1], "0", "a new log has its size-0 checkpoint");
     assert_eq!(
         b64_decode(lines[2]).unwrap(),
@@ -1074,30 +1100,36 @@ fn checkpoints_and_consistency_proofs() {
     assert_eq!(lines[3], "");
     assert!(
         lines[4].starts_with(&format!("\u{2014} {ORIGIN} ")),
-        "{note}"
+        "{first}"
     );
-    assert!(note.ends_with('\n'));
-    vigil::log::note::verify_checkpoint(&note, &verifier).unwrap();
+    vigil::log::note::verify_checkpoint(first, &verifier).unwrap();
 
     // Three events in one request, then two in another.
+    let b = env.base;
     let batch = |ids: &[&str]| {
         let lines: Vec<Vec<u8>> = ids.iter().map(|id| ev(&env.a, id)).collect();
         s.post_ndjson(&lines)
     };
     batch(&["c-1", "c-2", "c-3"]);
-    let note3 = wait_checkpoint(s, 3);
-    assert_eq!(cp_size(&note3), 3);
+    let note3 = wait_checkpoint(s, b + 3);
+    assert_eq!(cp_size(&note3), b + 3);
     batch(&["c-4", "c-5"]);
-    let note5 = wait_checkpoint(s, 5);
-    assert_eq!(cp_size(&note5), 5);
+    let note5 = wait_checkpoint(s, b + 5);
+    assert_eq!(cp_size(&note5), b + 5);
     let cp3 = vigil::log::note::verify_checkpoint(&note3, &verifier).unwrap();
     let cp5 = vigil::log::note::verify_checkpoint(&note5, &verifier).unwrap();
 
-    let r = http(s.addr, "GET", "/v1/proof/consistency?from=3&to=5", &[], b"");
+    let r = http(
+        s.addr,
+        "GET",
+        &format!("/v1/proof/consistency?from={}&to={}", b + 3, b + 5),
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
-    assert_eq!(j["from"], 3);
-    assert_eq!(j["to"], 5);
+    assert_eq!(j["from"], b + 3);
+    assert_eq!(j["to"], b + 5);
     let hashes: Vec<[u8; 32]> = j["hashes"]
         .as_array()
         .unwrap()
@@ -1110,26 +1142,35 @@ fn checkpoints_and_consistency_proofs() {
         .collect();
     assert!(!hashes.is_empty());
     assert!(vigil::log::merkle::verify_consistency(
-        3, 5, &cp3.root, &cp5.root, &hashes
+        b + 3,
+        b + 5,
+        &cp3.root,
+        &cp5.root,
+        &hashes
     ));
     // from == to: an empty list.
-    let r = http(s.addr, "GET", "/v1/proof/consistency?from=5&to=5", &[], b"");
+    let r = http(
+        s.addr,
+        "GET",
+        &format!("/v1/proof/consistency?from={0}&to={0}", b + 5),
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["hashes"], json!([]));
     // Sizes that were never checkpointed, 0, reversed, missing, not numbers.
     for q in [
-        "from=2&to=5",
-        "from=3&to=4",
-        "from=1&to=3",
-        "from=3&to=6",
-        "from=3&to=1000",
-        "from=0&to=5",
-        "from=5&to=3",
-        "from=3",
-        "to=5",
-        "from=x&to=5",
-        "from=-1&to=5",
-        "from=0&to=0",
+        format!("from={}&to={}", b + 2, b + 5),
+        format!("from={}&to={}", b + 3, b + 4),
+        format!("from={}&to={}", b + 3, b + 6),
+        format!("from={}&to=1000", b + 3),
+        format!("from=0&to={}", b + 5),
+        format!("from={}&to={}", b + 5, b + 3),
+        format!("from={}", b + 3),
+        format!("to={}", b + 5),
+        format!("from=x&to={}", b + 5),
+        format!("from=-1&to={}", b + 5),
+        "from=0&to=0".to_string(),
     ] {
         let r = http(
             s.addr,
@@ -1336,7 +1377,7 @@ fn splunk_hec_framing_error_keeps_the_good_envelope_and_quarantines_the_rest() {
     let got = s.receipt("agent-a", "frame-1");
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["receipt"]["verdict"], "accepted");
-    assert_eq!(got.json()["receipt"]["index"], 0);
+    assert_eq!(got.json()["receipt"]["index"], env.base);
     // The rest, including the well-formed envelope after the error, is one
     // quarantined item: no receipt.
     assert_eq!(s.receipt("agent-a", "frame-2").status, 404);
@@ -1375,7 +1416,10 @@ fn another_origin_on_the_same_data_exits_2_and_sigterm_leaves_a_valid_log() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The last checkpoint, written at SIGTERM, covers all 6 records.
-    assert!(stdout.contains("latest size 6"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("latest size {}", env.base + 6)),
+        "{stdout}"
+    );
     let (code, err) = run_bounded(
         &[
             "serve",
@@ -1398,7 +1442,8 @@ fn another_origin_on_the_same_data_exits_2_and_sigterm_leaves_a_valid_log() {
     );
     let r = http(env.server.addr, "GET", "/v1/checkpoint", &[], b"");
     assert!(
-        r.text().starts_with(&format!("{ORIGIN}\n6\n")),
+        r.text()
+            .starts_with(&format!("{ORIGIN}\n{}\n", env.base + 6)),
         "{}",
         r.text()
     );

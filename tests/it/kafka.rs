@@ -235,9 +235,11 @@ fn config(dir: &Path, name: &str, broker: &Broker) -> PathBuf {
     p
 }
 
-fn log_size(server: &Server) -> u64 {
+/// Receipts in a server's log beyond the `base` it started with (the log
+/// first records its keys, contract section 6a).
+fn receipts(server: &Server, base: u64) -> u64 {
     let r = http(server.addr, "GET", "/readyz", &[], b"");
-    r.json()["log_size"].as_u64().unwrap_or(0)
+    r.json()["log_size"].as_u64().unwrap_or(0) - base
 }
 
 fn signed(signer: &Signer, id: &str, bad: bool) -> Vec<u8> {
@@ -280,6 +282,7 @@ fn consumes_rejects_and_survives_kill9_with_one_receipt_each() {
     let total_good = 3000;
     let mut ids = Vec::new();
     let mut server = Server::start(&data, &args);
+    let base = server.log_size();
     let mut kills = 0;
     for i in 0..total_good {
         let id = format!("k-{i:05}");
@@ -303,11 +306,11 @@ fn consumes_rejects_and_survives_kill9_with_one_receipt_each() {
     wait_for(
         "every message to be receipted",
         Duration::from_secs(90),
-        || log_size(&server) >= expected,
+        || receipts(&server, base) >= expected,
     );
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
-        log_size(&server),
+        receipts(&server, base),
         expected,
         "exactly one receipt per message: redeliveries must be duplicates"
     );
@@ -381,13 +384,15 @@ fn two_instances_share_partitions_and_receipt_each_event_once() {
     let mut send =
         |n: usize, from: usize| sent.extend(produce_signed(&producer, &signers, "e", from, n));
     let a = Server::start(&data_a, &args_many);
+    let base_a = a.log_size();
     send(1500, 0);
     let mut b = Server::start(&data_b, &args_many);
+    let base_b = b.log_size();
     send(1500, 1500);
     wait_for(
         "both instances to take partitions",
         Duration::from_secs(40),
-        || log_size(&b) > 0,
+        || receipts(&b, base_b) > 0,
     );
     send(1500, 3000);
     // Graceful: B leaves the group after committing what is durable.
@@ -397,14 +402,14 @@ fn two_instances_share_partitions_and_receipt_each_event_once() {
     let b_size = {
         // B's log, read by a server on its files without Kafka.
         let reader = Server::start(&data_b, &["--keys", jwks_many.to_str().unwrap()]);
-        log_size(&reader)
+        receipts(&reader, base_b)
     };
     wait_for("A to receipt the rest", Duration::from_secs(60), || {
-        log_size(&a) + b_size >= total
+        receipts(&a, base_a) + b_size >= total
     });
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
-        log_size(&a) + b_size,
+        receipts(&a, base_a) + b_size,
         total,
         "across a graceful rebalance every event has exactly one receipt"
     );
@@ -463,9 +468,10 @@ fn crash_failover_loses_nothing_and_verify_reports_double_receipts() {
         |n: usize, from: usize| sent.extend(produce_signed(&producer, &signers, "f", from, n));
     let mut a = Server::start(&data_a, &args);
     let b = Server::start(&data_b, &args);
+    let (base_a, base_b) = (a.log_size(), b.log_size());
     send(2000, 0);
     wait_for("both instances to consume", Duration::from_secs(40), || {
-        log_size(&a) > 0 && log_size(&b) > 0
+        receipts(&a, base_a) > 0 && receipts(&b, base_b) > 0
     });
     send(1000, 2000);
     // Crash A mid-stream: B must take over its partitions once A's session expires.

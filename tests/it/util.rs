@@ -243,6 +243,14 @@ impl Server {
         server
     }
 
+    /// Durable records in its log (from `/readyz`).
+    pub fn log_size(&self) -> u64 {
+        let r = http(self.addr, "GET", "/readyz", &[], b"");
+        r.json()["log_size"]
+            .as_u64()
+            .expect("/readyz names the log size")
+    }
+
     /// The server's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

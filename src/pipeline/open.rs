@@ -1,0 +1,372 @@
+//! Opening a pipeline: the data directory, recovery, one walk that catches
+//! the duplicate index and the tiles up with the records, a checkpoint
+//! over everything durable, then the writer and checkpointer threads.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use super::checkpointer::Checkpointer;
+use super::health::{self, Health};
+use super::keylog::{self, KeyLog};
+use super::writer::Writer;
+use super::{OpenError, Pipeline, PipelineConfig};
+use crate::event::{Event, PIPELINE_AGENT};
+use crate::keys::history::KeyHistory;
+use crate::keys::KeyRegistry;
+use crate::log::merkle::leaf_hash;
+use crate::log::note::NoteSigner;
+use crate::log::receipt::{ReceiptBody, Verdict};
+use crate::store::checkpoints::{CheckpointLog, Latest};
+use crate::store::datadir::DataDir;
+use crate::store::dedupe::{keys_of, Dedupe};
+use crate::store::layout::Layout;
+use crate::store::quarantine::Quarantine;
+use crate::store::recover::{self, RecoverError, Recovered};
+use crate::store::segments::{ensure_offsets, SegmentSet, SegmentWriter};
+use crate::store::tiles::{TileReader, TileWriter};
+use crate::store::view::LogView;
+use crate::store::walk::{WalkEnd, Walker};
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
+    move |e| OpenError::Io(format!("{what}: {e}"))
+}
+
+/// See [`Pipeline::open`].
+pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
+    let data = DataDir::open(
+        &cfg.data,
+        cfg.origin.as_deref(),
+        cfg.log_key_file.as_deref(),
+    )?;
+    let keys = KeyRegistry::open(&cfg.jwks)?;
+    crate::telemetry::metrics().keys_loaded.store(
+        keys.current().key_count() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let layout = Layout::new(&data.root);
+    recover::make_durable(&layout)?;
+    let checkpoints = CheckpointLog::open(&layout)?;
+    let checkpointed = checkpoints.latest().map_or(0, |l| l.size);
+    let mut tiles = resume_tiles(&layout, checkpoints.latest());
+    let tile_reader = Arc::new(TileReader::new(&layout, cfg.tile_cache_tiles));
+    let trusted_tiles = tiles.size() == checkpointed;
+    let expect = recover::Expect {
+        checkpointed,
+        tiles: trusted_tiles.then_some(&*tile_reader),
+    };
+    let recovered = recover::recover(&layout, &expect)?;
+    if let Some(cut) = &recovered.cut {
+        tracing::warn!(
+            cut,
+            "Cut a torn last group left by a crash; it was never acknowledged"
+        );
+    }
+    let rebuilt = ensure_offsets(&layout, &recovered.segments)
+        .map_err(io("cannot index the sealed segments"))?;
+    if rebuilt > 0 {
+        tracing::info!(rebuilt, "Rebuilt the offsets of sealed segments");
+    }
+    let active_offsets = recovered
+        .active
+        .as_ref()
+        .map(|a| a.offsets.clone())
+        .unwrap_or_default();
+    let set = Arc::new(
+        SegmentSet::open(&layout, &recovered.segments, active_offsets)
+            .map_err(io("cannot open the log segments"))?,
+    );
+    let dedupe = open_dedupe(&layout, cfg, recovered.size)?;
+    let history_path = layout.index_dir().join("keys.json");
+    let mut history = keylog::load_history(&history_path);
+    if history.is_none() && recovered.size > 0 {
+        tracing::info!("The log's key history is not saved; rebuilding it from the log");
+    }
+    // Tiles rebuilt from the records must give the latest checkpoint's
+    // root, or the records are not the ones it covers.
+    let root_check = checkpoints
+        .latest()
+        .filter(|_| !trusted_tiles)
+        .map(|l| (l.size, l.root));
+    catch_up(
+        &layout,
+        &set,
+        &recovered,
+        &dedupe,
+        &mut tiles,
+        &mut history,
+        root_check,
+    )?;
+    if !trusted_tiles {
+        // Rebuilt tiles replace what was on disk before anything is served.
+        tiles.sync().map_err(io("cannot write the rebuilt tiles"))?;
+    }
+    let signer = NoteSigner::new(&data.origin, data.log_key.clone());
+    let health = Health::default();
+    let (latest_tx, latest_rx) = watch::channel(Arc::new(Latest {
+        note: String::new(),
+        size: 0,
+        root: [0; 32],
+    }));
+    let mut checkpointer = Checkpointer {
+        tiles,
+        checkpoints,
+        signer,
+        interval: cfg.checkpoint_interval,
+        latest: latest_tx,
+        health: health.clone(),
+    };
+    // Every durable record is covered before anything is served.
+    checkpointer
+        .checkpoint()
+        .map_err(|e| OpenError::Io(e.to_string()))?;
+    if let Some(l) = checkpointer.checkpoints.latest() {
+        let _ = checkpointer.latest.send(Arc::new(l.clone()));
+    }
+    crate::telemetry::metrics()
+        .log_size_records
+        .store(recovered.size, std::sync::atomic::Ordering::Relaxed);
+    let (durable_tx, durable_rx) = watch::channel(recovered.size);
+    let view = LogView::new(
+        &layout,
+        set.clone(),
+        dedupe.clone(),
+        tile_reader,
+        durable_rx,
+        latest_rx,
+    );
+    let segments = SegmentWriter::open(
+        &layout,
+        set,
+        recovered
+            .active
+            .as_ref()
+            .map(|a| (a.first, a.len, a.version)),
+        recovered.size,
+        cfg.segment_max_bytes,
+    )
+    .map_err(io("cannot open the log segments for appending"))?;
+    let quarantine = Quarantine::open(&layout.quarantine_dir(), cfg.quarantine_max_entries)
+        .map_err(io("cannot open the quarantine"))?;
+    let (cp_tx, cp_rx) = std::sync::mpsc::sync_channel(64);
+    let (sealed_tx, sealed_rx) = watch::channel(None);
+    let writer = Writer {
+        origin: data.origin.clone(),
+        segments,
+        dedupe,
+        view: view.clone(),
+        quarantine,
+        health: health.clone(),
+        next: recovered.size,
+        prev: recovered.prev,
+        durable: durable_tx,
+        checkpointer: cp_tx.clone(),
+        sealed: sealed_tx,
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let threads = vec![
+        spawn("log writer thread", &health, {
+            let rt = tokio::runtime::Handle::current();
+            move || writer.run(rx, rt)
+        })?,
+        spawn("checkpointer thread", &health, move || {
+            checkpointer.run(cp_rx)
+        })?,
+    ];
+    let pool = verification_pool(cfg, &health)?;
+    Ok(Pipeline {
+        tx,
+        checkpointer: cp_tx,
+        view,
+        keys: Arc::new(keys),
+        rules: cfg.rules,
+        pool: Arc::new(pool),
+        health,
+        threads: std::sync::Mutex::new(threads),
+        sealed: sealed_rx,
+        keylog: KeyLog::new(history.unwrap_or_default(), history_path),
+        data: Arc::new(data),
+    })
+}
+
+/// Opens the duplicate index; one that claims more records than the log
+/// holds is not the index of this log: it is rebuilt.
+fn open_dedupe(layout: &Layout, cfg: &PipelineConfig, size: u64) -> Result<Arc<Dedupe>, OpenError> {
+    let dedupe = Dedupe::open(&layout.index_dir(), cfg.dedupe_filter_bytes)?;
+    if dedupe.covered() <= size {
+        return Ok(Arc::new(dedupe));
+    }
+    tracing::warn!(
+        index_covers = dedupe.covered(),
+        log_size = size,
+        "The duplicate index covers more records than the log holds; rebuilding it from the log"
+    );
+    drop(dedupe);
+    std::fs::remove_dir_all(layout.index_dir())
+        .map_err(io("cannot remove the stale duplicate index"))?;
+    Ok(Arc::new(Dedupe::open(
+        &layout.index_dir(),
+        cfg.dedupe_filter_bytes,
+    )?))
+}
+
+/// The tiles of the latest checkpoint, read back and checked against its
+/// root; rebuilt from the log when they are missing or disagree.
+fn resume_tiles(layout: &Layout, latest: Option<&Latest>) -> TileWriter {
+    let Some(latest) = latest.filter(|l| l.size > 0) else {
+        return TileWriter::new(layout);
+    };
+    match TileWriter::resume(layout, latest.size) {
+        Ok(t) if t.root() == latest.root => t,
+        Ok(_) => {
+            tracing::warn!(
+                size = latest.size,
+                "The tiles do not match the latest checkpoint's root; rebuilding them from the log"
+            );
+            TileWriter::new(layout)
+        }
+        Err(e) => {
+            tracing::info!(error = %e, size = latest.size, "The tiles of the latest checkpoint are missing; building them from the log");
+            TileWriter::new(layout)
+        }
+    }
+}
+
+/// One walk from the first record the index or the tiles lack to the end
+/// of the log, feeding both.
+fn catch_up(
+    layout: &Layout,
+    set: &SegmentSet,
+    recovered: &Recovered,
+    dedupe: &Dedupe,
+    tiles: &mut TileWriter,
+    history: &mut Option<KeyHistory>,
+    root_check: Option<(u64, crate::event::Hash)>,
+) -> Result<(), OpenError> {
+    let rebuild_history = history.is_none();
+    let mut rebuilt = KeyHistory::default();
+    let from = if rebuild_history {
+        0
+    } else {
+        dedupe.covered().min(tiles.size())
+    };
+    if from >= recovered.size {
+        if rebuild_history {
+            *history = Some(rebuilt);
+        }
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let firsts = set.firsts();
+    let pos = set
+        .position(from)
+        .map_err(|e| OpenError::Io(e.to_string()))?;
+    let seg = firsts.iter().position(|&f| f == pos.segment).unwrap_or(0);
+    let mut walker = Walker::new(layout, firsts, seg, pos.offset, from);
+    let damaged = |index: u64, why: String| RecoverError::Damaged {
+        file: "log".into(),
+        position: format!("index {index}"),
+        why,
+    };
+    while let Some(rec) = walker.next_record().map_err(io("cannot read the log"))? {
+        if rec.index >= recovered.size {
+            break;
+        }
+        let body: ReceiptBody = serde_json::from_slice(&rec.body)
+            .map_err(|e| damaged(rec.index, format!("the receipt body is not a receipt: {e}")))?;
+        if rec.index >= dedupe.covered() {
+            dedupe.apply(rec.index, &keys_of(&body))?;
+        }
+        if rec.index >= tiles.size() {
+            tiles.push(leaf_hash(&rec.body), &rec.body);
+            if root_check.is_some_and(|(size, root)| size == tiles.size() && root != tiles.root()) {
+                return Err(RecoverError::Damaged {
+                    file: "checkpoints.log".into(),
+                    position: format!("the latest checkpoint (size {})", tiles.size()),
+                    why: "its root does not match the log's records: records were altered, removed or reordered".into(),
+                }
+                .into());
+            }
+        }
+        if rebuild_history
+            && body.agent_id == PIPELINE_AGENT
+            && body.verdict() == Some(Verdict::Accepted)
+        {
+            let change = Event::parse(&rec.event)
+                .ok()
+                .and_then(|e| KeyHistory::change_in(&e));
+            if let Some(change) = change {
+                rebuilt
+                    .apply(&change)
+                    .map_err(|e| damaged(rec.index, e.to_string()))?;
+            }
+        }
+    }
+    if rebuild_history {
+        *history = Some(rebuilt);
+    }
+    if let Some(
+        WalkEnd::Damaged {
+            segment,
+            offset,
+            why,
+        }
+        | WalkEnd::Torn {
+            segment,
+            offset,
+            why,
+        },
+    ) = walker.end().cloned()
+    {
+        return Err(RecoverError::Damaged {
+            file: layout.relative(&layout.segment(segment)),
+            position: format!("byte {offset}"),
+            why,
+        }
+        .into());
+    }
+    tracing::info!(
+        from,
+        to = recovered.size,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Caught the duplicate index and the tiles up with the log"
+    );
+    Ok(())
+}
+
+/// Starts a pipeline thread whose panic fails the pipeline.
+fn spawn(
+    name: &'static str,
+    health: &Health,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, OpenError> {
+    let health = health.clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            health::fail_on_panic(&health, name);
+            // The hook has failed the pipeline; the thread just ends.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        })
+        .map_err(io("cannot start a pipeline thread"))
+}
+
+fn verification_pool(
+    cfg: &PipelineConfig,
+    health: &Health,
+) -> Result<rayon::ThreadPool, OpenError> {
+    let threads = if cfg.verify_threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        cfg.verify_threads
+    };
+    let pool_health = health.clone();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("vigil-verify-{i}"))
+        .start_handler(move |_| health::fail_on_panic(&pool_health, "verification thread"))
+        // The hook has failed the pipeline; without a handler rayon aborts.
+        .panic_handler(|_| {})
+        .build()
+        .map_err(|e| OpenError::Io(format!("cannot start the verification threads: {e}")))
+}

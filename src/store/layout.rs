@@ -1,0 +1,128 @@
+//! Where everything lives in a data directory: one place that names every
+//! path, so that the writer, recovery, `vigil verify` and the read side
+//! agree on the layout.
+//!
+//! ```text
+//! DIR/origin                          the log's origin (fixed at creation)
+//! DIR/log.key                         the log's Ed25519 key, a private JWK (0600)
+//! DIR/pipeline.key                    the pipeline's event key for agent vigil (0600)
+//! DIR/admin.token                     generated token when none is configured (0600)
+//! DIR/log-keys.txt                    every verifier key the log has used, newest first
+//! DIR/log/<first index>.seg           receipt log segments (receipt body + event bytes)
+//! DIR/log/<first index>.idx           record offsets of a sealed segment
+//! DIR/checkpoints.log                 every signed checkpoint, in order
+//! DIR/tlog/checkpoint                 the latest checkpoint (C2SP tlog-tiles)
+//! DIR/tlog/tile/...                   hash tiles and entry bundles (C2SP tlog-tiles)
+//! DIR/index/                          the duplicate index (derived from the log)
+//! DIR/quarantine/<n>.q                bounded quarantine of input that got no receipt
+//! ```
+//!
+//! `DIR/tlog` is a standard tlog-tiles tree: a copy of it can be served by
+//! any static file server.
+
+use std::path::{Path, PathBuf};
+
+/// The paths of one data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// The layout of the data directory `root`.
+    pub fn new(root: &Path) -> Layout {
+        Layout {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `DIR/origin`.
+    pub fn origin(&self) -> PathBuf {
+        self.root.join("origin")
+    }
+
+    /// `DIR/log-keys.txt`.
+    pub fn log_keys(&self) -> PathBuf {
+        self.root.join("log-keys.txt")
+    }
+
+    /// `DIR/log`, the segments.
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("log")
+    }
+
+    /// The segment starting at `first_index`.
+    pub fn segment(&self, first_index: u64) -> PathBuf {
+        self.log_dir().join(format!("{first_index:020}.seg"))
+    }
+
+    /// The offsets file of the sealed segment starting at `first_index`.
+    pub fn segment_offsets(&self, first_index: u64) -> PathBuf {
+        self.log_dir().join(format!("{first_index:020}.idx"))
+    }
+
+    /// `DIR/checkpoints.log`.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints.log")
+    }
+
+    /// `DIR/tlog`, the tlog-tiles tree.
+    pub fn tlog(&self) -> PathBuf {
+        self.root.join("tlog")
+    }
+
+    /// `DIR/index`, the duplicate index.
+    pub fn index_dir(&self) -> PathBuf {
+        self.root.join("index")
+    }
+
+    /// `DIR/quarantine`.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.root.join("quarantine")
+    }
+
+    /// Every directory the data directory holds, created at open.
+    pub fn directories(&self) -> [PathBuf; 5] {
+        [
+            self.log_dir(),
+            self.tlog(),
+            self.tlog().join("tile"),
+            self.index_dir(),
+            self.quarantine_dir(),
+        ]
+    }
+
+    /// The segments in `DIR/log`, ordered by first index.
+    pub fn list_segments(&self) -> std::io::Result<Vec<u64>> {
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(self.log_dir()) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let name = entry?.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
+                continue;
+            };
+            if let Ok(first) = stem.parse::<u64>() {
+                out.push(first);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// A path relative to the data directory, for messages.
+    pub fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+}

@@ -1,0 +1,135 @@
+//! The checks of one record that need nothing but the record and the keys
+//! in force at its place in the log: run in parallel.
+
+use crate::event::schema::check as check_schema;
+use crate::event::signature::verify as verify_sig;
+use crate::event::{Event, Hash, PIPELINE_AGENT};
+use crate::keys::history::KeyHistory;
+use crate::log::merkle::leaf_hash;
+use crate::log::receipt::{ReceiptBody, Verdict};
+use crate::store::dedupe::{keys_of, Key};
+use crate::store::walk::WalkRecord;
+use crate::time::Timestamp;
+
+/// What the sequential checks need of a record that passed these.
+pub struct Checked {
+    /// The parsed receipt body.
+    pub body: ReceiptBody,
+    /// Its verdict.
+    pub verdict: Verdict,
+    /// Its leaf hash.
+    pub leaf: Hash,
+    /// The duplicate-index keys it adds.
+    pub keys: Vec<Key>,
+    /// The parsed event, kept when it is a `vigil` event (for key events).
+    pub event: Option<Event>,
+}
+
+/// Checks one record on its own: the body parses and is canonical, the
+/// stored event parses and hashes to the body's `event_hash`, its ids are
+/// the body's, and an accepted event is schema-valid and signed by a key
+/// the history holds, valid at its `occurred_at`.
+pub fn check_record(rec: &WalkRecord, keys: &KeyHistory) -> Result<Checked, String> {
+    let body: ReceiptBody = serde_json::from_slice(&rec.body)
+        .map_err(|e| format!("the receipt body is not a receipt: {e}"))?;
+    let verdict = body.verdict().ok_or_else(|| {
+        format!(
+            "the receipt's verdict {:?} is not one the contract names",
+            body.verdict
+        )
+    })?;
+    if body.to_jcs() != rec.body {
+        return Err("the stored receipt body is not in canonical (JCS) form".into());
+    }
+    let event = Event::parse(&rec.event)
+        .map_err(|u| format!("the stored event does not parse: {}", u.message()))?;
+    if hex::encode(event.event_hash) != body.event_hash {
+        return Err(format!(
+            "the stored event hashes to {}, not the receipt's event_hash {}",
+            hex::encode(event.event_hash),
+            body.event_hash
+        ));
+    }
+    for (name, in_body) in [
+        ("event_id", &body.event_id),
+        ("agent_id", &body.agent_id),
+        ("key_id", &body.key_id),
+        ("correlation_id", &body.correlation_id),
+    ] {
+        if event.str_field(name) != in_body {
+            return Err(format!(
+                "the receipt's {name} {in_body:?} is not the event's {:?}",
+                event.str_field(name)
+            ));
+        }
+    }
+    if verdict == Verdict::Accepted {
+        check_signature(&event, rec.event.len(), &body, keys)?;
+    }
+    let keys = keys_of(&body);
+    let vigil = body.agent_id == PIPELINE_AGENT;
+    Ok(Checked {
+        leaf: leaf_hash(&rec.body),
+        body,
+        verdict,
+        keys,
+        event: vigil.then_some(event),
+    })
+}
+
+fn check_signature(
+    event: &Event,
+    raw_len: usize,
+    body: &ReceiptBody,
+    keys: &KeyHistory,
+) -> Result<(), String> {
+    let checked = check_schema(event, raw_len)
+        .map_err(|e| format!("an accepted event breaks the event schema: {e}"))?;
+    let (agent, kid) = (&body.agent_id, &body.key_id);
+    let key = if agent == PIPELINE_AGENT {
+        keys.pipeline_key(kid).copied()
+    } else {
+        keys.key(agent, kid).map(|k| k.key.key)
+    };
+    let key = key.ok_or_else(|| {
+        format!(
+            "no key {kid:?} of agent {agent:?} is established before this accepted event (by the log's key history or --keys); \
+             for a log written before key history was logged, pass the agent's JWKS with --keys"
+        )
+    })?;
+    if !verify_sig(&key, &event.canonical.without, &checked.signature) {
+        return Err(format!(
+            "the accepted event's signature does not verify with key {kid:?} of agent {agent:?}"
+        ));
+    }
+    if let Some(k) = keys.key(agent, kid) {
+        check_validity(&k.key, checked.occurred_at, kid)?;
+    }
+    Ok(())
+}
+
+fn check_validity(key: &crate::keys::AgentKey, at: Timestamp, kid: &str) -> Result<(), String> {
+    let show = |t: Timestamp| t.to_rfc3339_millis();
+    if let Some(nbf) = key.nbf.filter(|&n| at < n) {
+        return Err(format!(
+            "the accepted event occurred at {} before key {kid:?} was valid ({})",
+            show(at),
+            show(nbf)
+        ));
+    }
+    if let Some(exp) = key.exp.filter(|&e| at >= e) {
+        return Err(format!(
+            "the accepted event occurred at {} after key {kid:?} expired ({})",
+            show(at),
+            show(exp)
+        ));
+    }
+    if let Some(r) = key.revoked_at.filter(|&r| at >= r) {
+        return Err(format!(
+            "the accepted event occurred at {} after key {kid:?} was revoked ({})",
+            show(at),
+            show(r)
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,613 @@
+//! The offline auditor: `vigil verify` re-checks a whole data directory
+//! with nothing but its files, and keys and a checkpoint the auditor
+//! trusts (contract section 8).
+//!
+//! One walk of the log ([`crate::store::walk`]) checks, in order: every
+//! record's framing and CRC, every receipt body (index, spec, log,
+//! canonical form) and the hash chain through `prev`, every event's bytes
+//! against its receipt's `event_hash` and ids, the signature of every
+//! accepted event with the key the log's own key history (or `--keys`)
+//! establishes before it, valid at its `occurred_at`, that no (agent,
+//! event id) is accepted twice; every stored checkpoint's signature, and
+//! its root against the log's records at its size (which makes successive
+//! checkpoints consistent); the tiles and the duplicate index against the
+//! records; and the log's length and root against a trusted checkpoint.
+//! Signatures are checked in parallel on every core.
+//!
+//! It reads the data directory's files through [`crate::store`] and the
+//! formats of [`crate::log`]; it does not depend on the server's runtime.
+
+mod check;
+mod keys;
+mod tiles;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::event::{Hash, PIPELINE_AGENT};
+use crate::keys::history::{KeyHistory, PIPELINE_KEY};
+use crate::log::merkle::CompactRange;
+use crate::log::note::{verify_checkpoint, CheckpointBody, NoteVerifier};
+use crate::log::receipt::{chain_hash, check_body, Verdict};
+use crate::store::checkpoints::read_checkpoints;
+use crate::store::datadir::read_verifier_keys;
+use crate::store::dedupe::{Dedupe, DEFAULT_FILTER_BYTES};
+use crate::store::layout::Layout;
+use crate::store::walk::{WalkEnd, WalkRecord, Walker};
+use check::{check_record, Checked};
+use tiles::TileCheck;
+
+/// Records checked in parallel at a time.
+const CHUNK: usize = 4096;
+
+/// What to verify.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// The data directory.
+    pub data: PathBuf,
+    /// JWKS files (or JSON lines of JWKs) with agent keys the auditor trusts.
+    pub keys: Vec<PathBuf>,
+    /// A checkpoint the auditor trusts (signed note file).
+    pub checkpoint: Option<PathBuf>,
+    /// The log's verifier keys, when the auditor pins them (else the keys
+    /// recorded in the data directory are used).
+    pub vkeys: Vec<String>,
+    /// Print progress to stderr.
+    pub progress: bool,
+    /// Collect every accepted (agent, event id, event hash) for cross-log checks.
+    pub collect_accepted: bool,
+}
+
+/// One accepted receipt, for cross-log checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The agent.
+    pub agent_id: String,
+    /// The event id.
+    pub event_id: String,
+    /// The event hash (hex).
+    pub event_hash: String,
+    /// Its index in the log.
+    pub index: u64,
+}
+
+/// What a successful verification found.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Records in the log.
+    pub records: u64,
+    /// Accepted receipts.
+    pub accepted: u64,
+    /// Rejection receipts.
+    pub rejected: u64,
+    /// Stored checkpoints checked.
+    pub checkpoints: usize,
+    /// The latest checkpoint's size.
+    pub latest_size: u64,
+    /// Root of the whole log.
+    pub root: [u8; 32],
+    /// Tiles compared with the records.
+    pub tiles_checked: u64,
+    /// Records whose duplicate-index entries were checked.
+    pub index_checked: u64,
+    /// Key events (keys added, changed, removed) in the log.
+    pub key_events: u64,
+    /// Whether a trusted checkpoint or a pinned log key anchored the check
+    /// (else it checked internal consistency only).
+    pub anchored: bool,
+    /// Notes that do not make the log invalid (a torn unacknowledged tail).
+    pub warnings: Vec<String>,
+    /// With `collect_accepted`: every accepted receipt.
+    pub accepted_ids: Vec<Accepted>,
+}
+
+/// An (agent, event id) accepted by more than one log.
+#[derive(Debug, Clone)]
+pub struct CrossLogDuplicate {
+    /// The agent.
+    pub agent_id: String,
+    /// The event id.
+    pub event_id: String,
+    /// Each acceptance: the log's name and the receipt.
+    pub places: Vec<(String, Accepted)>,
+}
+
+impl CrossLogDuplicate {
+    /// Whether every log accepted the same bytes (a failover re-delivery)
+    /// rather than different content under one id.
+    pub fn same_event(&self) -> bool {
+        self.places
+            .windows(2)
+            .all(|w| w[0].1.event_hash == w[1].1.event_hash)
+    }
+}
+
+/// Finds (agent, event id) pairs accepted by more than one of the logs.
+pub fn cross_log_duplicates(logs: &[(String, &VerifyReport)]) -> Vec<CrossLogDuplicate> {
+    let mut seen: HashMap<(&str, &str), Vec<(String, Accepted)>> = HashMap::new();
+    for (name, report) in logs {
+        for a in &report.accepted_ids {
+            seen.entry((&a.agent_id, &a.event_id))
+                .or_default()
+                .push((name.clone(), a.clone()));
+        }
+    }
+    let mut out: Vec<CrossLogDuplicate> = seen
+        .into_iter()
+        .filter(|(_, places)| places.len() > 1)
+        .map(|((agent, id), places)| CrossLogDuplicate {
+            agent_id: agent.to_string(),
+            event_id: id.to_string(),
+            places,
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.agent_id, &a.event_id).cmp(&(&b.agent_id, &b.event_id)));
+    out
+}
+
+/// Why verification failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VerifyError {
+    /// The log is not valid: the first bad place and what is wrong (exit 1).
+    #[error("INVALID at {place}: {what}")]
+    Invalid {
+        /// File and index.
+        place: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// The verifier could not run (exit 2).
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn invalid(place: impl Into<String>, what: impl Into<String>) -> VerifyError {
+    VerifyError::Invalid {
+        place: place.into(),
+        what: what.into(),
+    }
+}
+
+struct Progress {
+    enabled: bool,
+    last: Instant,
+    started: Instant,
+}
+
+impl Progress {
+    fn tick(&mut self, records: u64, total_bytes: u64) {
+        if self.enabled && self.last.elapsed().as_secs_f64() >= 1.0 {
+            self.last = Instant::now();
+            let rate = records as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            let _ = writeln!(
+                std::io::stderr(),
+                "vigil verify: {records} records checked ({rate:.0}/s) of a log of {total_bytes} bytes"
+            );
+        }
+    }
+}
+
+/// The trusted anchors and what the data directory says of itself.
+struct Anchors {
+    origin: String,
+    checkpoints: Vec<(usize, CheckpointBody)>,
+    trusted: Option<CheckpointBody>,
+}
+
+fn anchors(
+    opts: &VerifyOptions,
+    layout: &Layout,
+    report: &mut VerifyReport,
+) -> Result<Anchors, VerifyError> {
+    if !layout.log_dir().is_dir() {
+        return Err(VerifyError::Usage(format!(
+            "{} is not a Vigil data directory (no log/)",
+            opts.data.display()
+        )));
+    }
+    let origin = std::fs::read_to_string(layout.origin())
+        .map_err(|e| {
+            invalid(
+                "origin",
+                format!(
+                    "the log's origin file cannot be read ({e}); a data directory always has one"
+                ),
+            )
+        })?
+        .trim_end()
+        .to_string();
+    let texts = if opts.vkeys.is_empty() {
+        read_verifier_keys(layout.root())
+    } else {
+        opts.vkeys.clone()
+    };
+    if texts.is_empty() {
+        return Err(invalid("log-keys.txt", "no log verifier key: log-keys.txt is missing or empty; pass --vkey with the log's verifier key"));
+    }
+    let mut verifiers = Vec::new();
+    for t in texts {
+        let v = NoteVerifier::parse(&t)
+            .map_err(|e| VerifyError::Usage(format!("bad verifier key {t:?}: {e}")))?;
+        if v.name != origin {
+            return Err(invalid("origin", format!("the verifier key is for {:?}, but the data directory says its origin is {origin:?}", v.name)));
+        }
+        verifiers.push(v);
+    }
+    let scan = read_checkpoints(&layout.checkpoints())
+        .map_err(|e| VerifyError::Usage(format!("cannot read checkpoints.log: {e}")))?;
+    if let Some((offset, why)) = scan.corrupt {
+        return Err(invalid(format!("checkpoints.log (byte {offset})"), why));
+    }
+    if let Some((offset, why)) = scan.torn {
+        report.warnings.push(format!(
+            "checkpoints.log: an incomplete last checkpoint at byte {offset} ({why}); never served"
+        ));
+    }
+    let mut checkpoints = Vec::new();
+    for cp in &scan.checkpoints {
+        let body = checkpoint_with_any(&cp.note, &verifiers)
+            .map_err(|e| invalid(format!("checkpoints.log, checkpoint {}", cp.ordinal), e))?;
+        if let Some((_, p)) = checkpoints.last() {
+            let p: &CheckpointBody = p;
+            if body.size < p.size {
+                return Err(invalid(
+                    format!("checkpoints.log, checkpoint {}", cp.ordinal),
+                    format!(
+                        "its size {} is smaller than the checkpoint before it ({})",
+                        body.size, p.size
+                    ),
+                ));
+            }
+        }
+        checkpoints.push((cp.ordinal, body));
+    }
+    if checkpoints.is_empty() {
+        return Err(invalid(
+            "checkpoints.log",
+            "the log has no checkpoint at all; every log signs one at creation",
+        ));
+    }
+    let trusted =
+        match &opts.checkpoint {
+            Some(path) => {
+                let note = std::fs::read_to_string(path).map_err(|e| {
+                    VerifyError::Usage(format!("cannot read --checkpoint {}: {e}", path.display()))
+                })?;
+                Some(checkpoint_with_any(&note, &verifiers).map_err(|e| {
+                    invalid(format!("the trusted checkpoint {}", path.display()), e)
+                })?)
+            }
+            None => None,
+        };
+    report.anchored = trusted.is_some() || !opts.vkeys.is_empty();
+    Ok(Anchors {
+        origin,
+        checkpoints,
+        trusted,
+    })
+}
+
+fn checkpoint_with_any(note: &str, verifiers: &[NoteVerifier]) -> Result<CheckpointBody, String> {
+    let mut last = String::new();
+    for v in verifiers {
+        match verify_checkpoint(note, v) {
+            Ok(cp) => return Ok(cp),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// The sequential state of the walk.
+struct Fold {
+    origin: String,
+    prev: Hash,
+    range: CompactRange,
+    claimed: HashSet<[u8; 16]>,
+    keys: KeyHistory,
+    tiles: Option<TileCheck>,
+    index: Option<Dedupe>,
+    /// Checkpoint sizes still to meet (ascending), with their roots.
+    roots: Vec<(String, u64, Hash)>,
+}
+
+impl Fold {
+    /// Compares every checkpoint of the current size with the root.
+    fn meet_checkpoints(&mut self) -> Result<(), VerifyError> {
+        let size = self.range.size();
+        while let Some((place, s, root)) = self.roots.first().cloned() {
+            if s != size {
+                break;
+            }
+            if self.range.root() != root {
+                return Err(invalid(place, format!("its root does not match the log's first {s} records: records were altered, removed or reordered")));
+            }
+            self.roots.remove(0);
+        }
+        Ok(())
+    }
+
+    /// The checks that need the records before this one, in order.
+    fn fold(
+        &mut self,
+        rec: &WalkRecord,
+        c: &Checked,
+        report: &mut VerifyReport,
+    ) -> Result<(), String> {
+        check_body(&c.body, &rec.body, rec.index, &self.origin, &self.prev)?;
+        if c.verdict == Verdict::Accepted {
+            let key = crate::store::dedupe::Key::accepted(&c.body.agent_id, &c.body.event_id);
+            if !self.claimed.insert(key.0) {
+                return Err(format!(
+                    "event {:?} of agent {:?} is accepted a second time",
+                    c.body.event_id, c.body.agent_id
+                ));
+            }
+            report.accepted += 1;
+        } else {
+            report.rejected += 1;
+        }
+        if let Some(index) = &self.index {
+            if rec.index < index.covered() {
+                check_index(index, rec.index, &c.keys)?;
+                report.index_checked += 1;
+            }
+        }
+        let tiles = &mut self.tiles;
+        let mut tile_err = None;
+        self.range.push_with(c.leaf, |level, i, h| {
+            if let Some(t) = tiles.as_mut() {
+                if let Err(e) = t.node(level, i, h) {
+                    tile_err.get_or_insert(e);
+                }
+            }
+        });
+        if let Some(t) = tiles.as_mut() {
+            t.entry(rec.index, &rec.body)?;
+        }
+        if let Some(e) = tile_err {
+            return Err(e);
+        }
+        self.prev = chain_hash(&self.prev, &c.leaf);
+        Ok(())
+    }
+}
+
+fn check_index(index: &Dedupe, at: u64, keys: &[crate::store::dedupe::Key]) -> Result<(), String> {
+    for (n, k) in keys.iter().enumerate() {
+        let got = index
+            .get(k)
+            .map_err(|e| format!("cannot read the duplicate index: {e}"))?;
+        // The latest rejection (the first key of a rejection) may be later.
+        let ok = match got {
+            Some(i) if n == 0 && keys.len() == 2 => i >= at,
+            Some(i) => i == at,
+            None => false,
+        };
+        if !ok {
+            return Err(format!(
+                "the duplicate index (DIR/index) disagrees with the log at this record ({got:?}); \
+                 delete DIR/index and start vigil to rebuild it from the log"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Verifies a data directory; see the module docs for what is checked.
+pub fn verify_log(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
+    let layout = Layout::new(&opts.data);
+    let mut report = VerifyReport::default();
+    let anchors = anchors(opts, &layout, &mut report)?;
+    let segments = layout.list_segments().map_err(|e| {
+        VerifyError::Usage(format!("cannot list {}: {e}", layout.log_dir().display()))
+    })?;
+    let total_bytes: u64 = segments
+        .iter()
+        .filter_map(|f| std::fs::metadata(layout.segment(*f)).ok())
+        .map(|m| m.len())
+        .sum();
+    let latest_size = anchors.checkpoints.last().map_or(0, |(_, c)| c.size);
+    let mut roots: Vec<(String, u64, Hash)> = anchors
+        .checkpoints
+        .iter()
+        .map(|(n, c)| (format!("checkpoints.log, checkpoint {n}"), c.size, c.root))
+        .collect();
+    if let Some(t) = &anchors.trusted {
+        roots.push(("the trusted checkpoint".into(), t.size, t.root));
+        roots.sort_by_key(|r| r.1);
+    }
+    let tiles_present = layout.tlog().join("tile").is_dir() || latest_size == 0;
+    if !tiles_present {
+        report.warnings.push("there are no tiles (DIR/tlog): written by a version before tiles; they are made at the next start".into());
+    }
+    let index = layout
+        .index_dir()
+        .join("manifest.json")
+        .is_file()
+        .then(|| Dedupe::open(&layout.index_dir(), DEFAULT_FILTER_BYTES))
+        .transpose()
+        .map_err(|e| invalid("index", e.to_string()))?;
+    let mut fold = Fold {
+        origin: anchors.origin.clone(),
+        prev: [0; 32],
+        range: CompactRange::new(),
+        claimed: HashSet::new(),
+        keys: keys::given_keys(&opts.keys)?,
+        tiles: tiles_present.then(|| TileCheck::new(&layout, latest_size)),
+        index,
+        roots,
+    };
+    fold.meet_checkpoints()?;
+    let mut progress = Progress {
+        enabled: opts.progress,
+        last: Instant::now(),
+        started: Instant::now(),
+    };
+    let mut walker = Walker::from_start(&layout, segments.clone());
+    let mut chunk: Vec<WalkRecord> = Vec::with_capacity(CHUNK);
+    loop {
+        let rec = walker
+            .next_record()
+            .map_err(|e| VerifyError::Usage(format!("cannot read the log: {e}")))?;
+        let key_event = rec.as_ref().is_some_and(is_pipeline_event);
+        if let Some(r) = rec.as_ref().filter(|_| !key_event) {
+            chunk.push(r.clone());
+        }
+        if chunk.len() >= CHUNK || rec.is_none() || key_event {
+            verify_chunk(
+                &layout,
+                &mut fold,
+                std::mem::take(&mut chunk),
+                opts,
+                &mut report,
+            )?;
+            progress.tick(fold.range.size(), total_bytes);
+        }
+        match rec {
+            Some(r) if key_event => verify_chunk(&layout, &mut fold, vec![r], opts, &mut report)?,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    end_of_walk(&layout, &walker, &segments, &mut report)?;
+    report.records = fold.range.size();
+    report.root = fold.range.root();
+    if let Some((place, size, _)) = fold.roots.first() {
+        return Err(invalid(place.clone(), format!("it covers {size} records but the log holds only {}: records were deleted or the log was truncated", report.records)));
+    }
+    report.checkpoints = anchors.checkpoints.len();
+    report.latest_size = latest_size;
+    report.tiles_checked = fold.tiles.as_ref().map_or(0, |t| t.checked);
+    Ok(report)
+}
+
+/// Whether a record is an event of agent `vigil` (its key events change
+/// the keys later records are checked with, so it is checked alone).
+fn is_pipeline_event(rec: &WalkRecord) -> bool {
+    let needle = format!("\"agent_id\":\"{PIPELINE_AGENT}\"");
+    rec.body
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// Checks a chunk of records in parallel with the keys in force, then
+/// folds them in order; a key event (a chunk of its own) then changes the
+/// keys.
+fn verify_chunk(
+    layout: &Layout,
+    fold: &mut Fold,
+    chunk: Vec<WalkRecord>,
+    opts: &VerifyOptions,
+    report: &mut VerifyReport,
+) -> Result<(), VerifyError> {
+    let keys = &fold.keys;
+    let checked: Vec<Result<Checked, String>> =
+        chunk.par_iter().map(|r| check_record(r, keys)).collect();
+    for (rec, c) in chunk.iter().zip(checked) {
+        let place = || {
+            format!(
+                "{}, index {}",
+                layout.relative(&layout.segment(rec.segment)),
+                rec.index
+            )
+        };
+        let c = match c {
+            Ok(c) => c,
+            // The first key event establishes the pipeline key: it is signed
+            // with the key it carries.
+            Err(e) if establishes_pipeline_key(fold, rec) => {
+                first_pipeline_key(fold, rec).map_err(|_| invalid(place(), e))?
+            }
+            Err(e) => return Err(invalid(place(), e)),
+        };
+        fold.fold(rec, &c, report)
+            .map_err(|e| invalid(place(), e))?;
+        if let Some(change) = c
+            .event
+            .as_ref()
+            .filter(|_| c.verdict == Verdict::Accepted)
+            .and_then(KeyHistory::change_in)
+        {
+            fold.keys
+                .apply(&change)
+                .map_err(|e| invalid(place(), e.to_string()))?;
+            report.key_events += 1;
+        }
+        if opts.collect_accepted && c.verdict == Verdict::Accepted {
+            report.accepted_ids.push(Accepted {
+                agent_id: c.body.agent_id.clone(),
+                event_id: c.body.event_id.clone(),
+                event_hash: c.body.event_hash.clone(),
+                index: rec.index,
+            });
+        }
+        fold.meet_checkpoints()?;
+    }
+    Ok(())
+}
+
+/// Whether a record is a `vigil` event whose key the history lacks (the
+/// event that establishes the pipeline's key).
+fn establishes_pipeline_key(fold: &Fold, rec: &WalkRecord) -> bool {
+    is_pipeline_event(rec)
+        && serde_json::from_slice::<crate::log::receipt::ReceiptBody>(&rec.body)
+            .is_ok_and(|b| fold.keys.pipeline_key(&b.key_id).is_none())
+}
+
+/// Checks a `vigil.pipeline_key` event that establishes the first
+/// pipeline key: signed with the key it carries.
+fn first_pipeline_key(fold: &mut Fold, rec: &WalkRecord) -> Result<Checked, String> {
+    let event = crate::event::Event::parse(&rec.event).map_err(|u| u.message().to_string())?;
+    let change = KeyHistory::change_in(&event)
+        .filter(|c| c.action == PIPELINE_KEY)
+        .ok_or("not a pipeline key event")?;
+    let mut with_it = fold.keys.clone();
+    with_it.apply(&change).map_err(|e| e.to_string())?;
+    check_record(rec, &with_it)
+}
+
+fn end_of_walk(
+    layout: &Layout,
+    walker: &Walker,
+    segments: &[u64],
+    report: &mut VerifyReport,
+) -> Result<(), VerifyError> {
+    match walker.end().cloned().unwrap_or(WalkEnd::Clean) {
+        WalkEnd::Clean => Ok(()),
+        WalkEnd::Torn {
+            segment,
+            offset,
+            why,
+        } if Some(&segment) == segments.last() => {
+            report.warnings.push(format!(
+                "{}: an incomplete last group at byte {offset} after index {} ({why}); a crash leaves this, \
+                 nothing in it was acknowledged, and vigil cuts it on its next start",
+                layout.relative(&layout.segment(segment)),
+                walker.next_index().saturating_sub(1)
+            ));
+            Ok(())
+        }
+        WalkEnd::Torn {
+            segment,
+            offset,
+            why,
+        }
+        | WalkEnd::Damaged {
+            segment,
+            offset,
+            why,
+        } => Err(invalid(
+            format!(
+                "{}, index {} (byte {offset})",
+                layout.relative(&layout.segment(segment)),
+                walker.next_index()
+            ),
+            why,
+        )),
+    }
+}

@@ -1,0 +1,117 @@
+//! Checks the tiles on disk against the tree the walk computes: every
+//! stored hash of every tile a checkpoint needs, and every entry of every
+//! entry bundle. An edited tile is found here (the server never trusts a
+//! tile over the records either: proofs from a bad tile do not verify).
+
+use std::collections::HashMap;
+
+use crate::event::Hash;
+use crate::log::tiles::{self, TileId, TileKind, TILE_HEIGHT, TILE_WIDTH};
+use crate::store::layout::Layout;
+use crate::store::tiles::tile_path;
+
+/// Compares tiles with the walk's nodes, up to the latest checkpoint.
+pub struct TileCheck {
+    layout: Layout,
+    /// Tiles are checked for the tree of this size (the latest checkpoint).
+    size: u64,
+    /// The tile being compared at each level (and entry bundles).
+    open: HashMap<TileKind, (u64, Vec<Vec<u8>>)>,
+    /// Tiles compared.
+    pub checked: u64,
+}
+
+impl TileCheck {
+    /// A check of the tiles the checkpoint of `size` leaves needs.
+    pub fn new(layout: &Layout, size: u64) -> TileCheck {
+        TileCheck {
+            layout: layout.clone(),
+            size,
+            open: HashMap::new(),
+            checked: 0,
+        }
+    }
+
+    /// The tile holding stored item `index` of `kind` in the tree of
+    /// `self.size`, if that tree has it.
+    fn tile_for(&self, kind: TileKind, index: u64) -> Option<TileId> {
+        let level = match kind {
+            TileKind::Hash(l) => l,
+            TileKind::Entries => 0,
+        };
+        let span = tiles::span(level)?;
+        let stored = self.size / span;
+        if index >= stored {
+            return None;
+        }
+        let tile = index / TILE_WIDTH;
+        let width = if tile < stored / TILE_WIDTH {
+            TILE_WIDTH as u16
+        } else {
+            (stored % TILE_WIDTH) as u16
+        };
+        Some(TileId {
+            kind,
+            index: tile,
+            width,
+        })
+    }
+
+    /// Compares one stored item (a hash at tile level `kind`, or an entry)
+    /// with the tile that should hold it.
+    fn compare(&mut self, kind: TileKind, index: u64, want: &[u8]) -> Result<(), String> {
+        let Some(tile) = self.tile_for(kind, index) else {
+            return Ok(());
+        };
+        let stale = self.open.get(&kind).is_none_or(|(t, _)| *t != tile.index);
+        if stale {
+            let path = tile_path(&self.layout, &tile);
+            let bytes = std::fs::read(&path)
+                .map_err(|e| format!("{}: {e}", self.layout.relative(&path)))?;
+            let items: Vec<Vec<u8>> = match kind {
+                TileKind::Hash(_) => tiles::hashes(&bytes)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|h| h.to_vec())
+                    .collect(),
+                TileKind::Entries => tiles::entries(&bytes)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|e| e.to_vec())
+                    .collect(),
+            };
+            if items.len() != usize::from(tile.width) {
+                return Err(format!(
+                    "{} holds {} items, not {}",
+                    self.layout.relative(&path),
+                    items.len(),
+                    tile.width
+                ));
+            }
+            self.open.insert(kind, (tile.index, items));
+            self.checked += 1;
+        }
+        let (_, items) = &self.open[&kind];
+        if items[(index % TILE_WIDTH) as usize] != want {
+            return Err(format!(
+                "{} differs from the log at position {}",
+                self.layout.relative(&tile_path(&self.layout, &tile)),
+                index % TILE_WIDTH
+            ));
+        }
+        Ok(())
+    }
+
+    /// Called for each tree node the walk completes.
+    pub fn node(&mut self, level: u32, index: u64, hash: &Hash) -> Result<(), String> {
+        if level.is_multiple_of(TILE_HEIGHT) {
+            self.compare(TileKind::Hash((level / TILE_HEIGHT) as u8), index, hash)?;
+        }
+        Ok(())
+    }
+
+    /// Called for each record's entry (its receipt body).
+    pub fn entry(&mut self, index: u64, body: &[u8]) -> Result<(), String> {
+        self.compare(TileKind::Entries, index, body)
+    }
+}
