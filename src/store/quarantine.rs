@@ -107,12 +107,24 @@ impl Quarantine {
     pub fn open(dir: &Path, max_entries: u64) -> std::io::Result<Quarantine> {
         create_dir_durably(dir)?;
         let mut files = Vec::new();
-        for seq in list_files(dir)? {
+        let seqs = list_files(dir)?;
+        for (n, &seq) in seqs.iter().enumerate() {
             let path = dir.join(file_name(seq));
             let (entries, good_len) = read_file(&path)?;
-            // A crash can leave a torn last entry (never answered): cut it.
             let f = OpenOptions::new().write(true).open(&path)?;
-            if f.metadata()?.len() != good_len {
+            let len = f.metadata()?.len();
+            if len != good_len {
+                // Only the file being appended to when a crash came can
+                // hold a torn last entry (never answered): cut it there.
+                // Anywhere else a bad entry is damage, not a crash.
+                if n + 1 != seqs.len() {
+                    return Err(std::io::Error::other(format!(
+                        "the quarantine file {} is damaged at byte {good_len} (a crash only leaves a torn end \
+                         in the last file); move it out of the data directory (it is not part of the receipt log) \
+                         and start vigil again",
+                        path.display()
+                    )));
+                }
                 f.set_len(good_len)?;
                 f.sync_all()?;
             }

@@ -691,3 +691,175 @@ fn the_trace_checker_catches_an_answer_before_the_sync() {
     );
     assert_eq!(problems.len(), 1, "{problems:?}");
 }
+
+/// Issue 7, finding 1: a process killed inside an fdatasync leaves its
+/// records in the page cache, not on disk. Here the segment's fdatasync is
+/// delayed by strace's fault injection and vigil is killed with -9 inside
+/// the delay; the restarted server (under strace again) must make the
+/// segment, checkpoints.log, the quarantine files and the directories
+/// durable, and drop the segment's cached pages, before it writes its first
+/// checkpoint or answers anything.
+#[test]
+fn recovery_makes_everything_durable_before_it_signs_or_serves() {
+    require_strace();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let signer = Signer::new(64, "recover-agent", "recover-agent#1");
+    let jwks = dir.path().join("keys.jwks.json");
+    write_jwks(&jwks, &[signer.jwk(json!({}))]);
+    // A first run that leaves a log with quarantine entries.
+    let mut first = Server::start(&data, &["--keys", jwks.to_str().unwrap()]);
+    first.post_ndjson(&[
+        b"{not json".to_vec(),
+        signer.sign(&signer.event("r-0", json!({}))),
+    ]);
+    assert_eq!(first.stop(), Some(0));
+
+    // Second run: every fdatasync of the segment is delayed 5 s.
+    let seg = data.join("log/00000000000000000000.seg");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-P"])
+        .arg(&seg)
+        .args([
+            "-e",
+            "trace=fdatasync",
+            "-e",
+            "inject=fdatasync:delay_enter=5000000",
+            "-o",
+            "/dev/null",
+        ])
+        .arg(env!("CARGO_BIN_EXE_vigil"));
+    let mut delayed = Server::start_with(cmd, &data, &["--keys", jwks.to_str().unwrap()]);
+    let strace_pid = delayed.child.as_ref().unwrap().id();
+    let vigil_pid = child_of(strace_pid).expect("strace has started vigil");
+    let guard = KillOnDrop(Some(vigil_pid));
+    let (addr, token) = (delayed.addr, delayed.token.clone());
+    let post = std::thread::spawn(move || {
+        let body = signer.sign(&signer.event("r-1", json!({})));
+        let auth = format!("Bearer {token}");
+        std::net::TcpStream::connect(addr).map(|mut s| {
+            use std::io::Write;
+            let _ = write!(
+                s,
+                "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(&body);
+            let mut answer = String::new();
+            use std::io::Read;
+            let _ = s.read_to_string(&mut answer);
+            answer
+        })
+    });
+    // The record is written and its fdatasync entered (and delayed): kill.
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(guard);
+    let _ = delayed.child.take().map(|mut c| c.wait());
+    let answer = post.join().unwrap().unwrap_or_default();
+    assert!(
+        !answer.contains("HTTP/1.1 200"),
+        "nothing was acknowledged: {answer}"
+    );
+
+    // Third run, traced: what happens before the first checkpoint write.
+    let trace_file = dir.path().join("recover.txt");
+    let mut cmd = Command::new("strace");
+    cmd.args([
+        "-f",
+        "-qq",
+        "-tt",
+        "-s",
+        "256",
+        "-e",
+        "trace=openat,close,fdatasync,fsync,fadvise64,write,pwrite64,accept,accept4",
+        "-o",
+    ])
+    .arg(&trace_file)
+    .arg(env!("CARGO_BIN_EXE_vigil"));
+    let mut traced = Server::start_with(cmd, &data, &["--keys", jwks.to_str().unwrap()]);
+    let strace_pid = traced.child.as_ref().unwrap().id();
+    let vigil_pid = child_of(strace_pid).expect("strace has started vigil");
+    let mut guard = KillOnDrop(Some(vigil_pid));
+    assert_eq!(traced.log_size(), traced.log_size(), "it serves");
+    let code = stop_traced(&mut traced, vigil_pid);
+    guard.0 = None;
+    assert_eq!(code, Some(0), "{}", traced.log_text());
+
+    let text = std::fs::read_to_string(&trace_file).unwrap();
+    let calls = parse_trace(&text);
+    let mut fds: HashMap<i64, String> = HashMap::new();
+    let mut events: Vec<(String, String)> = Vec::new();
+    let mut by_end: Vec<&Call> = calls.iter().collect();
+    by_end.sort_by_key(|c| if c.name == "close" { c.start } else { c.end });
+    for c in by_end {
+        match c.name.as_str() {
+            "openat" => {
+                if let (Some(fd), Some(p)) = (c.ret.filter(|&r| r >= 0), c.path()) {
+                    fds.insert(fd, p);
+                }
+            }
+            "close" => {
+                if let Some(fd) = c.fd() {
+                    fds.remove(&fd);
+                }
+            }
+            "fdatasync" | "fsync" | "fadvise64" | "write" | "pwrite64"
+                if c.ret == Some(0) || c.name.contains("write") =>
+            {
+                if let Some(p) = c.fd().and_then(|fd| fds.get(&fd)) {
+                    let what = if c.name == "fadvise64" && c.args.contains("POSIX_FADV_DONTNEED") {
+                        "drop-cache".to_string()
+                    } else {
+                        c.name.clone()
+                    };
+                    events.push((what, p.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+    let checkpoints = data.join("checkpoints.log").display().to_string();
+    let first_cp_write = events
+        .iter()
+        .position(|(w, p)| w.contains("write") && *p == checkpoints)
+        .expect("a checkpoint is written at start");
+    let before = &events[..first_cp_write];
+    let did = |what: &str, path: &str| before.iter().any(|(w, p)| w == what && p == path);
+    let seg = seg.display().to_string();
+    let mut missing = Vec::new();
+    for (what, path) in [
+        ("fdatasync", seg.as_str()),
+        ("drop-cache", seg.as_str()),
+        ("fdatasync", checkpoints.as_str()),
+    ] {
+        if !did(what, path) {
+            missing.push(format!("{what} of {path}"));
+        }
+    }
+    let quarantine: Vec<String> = std::fs::read_dir(data.join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".q"))
+        .collect();
+    assert!(!quarantine.is_empty(), "the first run quarantined an item");
+    for q in &quarantine {
+        if !did("fdatasync", q) {
+            missing.push(format!("fdatasync of {q}"));
+        }
+    }
+    for d in [data.clone(), data.join("log"), data.join("quarantine")] {
+        let d = d.display().to_string();
+        if !before
+            .iter()
+            .any(|(w, p)| (w == "fsync" || w == "fdatasync") && *p == d)
+        {
+            missing.push(format!("fsync of the directory {d}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "before its first checkpoint write the restarted server did not make durable: {missing:?} (trace {})",
+        trace_file.display()
+    );
+    assert_log_verifies(&data);
+}

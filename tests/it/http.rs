@@ -1649,3 +1649,69 @@ fn an_unreadable_admin_token_is_an_error_not_a_new_token() {
     assert!(log.contains("admin.token"), "{log}");
     assert_eq!(std::fs::read(&token).unwrap(), b"\xff\xfe not UTF-8\n");
 }
+
+/// Issue 7, finding 9: only the last quarantine file can hold a torn end
+/// (a crash while appending to it); damage in an earlier file stops the
+/// server with a message naming the file, instead of being cut silently.
+#[test]
+fn damage_in_an_earlier_quarantine_file_is_not_cut() {
+    let env = start(Some("[server]\nquarantine_max_entries = 16\n"));
+    let garbage: Vec<Vec<u8>> = (0..6)
+        .map(|i| format!("{{not json {i}").into_bytes())
+        .collect();
+    let answer = env.server.post_ndjson(&garbage);
+    assert_eq!(answer["rejected"], 6, "{answer}");
+    let mut server = env.server;
+    assert_eq!(server.stop(), Some(0));
+    let qdir = env.dir.path().join("data").join("quarantine");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&qdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "q"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "several quarantine files: {files:?}");
+    // A torn end of the last file is cut; a bad byte in the first is damage.
+    let last = files.last().unwrap().clone();
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes.extend_from_slice(&[7, 0, 0]);
+    std::fs::write(&last, bytes).unwrap();
+    let first = files[0].clone();
+    let mut bytes = std::fs::read(&first).unwrap();
+    let n = bytes.len();
+    bytes[n - 2] ^= 1;
+    std::fs::write(&first, &bytes).unwrap();
+    let data = env.dir.path().join("data");
+    let jwks = env.dir.path().join("agents.jwks.json");
+    let (code, log) = run_bounded(
+        &[
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--keys",
+            jwks.to_str().unwrap(),
+            "--origin",
+            ORIGIN,
+        ],
+        30,
+    );
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains(first.file_name().unwrap().to_str().unwrap()),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(&first).unwrap(),
+        bytes,
+        "the damaged file is left as it is"
+    );
+    // Moved aside, the server starts and cuts only the torn end of the last.
+    std::fs::rename(&first, env.dir.path().join("damaged.q")).unwrap();
+    let mut again = Server::start(
+        &data,
+        &["--keys", jwks.to_str().unwrap(), "--origin", ORIGIN],
+    );
+    assert_eq!(again.stop(), Some(0));
+}

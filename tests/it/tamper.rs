@@ -874,3 +874,59 @@ fn damaged_tiles_and_index_are_rebuilt_from_the_records() {
     let (code, err) = verify(&copy, &[]);
     assert_eq!(code, Some(0), "after the rebuild: {err}");
 }
+
+/// Issue 7, finding 2: what verify trusts. Without a trusted checkpoint or
+/// a pinned log key it says it checked internal consistency only; a
+/// missing or altered origin or log-keys.txt is an invalid log (exit 1),
+/// not a usage error; --vkey may be given more than once (a rotated log
+/// key).
+#[test]
+fn verify_says_what_it_trusted() {
+    let base = build_base();
+    let data = base.data.to_str().unwrap();
+    let out = run_vigil(&["verify", "--data", data, "--quiet"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout.contains("internal consistency only"), "{stdout}");
+    let vkey = std::fs::read_to_string(base.data.join("log-keys.txt")).unwrap();
+    let vkey = vkey.lines().next().unwrap();
+    let origin = vkey.split('+').next().unwrap();
+    let other =
+        vigil::log::note::NoteSigner::new(origin, ed25519_dalek::SigningKey::from_bytes(&[5; 32]))
+            .verifier_key();
+    let out = run_vigil(&[
+        "verify", "--data", data, "--quiet", "--vkey", &other, "--vkey", vkey,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("internal consistency only"), "{stdout}");
+    let out = run_vigil(&["verify", "--data", data, "--quiet", "--vkey", &other]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "another log key: the checkpoints do not verify"
+    );
+
+    for (name, change) in [
+        ("no-origin", "rm origin"),
+        ("other-origin", "origin"),
+        ("no-log-keys", "rm log-keys.txt"),
+        ("other-log-keys", "log-keys.txt"),
+    ] {
+        let copy = base.copy(name);
+        match change.strip_prefix("rm ") {
+            Some(file) => std::fs::remove_file(copy.join(file)).unwrap(),
+            None if change == "origin" => {
+                std::fs::write(copy.join("origin"), "vigil.local/someone-else\n").unwrap()
+            }
+            None => std::fs::write(copy.join("log-keys.txt"), format!("{other}\n")).unwrap(),
+        }
+        let (code, err) = verify(&copy, &[]);
+        assert_eq!(code, Some(1), "{name}: {err}");
+    }
+}
