@@ -13,4 +13,5 @@ mod keys;
 mod panics;
 mod schemas;
 mod tamper;
+mod tiles;
 mod vectors;
