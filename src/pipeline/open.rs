@@ -162,16 +162,20 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
         durable: durable_tx,
         checkpointer: cp_tx.clone(),
         sealed: sealed_tx,
+        buffer: Vec::with_capacity(1 << 20),
     };
     let (tx, rx) = mpsc::channel(64);
     let threads = vec![
-        spawn("log writer thread", &health, {
+        spawn("vigil-log-writer", "log writer thread", &health, {
             let rt = tokio::runtime::Handle::current();
             move || writer.run(rx, rt)
         })?,
-        spawn("checkpointer thread", &health, move || {
-            checkpointer.run(cp_rx)
-        })?,
+        spawn(
+            "vigil-checkpointer",
+            "checkpointer thread",
+            &health,
+            move || checkpointer.run(cp_rx),
+        )?,
     ];
     let pool = verification_pool(cfg, &health)?;
     Ok(Pipeline {
@@ -238,7 +242,7 @@ fn catch_up(
     layout: &Layout,
     set: &SegmentSet,
     recovered: &Recovered,
-    dedupe: &Dedupe,
+    dedupe: &Arc<Dedupe>,
     tiles: &mut TileWriter,
     history: &mut Option<KeyHistory>,
     root_check: Option<(u64, crate::event::Hash)>,
@@ -336,7 +340,8 @@ fn catch_up(
 
 /// Starts a pipeline thread whose panic fails the pipeline.
 fn spawn(
-    name: &'static str,
+    name: &str,
+    role: &'static str,
     health: &Health,
     f: impl FnOnce() + Send + 'static,
 ) -> Result<std::thread::JoinHandle<()>, OpenError> {
@@ -344,7 +349,7 @@ fn spawn(
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            health::fail_on_panic(&health, name);
+            health::fail_on_panic(&health, role);
             // The hook has failed the pipeline; the thread just ends.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         })

@@ -97,6 +97,9 @@ pub struct Writer {
     pub checkpointer: std::sync::mpsc::SyncSender<ToCheckpointer>,
     /// Publishes the first index of each segment sealed.
     pub sealed: watch::Sender<Option<u64>>,
+    /// The bytes of the last group, kept to be reused: a fresh buffer of a
+    /// few hundred KB per group costs page faults on every commit.
+    pub buffer: Vec<u8>,
 }
 
 /// An accepted (agent, event id) met while sequencing.
@@ -215,7 +218,7 @@ impl Writer {
             }
         }
         let mut group = Group {
-            framed: Vec::with_capacity(64 * 1024),
+            framed: std::mem::take(&mut self.buffer),
             base_offset: 0,
             offsets: Vec::new(),
             base: self.next,
@@ -258,6 +261,7 @@ impl Writer {
             }
         };
         self.answer(pending, outcome);
+        self.buffer = std::mem::take(&mut group.framed);
     }
 
     /// Appends the group and its quarantine entries durably, indexes them,

@@ -30,9 +30,11 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -140,6 +142,9 @@ pub enum DedupeError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// Writing a run in the background failed.
+    #[error("the duplicate index could not write a run: {0}")]
+    Background(String),
     /// A file is not what the manifest says.
     #[error("the duplicate index file {path} is damaged ({why}); delete {dir} and start vigil: it is rebuilt from the log")]
     Damaged {
@@ -275,44 +280,57 @@ fn write_run(path: &Path, entries: &[(Key, u64)]) -> std::io::Result<()> {
     write_file_durably(path, &out, 0o644)
 }
 
-/// A Bloom filter in 512-bit blocks (one cache line per key).
+/// A Bloom filter in 512-bit blocks (one cache line per key), of atomic
+/// words so that adding, testing and saving need no lock.
 struct Filter {
-    blocks: Vec<[u64; 8]>,
+    blocks: Vec<[AtomicU64; 8]>,
 }
 
 impl Filter {
     fn new(bytes: usize) -> Filter {
         Filter {
-            blocks: vec![[0; 8]; (bytes / 64).max(1)],
+            blocks: (0..(bytes / 64).max(1))
+                .map(|_| Default::default())
+                .collect(),
         }
     }
 
-    fn add(&mut self, key: &Key) {
+    fn add(&self, key: &Key) {
         let (b, bits) = key.block_and_bits(self.blocks.len());
         for bit in bits {
-            self.blocks[b][(bit / 64) as usize] |= 1 << (bit % 64);
+            self.blocks[b][(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Relaxed);
         }
     }
 
     fn may_contain(&self, key: &Key) -> bool {
         let (b, bits) = key.block_and_bits(self.blocks.len());
-        bits.iter()
-            .all(|&bit| self.blocks[b][(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+        bits.iter().all(|&bit| {
+            self.blocks[b][(bit / 64) as usize].load(Ordering::Relaxed) & (1 << (bit % 64)) != 0
+        })
     }
 
-    fn to_bytes(&self, covered: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.blocks.len() * 64);
-        out.extend_from_slice(FILTER_MAGIC);
-        out.extend_from_slice(&covered.to_le_bytes());
-        for b in &self.blocks {
-            for w in b {
-                out.extend_from_slice(&w.to_le_bytes());
+    /// Writes the filter, with the records it covers, durably.
+    fn save(&self, path: &Path, covered: u64) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+            w.write_all(FILTER_MAGIC)?;
+            w.write_all(&covered.to_le_bytes())?;
+            for b in &self.blocks {
+                for word in b {
+                    w.write_all(&word.load(Ordering::Relaxed).to_le_bytes())?;
+                }
             }
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
-        out
+        std::fs::rename(&tmp, path)?;
+        sync_dir(path.parent().unwrap_or(Path::new(".")))
     }
 
-    fn from_bytes(bytes: &[u8], want_bytes: usize) -> Option<(Filter, u64)> {
+    /// Reads a saved filter of `want_bytes`; `None` when it is missing or
+    /// of another size.
+    fn load(path: &Path, want_bytes: usize) -> Option<(Filter, u64)> {
+        let bytes = std::fs::read(path).ok()?;
         let body = bytes.strip_prefix(FILTER_MAGIC)?;
         let covered = u64::from_le_bytes(body.get(..8)?.try_into().ok()?);
         let words = &body[8..];
@@ -322,32 +340,47 @@ impl Filter {
         let blocks = words
             .chunks_exact(64)
             .map(|c| {
-                let mut b = [0u64; 8];
-                for (i, w) in c.chunks_exact(8).enumerate() {
-                    b[i] = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-                }
-                b
+                std::array::from_fn(|i| {
+                    AtomicU64::new(u64::from_le_bytes(
+                        c[i * 8..i * 8 + 8].try_into().expect("8 bytes"),
+                    ))
+                })
             })
             .collect();
         Some((Filter { blocks }, covered))
     }
 }
 
+/// A full memory table being written as a run, and the records it covers.
+struct Frozen {
+    table: Arc<HashMap<Key, u64>>,
+    to: u64,
+}
+
 struct Inner {
     manifest: Manifest,
     runs: Vec<Arc<Run>>,
     memtable: HashMap<Key, u64>,
-    /// Records whose entries are in the runs or the memory table.
+    /// At most one table is being written at a time (the writer waits for
+    /// it before freezing the next: backpressure).
+    frozen: Option<Frozen>,
+    /// Records whose entries are in the runs, the frozen or the memory table.
     applied: u64,
+    /// Why the last background write failed; the next apply returns it.
+    failed: Option<String>,
 }
 
 /// The duplicate index (see the module docs). Lookups and inserts take a
-/// short lock; writing a run happens on the caller's thread.
+/// short lock; full memory tables are written as runs (and runs merged)
+/// on a background thread, so the log writer does not wait for them.
 pub struct Dedupe {
     dir: PathBuf,
     filter_bytes: usize,
     inner: Mutex<Inner>,
-    filter: RwLock<Filter>,
+    written: Condvar,
+    /// Held while runs and the manifest are written (one writer of them).
+    writing: Mutex<()>,
+    filter: Filter,
 }
 
 impl Dedupe {
@@ -382,9 +415,13 @@ impl Dedupe {
                 manifest,
                 runs,
                 memtable: HashMap::new(),
+                frozen: None,
                 applied,
+                failed: None,
             }),
-            filter: RwLock::new(filter),
+            written: Condvar::new(),
+            writing: Mutex::new(()),
+            filter,
         })
     }
 
@@ -407,12 +444,10 @@ impl Dedupe {
             if let Some(&v) = inner.memtable.get(key) {
                 return Ok(Some(v));
             }
-            if !self
-                .filter
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .may_contain(key)
-            {
+            if let Some(&v) = inner.frozen.as_ref().and_then(|f| f.table.get(key)) {
+                return Ok(Some(v));
+            }
+            if !self.filter.may_contain(key) {
                 return Ok(None);
             }
             inner.runs.clone()
@@ -426,48 +461,66 @@ impl Dedupe {
     }
 
     /// Adds the entries of log record `index` (`keys` may be empty), in log
-    /// order; writes a run when the memory table is full.
-    pub fn apply(&self, index: u64, keys: &[Key]) -> Result<(), DedupeError> {
-        let full = {
-            let mut inner = self.lock();
-            if index < inner.applied {
-                return Ok(()); // replayed twice: already in
-            }
-            {
-                let mut f = self
-                    .filter
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for k in keys {
-                    f.add(k);
-                }
-            }
-            for k in keys {
-                inner.memtable.insert(*k, index);
-            }
-            inner.applied = index + 1;
-            inner.memtable.len() >= MEMTABLE_ENTRIES
-        };
-        if full {
-            self.flush()?;
+    /// order. A full memory table is handed to a background thread to be
+    /// written as a run.
+    pub fn apply(self: &Arc<Self>, index: u64, keys: &[Key]) -> Result<(), DedupeError> {
+        let mut inner = self.lock();
+        if let Some(why) = inner.failed.take() {
+            return Err(DedupeError::Background(why));
         }
+        if index < inner.applied {
+            return Ok(()); // replayed twice: already in
+        }
+        for k in keys {
+            self.filter.add(k);
+            inner.memtable.insert(*k, index);
+        }
+        inner.applied = index + 1;
+        if inner.memtable.len() < MEMTABLE_ENTRIES {
+            return Ok(());
+        }
+        while inner.frozen.is_some() {
+            inner = self
+                .written
+                .wait(inner)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let table = Arc::new(std::mem::take(&mut inner.memtable));
+        let to = inner.applied;
+        inner.frozen = Some(Frozen { table, to });
+        drop(inner);
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("vigil-index".into())
+            .spawn(move || {
+                if let Err(e) = me.write_frozen() {
+                    me.lock().failed = Some(e.to_string());
+                    me.written.notify_all();
+                }
+            })
+            .map_err(io_err("start a thread for", &self.dir))?;
         Ok(())
     }
 
-    /// Writes the memory table as a run (durably) and records it in the
-    /// manifest; merges runs when there are too many. Called when the
-    /// memory table is full and at a clean stop.
-    pub fn flush(&self) -> Result<(), DedupeError> {
-        let mut inner = self.lock();
-        if inner.memtable.is_empty() && inner.manifest.covered == inner.applied {
-            return Ok(());
-        }
-        let mut entries: Vec<(Key, u64)> = inner.memtable.drain().collect();
+    /// Writes the frozen table as a run (durably), records it in the
+    /// manifest, and merges runs when there are too many.
+    fn write_frozen(&self) -> Result<(), DedupeError> {
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (table, to, from, seq) = {
+            let mut inner = self.lock();
+            let Some(f) = inner.frozen.as_ref() else {
+                return Ok(());
+            };
+            let (table, to) = (f.table.clone(), f.to);
+            let seq = inner.manifest.next_run;
+            inner.manifest.next_run += 1;
+            (table, to, inner.manifest.covered, seq)
+        };
+        let mut entries: Vec<(Key, u64)> = table.iter().map(|(k, v)| (*k, *v)).collect();
         entries.sort_unstable();
-        let from = inner.manifest.covered;
-        let to = inner.applied;
-        let seq = inner.manifest.next_run;
-        inner.manifest.next_run += 1;
         let meta = RunMeta {
             file: format!("run-{seq:010}.bin"),
             entries: entries.len() as u64,
@@ -476,78 +529,81 @@ impl Dedupe {
         };
         let path = self.dir.join(&meta.file);
         write_run(&path, &entries).map_err(io_err("write", &path))?;
-        inner
-            .runs
-            .push(Arc::new(Run::open(&self.dir, meta.clone())?));
-        inner.manifest.runs.push(meta);
-        inner.manifest.covered = to;
-        if inner.runs.len() > MAX_RUNS {
-            self.merge(&mut inner)?;
+        let run = Arc::new(Run::open(&self.dir, meta.clone())?);
+        let manifest = {
+            let mut inner = self.lock();
+            inner.runs.push(run);
+            inner.manifest.runs.push(meta);
+            inner.manifest.covered = to;
+            inner.frozen = None;
+            inner.manifest.clone()
+        };
+        self.written.notify_all();
+        self.write_manifest(&manifest)?;
+        if manifest.runs.len() > MAX_RUNS {
+            self.merge()?;
         }
-        self.write_manifest(&inner.manifest)?;
-        if seq.is_multiple_of(FILTER_SAVE_EVERY_RUNS) {
-            self.save_filter(inner.manifest.covered)?;
+        if seq % FILTER_SAVE_EVERY_RUNS == FILTER_SAVE_EVERY_RUNS - 1 {
+            self.filter
+                .save(&self.dir.join("filter.bin"), to)
+                .map_err(io_err("write", &self.dir))?;
         }
         Ok(())
     }
 
-    /// Saves the filter as it stands with the records it covers; keys of
-    /// runs written later are added to it when it is loaded.
-    fn save_filter(&self, covered: u64) -> Result<(), DedupeError> {
-        let bytes = self
-            .filter
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .to_bytes(covered);
-        let path = self.dir.join("filter.bin");
-        write_file_durably(&path, &bytes, 0o644).map_err(io_err("write", &path))
-    }
-
     /// Merges the newest runs into one while the run before them is not
-    /// much bigger (size-tiered), newest value winning for a key.
-    fn merge(&self, inner: &mut Inner) -> Result<(), DedupeError> {
+    /// much bigger (size-tiered), newest value winning for a key. Runs on
+    /// the background thread; lookups go on meanwhile.
+    fn merge(&self) -> Result<(), DedupeError> {
+        let (runs, seq) = {
+            let mut inner = self.lock();
+            let seq = inner.manifest.next_run;
+            inner.manifest.next_run += 1;
+            (inner.runs.clone(), seq)
+        };
         let mut take = 2;
-        while take < inner.runs.len() {
-            let newer: u64 = inner.runs[inner.runs.len() - take..]
+        while take < runs.len() {
+            let newer: u64 = runs[runs.len() - take..]
                 .iter()
                 .map(|r| r.meta.entries)
                 .sum();
-            if inner.runs[inner.runs.len() - take - 1].meta.entries > 4 * newer {
+            if runs[runs.len() - take - 1].meta.entries > 4 * newer {
                 break;
             }
             take += 1;
         }
-        let start = inner.runs.len() - take;
+        let start = runs.len() - take;
         let mut merged: HashMap<Key, u64> = HashMap::new();
-        for run in &inner.runs[start..] {
+        for run in &runs[start..] {
             let path = self.dir.join(&run.meta.file);
-            for (k, v) in run.entries().map_err(io_err("read", &path))? {
-                merged.insert(k, v);
-            }
+            merged.extend(run.entries().map_err(io_err("read", &path))?);
         }
         let mut entries: Vec<(Key, u64)> = merged.into_iter().collect();
         entries.sort_unstable();
-        let seq = inner.manifest.next_run;
-        inner.manifest.next_run += 1;
         let meta = RunMeta {
             file: format!("run-{seq:010}.bin"),
             entries: entries.len() as u64,
-            from: inner.runs[start].meta.from,
-            to: inner.runs[inner.runs.len() - 1].meta.to,
+            from: runs[start].meta.from,
+            to: runs[runs.len() - 1].meta.to,
         };
         let path = self.dir.join(&meta.file);
         write_run(&path, &entries).map_err(io_err("write", &path))?;
-        let old: Vec<String> = inner.runs[start..]
-            .iter()
-            .map(|r| r.meta.file.clone())
-            .collect();
-        inner.runs.truncate(start);
-        inner
-            .runs
-            .push(Arc::new(Run::open(&self.dir, meta.clone())?));
-        inner.manifest.runs.truncate(start);
-        inner.manifest.runs.push(meta);
-        self.write_manifest(&inner.manifest)?;
+        let run = Arc::new(Run::open(&self.dir, meta.clone())?);
+        let old: Vec<String> = runs[start..].iter().map(|r| r.meta.file.clone()).collect();
+        let manifest = {
+            let mut inner = self.lock();
+            // Runs written since the merge began stay after it.
+            let later = inner.runs.split_off(runs.len());
+            let later_meta = inner.manifest.runs.split_off(runs.len());
+            inner.runs.truncate(start);
+            inner.runs.push(run);
+            inner.runs.extend(later);
+            inner.manifest.runs.truncate(start);
+            inner.manifest.runs.push(meta);
+            inner.manifest.runs.extend(later_meta);
+            inner.manifest.clone()
+        };
+        self.write_manifest(&manifest)?;
         for f in old {
             let _ = std::fs::remove_file(self.dir.join(f));
         }
@@ -560,13 +616,50 @@ impl Dedupe {
         write_file_durably(&path, &bytes, 0o644).map_err(io_err("write", &path))
     }
 
-    /// Writes the memory table as a run and the filter to disk, so that
+    /// Writes what the index holds as a run and saves the filter, so that
     /// the next start replays nothing and loads the filter as it is.
-    pub fn close(&self) -> Result<(), DedupeError> {
-        self.flush()?;
+    pub fn close(self: &Arc<Self>) -> Result<(), DedupeError> {
+        let mut inner = self.lock();
+        while inner.frozen.is_some() && inner.failed.is_none() {
+            inner = self
+                .written
+                .wait(inner)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if let Some(why) = inner.failed.take() {
+            return Err(DedupeError::Background(why));
+        }
+        if !inner.memtable.is_empty() {
+            let table = Arc::new(std::mem::take(&mut inner.memtable));
+            let to = inner.applied;
+            inner.frozen = Some(Frozen { table, to });
+            drop(inner);
+            self.write_frozen()?;
+        } else {
+            drop(inner);
+        }
         let covered = self.lock().manifest.covered;
-        self.save_filter(covered)?;
-        sync_dir(&self.dir).map_err(io_err("fsync", &self.dir))
+        self.filter
+            .save(&self.dir.join("filter.bin"), covered)
+            .map_err(io_err("write", &self.dir))
+    }
+
+    /// Waits until no memory table is being written (for tests and
+    /// benchmarks that look at the files).
+    pub fn settle(&self) {
+        let mut inner = self.lock();
+        while inner.frozen.is_some() && inner.failed.is_none() {
+            inner = self
+                .written
+                .wait(inner)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        drop(inner);
+        drop(
+            self.writing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
     }
 
     /// The Bloom filter's size in bytes.
@@ -578,10 +671,8 @@ impl Dedupe {
 /// Loads the saved filter and adds the keys of runs written after it, or
 /// rebuilds it from every run.
 fn load_filter(dir: &Path, bytes: usize, runs: &[Arc<Run>]) -> Result<Filter, DedupeError> {
-    let saved = std::fs::read(dir.join("filter.bin"))
-        .ok()
-        .and_then(|b| Filter::from_bytes(&b, bytes));
-    let (mut filter, covered) = saved.unwrap_or_else(|| (Filter::new(bytes), 0));
+    let (filter, covered) =
+        Filter::load(&dir.join("filter.bin"), bytes).unwrap_or_else(|| (Filter::new(bytes), 0));
     for run in runs.iter().filter(|r| r.meta.to > covered) {
         let path = dir.join(&run.meta.file);
         for (k, _) in run.entries().map_err(io_err("read", &path))? {
@@ -598,7 +689,7 @@ mod tests {
     #[test]
     fn finds_entries_across_runs_merges_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
-        let d = Dedupe::open(dir.path(), 1 << 16).unwrap();
+        let d = Arc::new(Dedupe::open(dir.path(), 1 << 16).unwrap());
         let n = (MEMTABLE_ENTRIES * 10 + 7) as u64;
         for i in 0..n {
             d.apply(i, &[Key::accepted("a", &i.to_string())]).unwrap();
@@ -614,6 +705,7 @@ mod tests {
             d.get(&Key::latest_rejection("a", "5")).unwrap(),
             Some(n + 1)
         );
+        d.settle();
         let runs = d.lock().runs.len();
         assert!(runs <= MAX_RUNS, "{runs} runs");
         let covered_before_close = d.covered();
@@ -639,11 +731,12 @@ mod tests {
     #[test]
     fn a_crash_loses_only_the_memory_table() {
         let dir = tempfile::tempdir().unwrap();
-        let d = Dedupe::open(dir.path(), 1 << 16).unwrap();
+        let d = Arc::new(Dedupe::open(dir.path(), 1 << 16).unwrap());
         let n = (MEMTABLE_ENTRIES + 100) as u64;
         for i in 0..n {
             d.apply(i, &[Key::accepted("a", &i.to_string())]).unwrap();
         }
+        d.settle();
         drop(d); // no close: a crash
         let again = Dedupe::open(dir.path(), 1 << 16).unwrap();
         assert_eq!(again.covered(), MEMTABLE_ENTRIES as u64);

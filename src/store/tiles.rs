@@ -5,17 +5,20 @@
 //! server nor a restart holds or rebuilds the tree.
 //!
 //! Every tile file is written once, to a temporary name and renamed, so a
-//! crash never leaves half a tile. Full tiles never change. A partial tile
+//! crash never leaves half a tile under its name; the tiles a checkpoint
+//! needs are made durable together by one `syncfs` of the file system
+//! before the checkpoint is signed (hundreds of tiles a second at full
+//! rate: one journal commit instead of one per file). Full tiles never
+//! change. A partial tile
 //! (`.p/<W>`) is written for each checkpoint that needs it; the partials of
 //! a tile are deleted once the full tile exists (tlog-tiles allows it; a
 //! client falls back to the full tile). Widths only grow within a tile, so
 //! at most 255 partials of a tile ever exist.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::fsutil::sync_dir;
 use super::layout::Layout;
 use crate::event::Hash;
 use crate::log::merkle::{CompactRange, NodeSource};
@@ -158,16 +161,15 @@ impl TileWriter {
         }
     }
 
-    /// Writes durably every full tile completed since the last sync and
-    /// the partial tiles of the current size, then syncs their directories:
-    /// after it returns, a checkpoint of [`TileWriter::size`] may be
-    /// published. Deletes the partials of tiles that are now full.
+    /// Writes every full tile completed since the last sync and the partial
+    /// tiles of the current size, then makes them durable with one
+    /// `syncfs`: after it returns, a checkpoint of [`TileWriter::size`] may
+    /// be published. Deletes the partials of tiles that are now full.
     pub fn sync(&mut self) -> std::io::Result<()> {
         let size = self.size();
-        let mut dirs = BTreeSet::new();
         let mut now_full = Vec::new();
         for (id, bytes) in std::mem::take(&mut self.pending) {
-            dirs.insert(write_tile_file(&tile_path(&self.layout, &id), &bytes)?);
+            write_tile_file(&tile_path(&self.layout, &id), &bytes)?;
             now_full.push(id);
         }
         for id in tiles::partial_tiles(size) {
@@ -186,12 +188,11 @@ impl TileWriter {
                     .collect(),
                 TileKind::Entries => self.bundle.clone(),
             };
-            dirs.insert(write_tile_file(&tile_path(&self.layout, &id), &bytes)?);
+            write_tile_file(&tile_path(&self.layout, &id), &bytes)?;
             written.push(id.width);
         }
-        for dir in &dirs {
-            sync_dir(dir)?;
-        }
+        let tlog = std::fs::File::open(self.layout.tlog())?;
+        rustix::fs::syncfs(&tlog)?;
         for id in now_full {
             for w in self
                 .partials_written
