@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the verify-canonicalise-append path.
 //!
 //! - `judge/one_event`: parse (I-JSON), JCS twice, SHA-256 twice, schema,
-//!   key lookup, strict Ed25519: the per-event CPU cost.
+//!   key lookup, strict Ed25519: the per-event CPU cost;
+//!   `judge/one_event_with_table`: the same with the key's precomputed table.
 //! - `canonicalise/one_event`: parse and JCS only.
 //! - `pipeline/batch_1000`: a batch of 1000 pre-signed events through the
 //!   whole pipeline (parallel judging, sequencing, append, fdatasync) into
@@ -13,7 +14,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ed25519_dalek::SigningKey;
 use vigil::keys::private::PrivateJwk;
 use vigil::keys::{parse_jwks, KeySet, TimeRules};
-use vigil::pipeline::judge::judge;
+use vigil::event::tables::TableCache;
+use vigil::pipeline::judge::{judge, Context};
 use vigil::pipeline::{Item, Pipeline, PipelineConfig};
 use vigil::time::Timestamp;
 
@@ -38,11 +40,31 @@ fn bench_judge(c: &mut Criterion) {
     let set = KeySet::merge([&parse_jwks(&jwks(&k)).unwrap()]).unwrap();
     let raw = event(&k, 1);
     let rules = TimeRules::default();
+    let none = TableCache::new(0);
+    let warm = TableCache::new(1 << 20);
+    let public = vigil::event::signature::parse_public_key(k.key.verifying_key().as_bytes()).unwrap();
+    warm.insert(&public);
     let mut g = c.benchmark_group("judge");
     g.throughput(Throughput::Elements(1));
     g.bench_function("one_event", |b| {
-        b.iter(|| judge(&raw, &set, &rules, Timestamp::now()))
+        b.iter(|| {
+            let ctx = Context { keys: &set, rules: &rules, tables: &none, received_at: Timestamp::now() };
+            judge(&raw, &ctx)
+        })
     });
+    g.bench_function("one_event_with_table", |b| {
+        b.iter(|| {
+            let ctx = Context { keys: &set, rules: &rules, tables: &warm, received_at: Timestamp::now() };
+            judge(&raw, &ctx)
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group("verify");
+    let msg = vec![b'x'; 600];
+    let sig = vigil::event::signature::sign(&k.key, &msg);
+    let table = vigil::event::tables::KeyTable::new(&public);
+    g.bench_function("usual", |b| b.iter(|| vigil::event::signature::verify(&public, &msg, &sig)));
+    g.bench_function("table", |b| b.iter(|| table.verify(&msg, &sig)));
     g.finish();
     let mut g = c.benchmark_group("canonicalise");
     g.throughput(Throughput::Elements(1));

@@ -104,6 +104,8 @@ enum BenchCommand {
     Ingest(crate::loadgen::LoadArgs),
     /// Produce a signed corpus to a local tansu broker, then time Vigil consuming it.
     Kafka(crate::loadgen::kafka::KafkaBenchArgs),
+    /// Grow a log to 1M and 10M receipts; measure start-up, memory, proofs and verify.
+    Log(crate::loadgen::log::LogBenchArgs),
 }
 
 /// `vigil serve` flags (they override the configuration file).
@@ -203,6 +205,9 @@ fn run(cli: Cli) -> Result<(), Exit> {
         Command::Bench {
             what: BenchCommand::Kafka(args),
         } => crate::loadgen::kafka::run(args).map_err(Exit::from),
+        Command::Bench {
+            what: BenchCommand::Log(args),
+        } => crate::loadgen::log::run(args).map_err(Exit::from),
     }
 }
 

@@ -61,6 +61,10 @@ pub struct ServerConfig {
     pub quarantine_max_entries: u64,
     /// Longest time between checkpoints while the log grows.
     pub checkpoint_interval_ms: u64,
+    /// Memory for per-key verification tables, in bytes (0: none).
+    pub verify_table_bytes: usize,
+    /// Size of the duplicate index's Bloom filter, in bytes.
+    pub dedupe_filter_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +81,8 @@ impl Default for ServerConfig {
             metrics_listen: None,
             quarantine_max_entries: 10_000,
             checkpoint_interval_ms: 1000,
+            verify_table_bytes: crate::event::tables::DEFAULT_TABLE_BYTES,
+            dedupe_filter_bytes: crate::store::dedupe::DEFAULT_FILTER_BYTES,
         }
     }
 }

@@ -92,6 +92,8 @@ pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
     };
     pipeline.checkpoint_interval = Duration::from_millis(config.server.checkpoint_interval_ms);
     pipeline.quarantine_max_entries = config.server.quarantine_max_entries;
+    pipeline.verify_table_bytes = config.server.verify_table_bytes;
+    pipeline.dedupe_filter_bytes = config.server.dedupe_filter_bytes;
     Ok(ServeSettings { config, pipeline })
 }
 
@@ -300,6 +302,10 @@ impl Server {
                 watch_keys(self.pipeline.clone(), hup, tasks.stop()),
             );
         }
+        tasks.spawn(
+            "table metrics",
+            table_metrics(self.pipeline.clone(), tasks.stop()),
+        );
         if let Some(m) = &self.metrics_listen {
             let l = tokio::net::TcpListener::bind(m)
                 .await
@@ -336,6 +342,23 @@ impl Server {
             tracing::info!(brokers = %k.brokers, topic = %k.topic, group = %k.group, "Consuming from Kafka");
         }
         Ok(())
+    }
+}
+
+/// Copies the verification tables' counters into the metrics every second.
+async fn table_metrics(pipeline: Arc<Pipeline>, mut stop: crate::shutdown::Stop) {
+    use std::sync::atomic::Ordering::Relaxed;
+    loop {
+        let (m, t) = (crate::telemetry::metrics(), &pipeline.tables().stats);
+        m.verify_table_hits_total.store(t.hits.load(Relaxed), Relaxed);
+        m.verify_table_misses_total.store(t.misses.load(Relaxed), Relaxed);
+        m.verify_table_builds_total.store(t.builds.load(Relaxed), Relaxed);
+        m.verify_table_evictions_total.store(t.evictions.load(Relaxed), Relaxed);
+        m.verify_table_bytes.store(pipeline.tables().bytes() as u64, Relaxed);
+        tokio::select! {
+            _ = stop.stopped() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 

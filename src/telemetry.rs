@@ -160,6 +160,14 @@ registry! {
         kafka_rejected_retries_total,
         /// Kafka messages whose key is not the event's agent_id.
         kafka_key_mismatch_total,
+        /// Signature checks that used the key's precomputed table.
+        verify_table_hits_total,
+        /// Signature checks of keys without a table (the usual path).
+        verify_table_misses_total,
+        /// Per-key tables built.
+        verify_table_builds_total,
+        /// Per-key tables evicted to keep the memory budget.
+        verify_table_evictions_total,
     }
     gauges {
         /// Durable records in the receipt log.
@@ -168,6 +176,8 @@ registry! {
         checkpoint_size_records,
         /// Agent keys in force.
         keys_loaded,
+        /// Memory held by per-key verification tables.
+        verify_table_bytes,
     }
     histograms {
         /// Time from a batch's arrival until every receipt it names is durable.

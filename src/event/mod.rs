@@ -6,6 +6,7 @@
 
 pub mod schema;
 pub mod signature;
+pub mod tables;
 
 use sha2::{Digest, Sha256};
 

@@ -29,6 +29,7 @@ use crate::keys::private::PrivateJwk;
 use crate::time::Timestamp;
 
 pub mod kafka;
+pub mod log;
 
 /// `vigil bench ingest` options.
 #[derive(Args, Debug, Clone)]
@@ -126,15 +127,22 @@ pub(crate) fn verify_rate(threads: usize) -> f64 {
 /// A signed benchmark event (about 560 bytes) of `key`'s agent, number `i`,
 /// occurring at `now`; its event id is unique.
 pub fn make_event(key: &PrivateJwk, i: usize, now: &str) -> Vec<u8> {
+    make_event_with_id(
+        key,
+        &format!("bench-{i:09}-{}", uuid::Uuid::now_v7()),
+        i,
+        now,
+    )
+}
+
+/// [`make_event`] with a given event id.
+pub fn make_event_with_id(key: &PrivateJwk, event_id: &str, i: usize, now: &str) -> Vec<u8> {
     let members = vec![
         (
             "spec".to_string(),
             Value::String(crate::event::EVENT_SPEC.into()),
         ),
-        (
-            "event_id".into(),
-            Value::String(format!("bench-{i:09}-{}", uuid::Uuid::now_v7())),
-        ),
+        ("event_id".into(), Value::String(event_id.to_string())),
         ("occurred_at".into(), Value::String(now.to_string())),
         (
             "agent_id".into(),
@@ -199,6 +207,27 @@ pub(crate) struct ServerProcess {
     token: String,
 }
 
+impl ServerProcess {
+    /// SIGTERM, then waits for it to exit.
+    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        self.child.wait()?;
+        std::mem::forget(self);
+        Ok(())
+    }
+
+    /// SIGKILL, then waits for it.
+    pub(crate) fn kill9(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        std::mem::forget(self);
+        Ok(())
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -215,6 +244,7 @@ pub(crate) fn start_server(
     extra: &[&str],
 ) -> anyhow::Result<ServerProcess> {
     let exe = std::env::current_exe()?;
+    let _ = std::fs::remove_file(data.join("listen.addr"));
     let child = Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
@@ -246,14 +276,11 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Writes the JWKS of `agents` bench agents into `data` and signs `total`
-/// events (in parallel, before any timing); returns the JWKS path and the
-/// events.
-pub(crate) fn signed_corpus(
+/// The keys of `agents` bench agents, and their JWKS written into `data`.
+pub(crate) fn bench_agents(
     data: &Path,
     agents: usize,
-    total: usize,
-) -> anyhow::Result<(PathBuf, Vec<Vec<u8>>)> {
+) -> anyhow::Result<(PathBuf, Vec<PrivateJwk>)> {
     let keys: Vec<PrivateJwk> = (0..agents)
         .map(|i| PrivateJwk {
             kid: format!("bench-agent-{i}#1"),
@@ -268,6 +295,18 @@ pub(crate) fn signed_corpus(
         &jwks_path,
         serde_json::to_vec(&serde_json::json!({ "keys": jwks }))?,
     )?;
+    Ok((jwks_path, keys))
+}
+
+/// Writes the JWKS of `agents` bench agents into `data` and signs `total`
+/// events (in parallel, before any timing); returns the JWKS path and the
+/// events.
+pub(crate) fn signed_corpus(
+    data: &Path,
+    agents: usize,
+    total: usize,
+) -> anyhow::Result<(PathBuf, Vec<Vec<u8>>)> {
+    let (jwks_path, keys) = bench_agents(data, agents)?;
     let sign_start = Instant::now();
     let now = Timestamp::now().to_rfc3339_millis();
     let corpus: Vec<Vec<u8>> = (0..total)

@@ -6,7 +6,7 @@
 //! order.
 
 use crate::event::schema;
-use crate::event::signature::verify;
+use crate::event::tables::TableCache;
 use crate::event::{Event, Unidentifiable, PIPELINE_AGENT};
 use crate::keys::{AgentStatus, KeySet, TimeRules};
 use crate::log::receipt::{Reason, Verdict};
@@ -28,23 +28,31 @@ pub enum Judgement {
     },
 }
 
-/// Judges raw bytes received at `received_at` against the key set.
-pub fn judge(raw: &[u8], keys: &KeySet, rules: &TimeRules, received_at: Timestamp) -> Judgement {
+/// What judging needs besides the item: the keys in force, the time
+/// rules, the verification tables, and when the batch was received.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    /// The agent keys in force.
+    pub keys: &'a KeySet,
+    /// Revocation grace and clock skew.
+    pub rules: &'a TimeRules,
+    /// Per-key tables for faster verification.
+    pub tables: &'a TableCache,
+    /// When the batch was received.
+    pub received_at: Timestamp,
+}
+
+/// Judges raw bytes.
+pub fn judge(raw: &[u8], ctx: &Context<'_>) -> Judgement {
     let event = match Event::parse(raw) {
         Ok(e) => e,
         Err(u) => return Judgement::Quarantine(u),
     };
-    judge_event(event, raw.len(), keys, rules, received_at)
+    judge_event(event, raw.len(), ctx)
 }
 
 /// Judges an already parsed event whose bytes as sent were `raw_len` long.
-pub fn judge_event(
-    event: Event,
-    raw_len: usize,
-    keys: &KeySet,
-    rules: &TimeRules,
-    received_at: Timestamp,
-) -> Judgement {
+pub fn judge_event(event: Event, raw_len: usize, ctx: &Context<'_>) -> Judgement {
     if crate::failpoint::hit("judge-panic", event.event_id()) {
         panic!(
             "failpoint judge-panic fired on event {:?}",
@@ -53,19 +61,12 @@ pub fn judge_event(
     }
     let agent = event.agent_id();
     let from_outside_as_pipeline = agent == PIPELINE_AGENT;
-    if !from_outside_as_pipeline && keys.agent(agent).is_none() {
+    if !from_outside_as_pipeline && ctx.keys.agent(agent).is_none() {
         return Judgement::Quarantine(Unidentifiable::UnknownAgent(format!(
             "agent {agent:?} has no registered key; register its public key in a JWKS the server loads"
         )));
     }
-    let (verdict, error) = match verdict(
-        &event,
-        raw_len,
-        keys,
-        rules,
-        received_at,
-        from_outside_as_pipeline,
-    ) {
+    let (verdict, error) = match verdict(&event, raw_len, ctx, from_outside_as_pipeline) {
         Ok(()) => (Verdict::Accepted, None),
         Err((reason, why)) => (Verdict::Rejected(reason), Some(why)),
     };
@@ -79,11 +80,10 @@ pub fn judge_event(
 fn verdict(
     event: &Event,
     raw_len: usize,
-    keys: &KeySet,
-    rules: &TimeRules,
-    received_at: Timestamp,
+    ctx: &Context<'_>,
     claims_pipeline: bool,
 ) -> Result<(), (Reason, String)> {
+    let (keys, rules, received_at) = (ctx.keys, ctx.rules, ctx.received_at);
     let checked = schema::check(event, raw_len).map_err(|why| (Reason::Schema, why))?;
     if claims_pipeline {
         return Err((
@@ -98,7 +98,7 @@ fn verdict(
             format!("agent {agent:?} has no key {kid:?}; sign with one of its registered keys or register this one"),
         )
     })?;
-    if !verify(&key.key, &event.canonical.without, &checked.signature) {
+    if !ctx.tables.verify(&key.key, &event.canonical.without, &checked.signature) {
         return Err((
             Reason::BadSignature,
             format!(

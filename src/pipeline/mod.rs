@@ -35,7 +35,8 @@ use crate::event::signature::{b64url, sign};
 use crate::event::{Event, Unidentifiable, EVENT_SPEC, PIPELINE_AGENT};
 use crate::json::{self, Value};
 use crate::keys::registry::KeyError;
-use crate::keys::{KeyRegistry, KeySet, TimeRules};
+use crate::event::tables::TableCache;
+use crate::keys::{KeyRegistry, TimeRules};
 use crate::log::receipt::Verdict;
 use crate::store::checkpoints::CheckpointError;
 use crate::store::datadir::{DataDir, DataDirError};
@@ -73,6 +74,8 @@ pub struct PipelineConfig {
     pub dedupe_filter_bytes: usize,
     /// Hash tiles kept in memory for proofs (8 KiB each).
     pub tile_cache_tiles: usize,
+    /// Memory for per-key verification tables, in bytes (0: none).
+    pub verify_table_bytes: usize,
 }
 
 impl PipelineConfig {
@@ -90,6 +93,7 @@ impl PipelineConfig {
             verify_threads: 0,
             dedupe_filter_bytes: crate::store::dedupe::DEFAULT_FILTER_BYTES,
             tile_cache_tiles: 1024,
+            verify_table_bytes: crate::event::tables::DEFAULT_TABLE_BYTES,
         }
     }
 }
@@ -151,19 +155,14 @@ impl Item {
 }
 
 /// Judges a batch in parallel on the current rayon pool.
-fn judge_all(
-    items: Vec<Item>,
-    keys: &KeySet,
-    rules: &TimeRules,
-    received_at: Timestamp,
-) -> Vec<Judged> {
+fn judge_all(items: Vec<Item>, ctx: &judge::Context<'_>) -> Vec<Judged> {
     items
         .into_par_iter()
         .with_min_len(16)
         .map(|item| {
             let judgement = match item.preset {
                 Some(u) => Judgement::Quarantine(u),
-                None => judge::judge(&item.raw, keys, rules, received_at),
+                None => judge::judge(&item.raw, ctx),
             };
             Judged {
                 judgement,
@@ -181,6 +180,7 @@ pub struct Pipeline {
     view: LogView,
     keys: Arc<KeyRegistry>,
     rules: TimeRules,
+    tables: Arc<TableCache>,
     pool: Arc<rayon::ThreadPool>,
     health: Health,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -209,11 +209,13 @@ impl Pipeline {
         let received_at = Timestamp::now();
         let keys = self.keys.current();
         let rules = self.rules;
+        let tables = self.tables.clone();
         let (jtx, jrx) = oneshot::channel();
         // A panic while judging fails the pipeline (a hook on the pool's
         // threads) before `jtx` is dropped.
         self.pool.spawn(move || {
-            let _ = jtx.send(judge_all(items, &keys, &rules, received_at));
+            let ctx = judge::Context { keys: &keys, rules: &rules, tables: &tables, received_at };
+            let _ = jtx.send(judge_all(items, &ctx));
         });
         let judged = jrx.await.map_err(|_| self.gone())?;
         let judged_at = Instant::now();
@@ -373,6 +375,11 @@ impl Pipeline {
     /// The pipeline's health (to wait for a failure).
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// The per-key verification tables (for their metrics).
+    pub fn tables(&self) -> &Arc<TableCache> {
+        &self.tables
     }
 
     /// Stops the writer after everything sent so far is answered, writes a

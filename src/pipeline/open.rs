@@ -184,6 +184,7 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
         view,
         keys: Arc::new(keys),
         rules: cfg.rules,
+        tables: crate::event::tables::TableCache::new(cfg.verify_table_bytes),
         pool: Arc::new(pool),
         health,
         threads: std::sync::Mutex::new(threads),

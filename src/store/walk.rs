@@ -195,12 +195,12 @@ impl Walker {
             return Ok(());
         }
         let read_end = want_end.max(self.offset + CHUNK as u64).min(self.file_len);
-        let mut buf = vec![0u8; (read_end - self.offset) as usize];
+        // The buffer is reused: a fresh one per chunk costs page faults.
+        self.buf.resize((read_end - self.offset) as usize, 0);
         self.file
             .as_ref()
             .expect("a segment is open")
-            .read_exact_at(&mut buf, self.offset)?;
-        self.buf = buf;
+            .read_exact_at(&mut self.buf, self.offset)?;
         self.buf_start = self.offset;
         Ok(())
     }

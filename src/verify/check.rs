@@ -2,12 +2,12 @@
 //! in force at its place in the log: run in parallel.
 
 use crate::event::schema::check as check_schema;
-use crate::event::signature::verify as verify_sig;
+use crate::event::tables::TableCache;
 use crate::event::{Event, Hash, PIPELINE_AGENT};
 use crate::keys::history::KeyHistory;
 use crate::log::merkle::leaf_hash;
-use crate::log::receipt::{ReceiptBody, Verdict};
-use crate::store::dedupe::{keys_of, Key};
+use crate::log::receipt::{check_canonical, ReceiptBody, Verdict};
+use crate::store::dedupe::{keys_of, Dedupe, Key};
 use crate::store::walk::WalkRecord;
 use crate::time::Timestamp;
 
@@ -19,17 +19,33 @@ pub struct Checked {
     pub verdict: Verdict,
     /// Its leaf hash.
     pub leaf: Hash,
-    /// The duplicate-index keys it adds.
-    pub keys: Vec<Key>,
+    /// The fingerprint of its (agent, event id) claim, when accepted.
+    pub claim: Option<Key>,
     /// The parsed event, kept when it is a `vigil` event (for key events).
     pub event: Option<Event>,
+    /// How the duplicate index disagrees with this record, if it does
+    /// (reported after the checks that say more about the record itself).
+    pub index_problem: Option<String>,
+}
+
+/// What checking a record needs besides it: the keys in force at its place,
+/// the verification tables, and the duplicate index to compare (if any).
+#[derive(Clone, Copy)]
+pub struct CheckContext<'a> {
+    /// The key history as of the record's place in the log.
+    pub keys: &'a KeyHistory,
+    /// Per-key tables for faster verification.
+    pub tables: &'a TableCache,
+    /// The duplicate index, when the directory has one.
+    pub index: Option<&'a Dedupe>,
 }
 
 /// Checks one record on its own: the body parses and is canonical, the
 /// stored event parses and hashes to the body's `event_hash`, its ids are
 /// the body's, and an accepted event is schema-valid and signed by a key
 /// the history holds, valid at its `occurred_at`.
-pub fn check_record(rec: &WalkRecord, keys: &KeyHistory) -> Result<Checked, String> {
+pub fn check_record(rec: &WalkRecord, ctx: &CheckContext<'_>) -> Result<Checked, String> {
+    let (keys, index) = (ctx.keys, ctx.index);
     let body: ReceiptBody = serde_json::from_slice(&rec.body)
         .map_err(|e| format!("the receipt body is not a receipt: {e}"))?;
     let verdict = body.verdict().ok_or_else(|| {
@@ -38,9 +54,7 @@ pub fn check_record(rec: &WalkRecord, keys: &KeyHistory) -> Result<Checked, Stri
             body.verdict
         )
     })?;
-    if body.to_jcs() != rec.body {
-        return Err("the stored receipt body is not in canonical (JCS) form".into());
-    }
+    check_canonical(&body, &rec.body)?;
     let event = Event::parse(&rec.event)
         .map_err(|u| format!("the stored event does not parse: {}", u.message()))?;
     if hex::encode(event.event_hash) != body.event_hash {
@@ -64,17 +78,44 @@ pub fn check_record(rec: &WalkRecord, keys: &KeyHistory) -> Result<Checked, Stri
         }
     }
     if verdict == Verdict::Accepted {
-        check_signature(&event, rec.event.len(), &body, keys)?;
+        check_signature(&event, rec.event.len(), &body, keys, ctx.tables)?;
     }
-    let keys = keys_of(&body);
+    let index_problem = index
+        .filter(|i| body.index < i.covered())
+        .and_then(|i| check_index(i, body.index, &keys_of(&body)).err());
     let vigil = body.agent_id == PIPELINE_AGENT;
     Ok(Checked {
         leaf: leaf_hash(&rec.body),
+        claim: (verdict == Verdict::Accepted)
+            .then(|| Key::accepted(&body.agent_id, &body.event_id)),
         body,
         verdict,
-        keys,
         event: vigil.then_some(event),
+        index_problem,
     })
+}
+
+/// The duplicate index holds this record's entries: its claim or
+/// rejection seen at this index, its latest rejection at this index or
+/// later.
+fn check_index(index: &Dedupe, at: u64, keys: &[Key]) -> Result<(), String> {
+    for (n, k) in keys.iter().enumerate() {
+        let got = index
+            .get(k)
+            .map_err(|e| format!("cannot read the duplicate index: {e}"))?;
+        let ok = match got {
+            Some(i) if n == 0 && keys.len() == 2 => i >= at,
+            Some(i) => i == at,
+            None => false,
+        };
+        if !ok {
+            return Err(format!(
+                "the duplicate index (DIR/index) disagrees with the log at this record ({got:?}); \
+                 delete DIR/index and start vigil to rebuild it from the log"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_signature(
@@ -82,6 +123,7 @@ fn check_signature(
     raw_len: usize,
     body: &ReceiptBody,
     keys: &KeyHistory,
+    tables: &TableCache,
 ) -> Result<(), String> {
     let checked = check_schema(event, raw_len)
         .map_err(|e| format!("an accepted event breaks the event schema: {e}"))?;
@@ -97,7 +139,7 @@ fn check_signature(
              for a log written before key history was logged, pass the agent's JWKS with --keys"
         )
     })?;
-    if !verify_sig(&key, &event.canonical.without, &checked.signature) {
+    if !tables.verify(&key, &event.canonical.without, &checked.signature) {
         return Err(format!(
             "the accepted event's signature does not verify with key {kid:?} of agent {agent:?}"
         ));

@@ -24,6 +24,7 @@ mod tiles;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -38,11 +39,15 @@ use crate::store::datadir::read_verifier_keys;
 use crate::store::dedupe::{Dedupe, DEFAULT_FILTER_BYTES};
 use crate::store::layout::Layout;
 use crate::store::walk::{WalkEnd, WalkRecord, Walker};
-use check::{check_record, Checked};
+use crate::event::tables::TableCache;
+use check::{check_record, CheckContext, Checked};
 use tiles::TileCheck;
 
 /// Records checked in parallel at a time.
 const CHUNK: usize = 4096;
+/// Memory for per-key verification tables (an offline run can afford
+/// more than the server: about 8,000 keys).
+const VERIFY_TABLE_BYTES: usize = 256 << 20;
 
 /// What to verify.
 #[derive(Debug, Clone, Default)]
@@ -308,11 +313,14 @@ struct Fold {
     prev: Hash,
     range: CompactRange,
     claimed: HashSet<[u8; 16]>,
-    keys: KeyHistory,
+    /// The keys in force at the walk's place (shared with the checks of
+    /// the next chunk, which run while this one is folded).
+    keys: Arc<KeyHistory>,
     tiles: Option<TileCheck>,
-    index: Option<Dedupe>,
+    index: Option<Arc<Dedupe>>,
     /// Checkpoint sizes still to meet (ascending), with their roots.
     roots: Vec<(String, u64, Hash)>,
+    collect_accepted: bool,
 }
 
 impl Fold {
@@ -338,10 +346,9 @@ impl Fold {
         c: &Checked,
         report: &mut VerifyReport,
     ) -> Result<(), String> {
-        check_body(&c.body, &rec.body, rec.index, &self.origin, &self.prev)?;
-        if c.verdict == Verdict::Accepted {
-            let key = crate::store::dedupe::Key::accepted(&c.body.agent_id, &c.body.event_id);
-            if !self.claimed.insert(key.0) {
+        check_body(&c.body, rec.index, &self.origin, &self.prev)?;
+        if let Some(claim) = &c.claim {
+            if !self.claimed.insert(claim.0) {
                 return Err(format!(
                     "event {:?} of agent {:?} is accepted a second time",
                     c.body.event_id, c.body.agent_id
@@ -351,11 +358,11 @@ impl Fold {
         } else {
             report.rejected += 1;
         }
-        if let Some(index) = &self.index {
-            if rec.index < index.covered() {
-                check_index(index, rec.index, &c.keys)?;
-                report.index_checked += 1;
-            }
+        if self.index.as_ref().is_some_and(|i| rec.index < i.covered()) {
+            report.index_checked += 1;
+        }
+        if let Some(problem) = &c.index_problem {
+            return Err(problem.clone());
         }
         let tiles = &mut self.tiles;
         let mut tile_err = None;
@@ -375,27 +382,156 @@ impl Fold {
         self.prev = chain_hash(&self.prev, &c.leaf);
         Ok(())
     }
+
+    /// Folds a checked chunk in order; a key event (a chunk of its own)
+    /// then changes the keys.
+    fn fold_chunk(
+        &mut self,
+        layout: &Layout,
+        chunk: &Chunk,
+        checked: Vec<Result<Checked, String>>,
+        report: &mut VerifyReport,
+    ) -> Result<(), VerifyError> {
+        for (rec, c) in chunk.records.iter().zip(checked) {
+            let place = || {
+                format!(
+                    "{}, index {}",
+                    layout.relative(&layout.segment(rec.segment)),
+                    rec.index
+                )
+            };
+            let c = c.map_err(|e| invalid(place(), e))?;
+            self.fold(rec, &c, report)
+                .map_err(|e| invalid(place(), e))?;
+            if let Some(change) = c
+                .event
+                .as_ref()
+                .filter(|_| c.verdict == Verdict::Accepted)
+                .and_then(KeyHistory::change_in)
+            {
+                Arc::make_mut(&mut self.keys)
+                    .apply(&change)
+                    .map_err(|e| invalid(place(), e.to_string()))?;
+                report.key_events += 1;
+            }
+            if self.collect_accepted && c.verdict == Verdict::Accepted {
+                report.accepted_ids.push(Accepted {
+                    agent_id: c.body.agent_id.clone(),
+                    event_id: c.body.event_id.clone(),
+                    event_hash: c.body.event_hash.clone(),
+                    index: rec.index,
+                });
+            }
+            self.meet_checkpoints()?;
+        }
+        Ok(())
+    }
 }
 
-fn check_index(index: &Dedupe, at: u64, keys: &[crate::store::dedupe::Key]) -> Result<(), String> {
-    for (n, k) in keys.iter().enumerate() {
-        let got = index
-            .get(k)
-            .map_err(|e| format!("cannot read the duplicate index: {e}"))?;
-        // The latest rejection (the first key of a rejection) may be later.
-        let ok = match got {
-            Some(i) if n == 0 && keys.len() == 2 => i >= at,
-            Some(i) => i == at,
-            None => false,
-        };
-        if !ok {
-            return Err(format!(
-                "the duplicate index (DIR/index) disagrees with the log at this record ({got:?}); \
-                 delete DIR/index and start vigil to rebuild it from the log"
-            ));
+/// Records checked together: a run in which no key changes, or one event
+/// of agent `vigil` alone (it may change the keys the next are checked
+/// with).
+struct Chunk {
+    records: Vec<WalkRecord>,
+    vigil: bool,
+}
+
+/// Reads chunks from the walk, holding back a `vigil` event met while a
+/// run was filling.
+struct Reader {
+    walker: Walker,
+    held: Option<WalkRecord>,
+}
+
+impl Reader {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, VerifyError> {
+        let mut records = Vec::with_capacity(CHUNK);
+        if let Some(r) = self.held.take() {
+            return Ok(Some(Chunk {
+                records: vec![r],
+                vigil: true,
+            }));
         }
+        while records.len() < CHUNK {
+            let Some(rec) = self
+                .walker
+                .next_record()
+                .map_err(|e| VerifyError::Usage(format!("cannot read the log: {e}")))?
+            else {
+                break;
+            };
+            if is_pipeline_event(&rec) {
+                if records.is_empty() {
+                    return Ok(Some(Chunk {
+                        records: vec![rec],
+                        vigil: true,
+                    }));
+                }
+                self.held = Some(rec);
+                break;
+            }
+            records.push(rec);
+        }
+        Ok((!records.is_empty()).then_some(Chunk {
+            records,
+            vigil: false,
+        }))
     }
-    Ok(())
+}
+
+/// Checks every record of a chunk on its own, in parallel.
+fn check_chunk(chunk: &Chunk, ctx: &CheckContext<'_>) -> Vec<Result<Checked, String>> {
+    chunk
+        .records
+        .par_iter()
+        .map(|r| match check_record(r, ctx) {
+            Err(e) if chunk.vigil => first_pipeline_key(ctx, r).map_err(|_| e),
+            other => other,
+        })
+        .collect()
+}
+
+/// Walks the log: the next chunk is read and checked in parallel while
+/// the one before it is folded, unless that one may change the keys.
+fn walk(
+    layout: &Layout,
+    fold: &mut Fold,
+    reader: &mut Reader,
+    report: &mut VerifyReport,
+    progress: &mut Progress,
+    total_bytes: u64,
+) -> Result<(), VerifyError> {
+    let index = fold.index.clone();
+    let tables = TableCache::new(VERIFY_TABLE_BYTES);
+    let Some(mut chunk) = reader.next_chunk()? else {
+        return Ok(());
+    };
+    let mut checked = check_chunk(&chunk, &CheckContext { keys: &fold.keys, tables: &tables, index: index.as_deref() });
+    loop {
+        let next = if chunk.vigil {
+            fold.fold_chunk(layout, &chunk, checked, report)?;
+            reader.next_chunk()?.map(|n| {
+                let c = check_chunk(&n, &CheckContext { keys: &fold.keys, tables: &tables, index: index.as_deref() });
+                (n, c)
+            })
+        } else {
+            let keys = fold.keys.clone();
+            let (folded, next) = rayon::join(
+                || fold.fold_chunk(layout, &chunk, checked, report),
+                || -> Result<_, VerifyError> {
+                    Ok(reader.next_chunk()?.map(|n| {
+                        let c = check_chunk(&n, &CheckContext { keys: &keys, tables: &tables, index: index.as_deref() });
+                        (n, c)
+                    }))
+                },
+            );
+            folded?;
+            next?
+        };
+        progress.tick(fold.range.size(), total_bytes);
+        let Some((n, c)) = next else { return Ok(()) };
+        (chunk, checked) = (n, c);
+    }
 }
 
 /// Verifies a data directory; see the module docs for what is checked.
@@ -412,6 +548,46 @@ pub fn verify_log(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
         .map(|m| m.len())
         .sum();
     let latest_size = anchors.checkpoints.last().map_or(0, |(_, c)| c.size);
+    let mut fold = start_fold(opts, &layout, &anchors, latest_size, &mut report)?;
+    fold.meet_checkpoints()?;
+    let mut progress = Progress {
+        enabled: opts.progress,
+        last: Instant::now(),
+        started: Instant::now(),
+    };
+    let mut reader = Reader {
+        walker: Walker::from_start(&layout, segments.clone()),
+        held: None,
+    };
+    walk(
+        &layout,
+        &mut fold,
+        &mut reader,
+        &mut report,
+        &mut progress,
+        total_bytes,
+    )?;
+    end_of_walk(&layout, &reader.walker, &segments, &mut report)?;
+    report.records = fold.range.size();
+    report.root = fold.range.root();
+    if let Some((place, size, _)) = fold.roots.first() {
+        return Err(invalid(place.clone(), format!("it covers {size} records but the log holds only {}: records were deleted or the log was truncated", report.records)));
+    }
+    report.checkpoints = anchors.checkpoints.len();
+    report.latest_size = latest_size;
+    report.tiles_checked = fold.tiles.as_ref().map_or(0, |t| t.checked);
+    Ok(report)
+}
+
+/// The walk's starting state: the checkpoints to meet, the keys given, the
+/// tiles and the index to compare (when the directory has them).
+fn start_fold(
+    opts: &VerifyOptions,
+    layout: &Layout,
+    anchors: &Anchors,
+    latest_size: u64,
+    report: &mut VerifyReport,
+) -> Result<Fold, VerifyError> {
     let mut roots: Vec<(String, u64, Hash)> = anchors
         .checkpoints
         .iter()
@@ -431,59 +607,19 @@ pub fn verify_log(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
         .is_file()
         .then(|| Dedupe::open(&layout.index_dir(), DEFAULT_FILTER_BYTES))
         .transpose()
-        .map_err(|e| invalid("index", e.to_string()))?;
-    let mut fold = Fold {
+        .map_err(|e| invalid("index", e.to_string()))?
+        .map(Arc::new);
+    Ok(Fold {
         origin: anchors.origin.clone(),
         prev: [0; 32],
         range: CompactRange::new(),
         claimed: HashSet::new(),
-        keys: keys::given_keys(&opts.keys)?,
-        tiles: tiles_present.then(|| TileCheck::new(&layout, latest_size)),
+        keys: Arc::new(keys::given_keys(&opts.keys)?),
+        tiles: tiles_present.then(|| TileCheck::new(layout, latest_size)),
         index,
         roots,
-    };
-    fold.meet_checkpoints()?;
-    let mut progress = Progress {
-        enabled: opts.progress,
-        last: Instant::now(),
-        started: Instant::now(),
-    };
-    let mut walker = Walker::from_start(&layout, segments.clone());
-    let mut chunk: Vec<WalkRecord> = Vec::with_capacity(CHUNK);
-    loop {
-        let rec = walker
-            .next_record()
-            .map_err(|e| VerifyError::Usage(format!("cannot read the log: {e}")))?;
-        let key_event = rec.as_ref().is_some_and(is_pipeline_event);
-        if let Some(r) = rec.as_ref().filter(|_| !key_event) {
-            chunk.push(r.clone());
-        }
-        if chunk.len() >= CHUNK || rec.is_none() || key_event {
-            verify_chunk(
-                &layout,
-                &mut fold,
-                std::mem::take(&mut chunk),
-                opts,
-                &mut report,
-            )?;
-            progress.tick(fold.range.size(), total_bytes);
-        }
-        match rec {
-            Some(r) if key_event => verify_chunk(&layout, &mut fold, vec![r], opts, &mut report)?,
-            Some(_) => {}
-            None => break,
-        }
-    }
-    end_of_walk(&layout, &walker, &segments, &mut report)?;
-    report.records = fold.range.size();
-    report.root = fold.range.root();
-    if let Some((place, size, _)) = fold.roots.first() {
-        return Err(invalid(place.clone(), format!("it covers {size} records but the log holds only {}: records were deleted or the log was truncated", report.records)));
-    }
-    report.checkpoints = anchors.checkpoints.len();
-    report.latest_size = latest_size;
-    report.tiles_checked = fold.tiles.as_ref().map_or(0, |t| t.checked);
-    Ok(report)
+        collect_accepted: opts.collect_accepted,
+    })
 }
 
 /// Whether a record is an event of agent `vigil` (its key events change
@@ -495,80 +631,22 @@ fn is_pipeline_event(rec: &WalkRecord) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
-/// Checks a chunk of records in parallel with the keys in force, then
-/// folds them in order; a key event (a chunk of its own) then changes the
-/// keys.
-fn verify_chunk(
-    layout: &Layout,
-    fold: &mut Fold,
-    chunk: Vec<WalkRecord>,
-    opts: &VerifyOptions,
-    report: &mut VerifyReport,
-) -> Result<(), VerifyError> {
-    let keys = &fold.keys;
-    let checked: Vec<Result<Checked, String>> =
-        chunk.par_iter().map(|r| check_record(r, keys)).collect();
-    for (rec, c) in chunk.iter().zip(checked) {
-        let place = || {
-            format!(
-                "{}, index {}",
-                layout.relative(&layout.segment(rec.segment)),
-                rec.index
-            )
-        };
-        let c = match c {
-            Ok(c) => c,
-            // The first key event establishes the pipeline key: it is signed
-            // with the key it carries.
-            Err(e) if establishes_pipeline_key(fold, rec) => {
-                first_pipeline_key(fold, rec).map_err(|_| invalid(place(), e))?
-            }
-            Err(e) => return Err(invalid(place(), e)),
-        };
-        fold.fold(rec, &c, report)
-            .map_err(|e| invalid(place(), e))?;
-        if let Some(change) = c
-            .event
-            .as_ref()
-            .filter(|_| c.verdict == Verdict::Accepted)
-            .and_then(KeyHistory::change_in)
-        {
-            fold.keys
-                .apply(&change)
-                .map_err(|e| invalid(place(), e.to_string()))?;
-            report.key_events += 1;
-        }
-        if opts.collect_accepted && c.verdict == Verdict::Accepted {
-            report.accepted_ids.push(Accepted {
-                agent_id: c.body.agent_id.clone(),
-                event_id: c.body.event_id.clone(),
-                event_hash: c.body.event_hash.clone(),
-                index: rec.index,
-            });
-        }
-        fold.meet_checkpoints()?;
-    }
-    Ok(())
-}
-
-/// Whether a record is a `vigil` event whose key the history lacks (the
-/// event that establishes the pipeline's key).
-fn establishes_pipeline_key(fold: &Fold, rec: &WalkRecord) -> bool {
-    is_pipeline_event(rec)
-        && serde_json::from_slice::<crate::log::receipt::ReceiptBody>(&rec.body)
-            .is_ok_and(|b| fold.keys.pipeline_key(&b.key_id).is_none())
-}
-
 /// Checks a `vigil.pipeline_key` event that establishes the first
 /// pipeline key: signed with the key it carries.
-fn first_pipeline_key(fold: &mut Fold, rec: &WalkRecord) -> Result<Checked, String> {
+fn first_pipeline_key(ctx: &CheckContext<'_>, rec: &WalkRecord) -> Result<Checked, String> {
+    let keys = ctx.keys;
     let event = crate::event::Event::parse(&rec.event).map_err(|u| u.message().to_string())?;
     let change = KeyHistory::change_in(&event)
         .filter(|c| c.action == PIPELINE_KEY)
         .ok_or("not a pipeline key event")?;
-    let mut with_it = fold.keys.clone();
+    let body: crate::log::receipt::ReceiptBody =
+        serde_json::from_slice(&rec.body).map_err(|e| e.to_string())?;
+    if keys.pipeline_key(&body.key_id).is_some() {
+        return Err("the pipeline key is already established".into());
+    }
+    let mut with_it = keys.clone();
     with_it.apply(&change).map_err(|e| e.to_string())?;
-    check_record(rec, &with_it)
+    check_record(rec, &CheckContext { keys: &with_it, ..*ctx })
 }
 
 fn end_of_walk(
