@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ed25519_dalek::SigningKey;
+use vigil::event::tables::TableCache;
 use vigil::keys::private::PrivateJwk;
 use vigil::keys::{parse_jwks, KeySet, TimeRules};
-use vigil::event::tables::TableCache;
 use vigil::pipeline::judge::{judge, Context};
 use vigil::pipeline::{Item, Pipeline, PipelineConfig};
 use vigil::time::Timestamp;
@@ -42,19 +42,30 @@ fn bench_judge(c: &mut Criterion) {
     let rules = TimeRules::default();
     let none = TableCache::new(0);
     let warm = TableCache::new(1 << 20);
-    let public = vigil::event::signature::parse_public_key(k.key.verifying_key().as_bytes()).unwrap();
+    let public =
+        vigil::event::signature::parse_public_key(k.key.verifying_key().as_bytes()).unwrap();
     warm.insert(&public);
     let mut g = c.benchmark_group("judge");
     g.throughput(Throughput::Elements(1));
     g.bench_function("one_event", |b| {
         b.iter(|| {
-            let ctx = Context { keys: &set, rules: &rules, tables: &none, received_at: Timestamp::now() };
+            let ctx = Context {
+                keys: &set,
+                rules: &rules,
+                tables: &none,
+                received_at: Timestamp::now(),
+            };
             judge(&raw, &ctx)
         })
     });
     g.bench_function("one_event_with_table", |b| {
         b.iter(|| {
-            let ctx = Context { keys: &set, rules: &rules, tables: &warm, received_at: Timestamp::now() };
+            let ctx = Context {
+                keys: &set,
+                rules: &rules,
+                tables: &warm,
+                received_at: Timestamp::now(),
+            };
             judge(&raw, &ctx)
         })
     });
@@ -63,7 +74,9 @@ fn bench_judge(c: &mut Criterion) {
     let msg = vec![b'x'; 600];
     let sig = vigil::event::signature::sign(&k.key, &msg);
     let table = vigil::event::tables::KeyTable::new(&public);
-    g.bench_function("usual", |b| b.iter(|| vigil::event::signature::verify(&public, &msg, &sig)));
+    g.bench_function("usual", |b| {
+        b.iter(|| vigil::event::signature::verify(&public, &msg, &sig))
+    });
     g.bench_function("table", |b| b.iter(|| table.verify(&msg, &sig)));
     g.finish();
     let mut g = c.benchmark_group("canonicalise");

@@ -15,7 +15,7 @@ use crate::keys::private::PrivateJwk;
 use crate::log::note::NoteVerifier;
 use crate::log::proof::verify_proof;
 use crate::time::Timestamp;
-use crate::verify::{verify_log, VerifyError, VerifyOptions};
+use crate::verify::{verify_log, LogReport, VerifyError, VerifyOptions, VerifyReport};
 
 /// Vigil: signed-event ingest, hash-chained receipts, offline verification.
 #[derive(Parser, Debug)]
@@ -226,87 +226,91 @@ fn verify_command(
                     .into(),
         });
     }
+    let vkeys = vkey
+        .iter()
+        .map(|v| read_vkey(v))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut reports = Vec::new();
     for dir in &data {
         let opts = VerifyOptions {
             data: dir.clone(),
             keys: keys.clone(),
             checkpoint: checkpoint.clone(),
-            vkeys: vkey
-                .iter()
-                .map(|v| read_vkey(v))
-                .collect::<Result<Vec<_>, _>>()?,
+            vkeys: vkeys.clone(),
             progress: !quiet,
             collect_accepted: data.len() > 1,
         };
-        match verify_log(&opts) {
-            Ok(r) => {
-                for w in &r.warnings {
-                    eprintln!("vigil verify: note: {}: {w}", dir.display());
-                }
-                println!(
-                    "OK: {}: {} receipts ({} accepted, {} rejected), hash chain intact, {} checkpoints verified (latest size {}), \
-                     {} key events, {} tiles and {} index entries checked, root {}",
-                    dir.display(),
-                    r.records,
-                    r.accepted,
-                    r.rejected,
-                    r.checkpoints,
-                    r.latest_size,
-                    r.key_events,
-                    r.tiles_checked,
-                    r.index_checked,
-                    hex::encode(r.root)
-                );
-                if !r.anchored {
-                    println!(
-                        "NOTE: internal consistency only: no trusted checkpoint (--checkpoint) and no pinned log key (--vkey) \
-                         were given, so this checked the log against the keys in its own directory; whoever holds {}/log.key \
-                         could have rewritten it whole. Pass a checkpoint you saved earlier, or the verifier key you got from the operator.",
-                        dir.display()
-                    );
-                }
-                reports.push((dir.display().to_string(), r));
-            }
-            Err(e @ VerifyError::Invalid { .. }) => {
-                return Err(Exit {
-                    code: 1,
-                    message: format!("{}: {e}", dir.display()),
-                })
-            }
-            Err(VerifyError::Usage(m)) => {
-                return Err(Exit {
-                    code: 2,
-                    message: m,
-                })
-            }
-        }
+        let report = verify_log(&opts).map_err(|e| match e {
+            e @ VerifyError::Invalid { .. } => Exit {
+                code: 1,
+                message: format!("{}: {e}", dir.display()),
+            },
+            VerifyError::Usage(message) => Exit { code: 2, message },
+        })?;
+        print_report(&dir.display().to_string(), &report);
+        reports.push(LogReport {
+            log: dir.display().to_string(),
+            report,
+        });
     }
     if reports.len() > 1 {
-        let refs: Vec<(String, &crate::verify::VerifyReport)> =
-            reports.iter().map(|(n, r)| (n.clone(), r)).collect();
-        let dups = crate::verify::cross_log_duplicates(&refs);
-        for d in &dups {
-            let places: Vec<String> = d
-                .places
-                .iter()
-                .map(|(log, a)| format!("{log} index {} (event_hash {})", a.index, a.event_hash))
-                .collect();
-            let kind = if d.same_event() {
-                "cross-log duplicate"
-            } else {
-                "cross-log conflict (different content)"
-            };
-            println!(
-                "{kind}: agent {:?} event {:?} accepted in {}",
-                d.agent_id,
-                d.event_id,
-                places.join(" and ")
-            );
-        }
-        println!("cross-log duplicates: {}", dups.len());
+        print_cross_log_duplicates(&reports);
     }
     Ok(())
+}
+
+fn print_report(dir: &str, r: &VerifyReport) {
+    for w in &r.warnings {
+        eprintln!("vigil verify: note: {dir}: {w}");
+    }
+    println!(
+        "OK: {dir}: {} receipts ({} accepted, {} rejected), hash chain intact, {} checkpoints verified (latest size {}), \
+         {} key events, {} tiles and {} index entries checked, root {}",
+        r.records,
+        r.accepted,
+        r.rejected,
+        r.checkpoints,
+        r.latest_size,
+        r.key_events,
+        r.tiles_checked,
+        r.index_checked,
+        hex::encode(r.root)
+    );
+    if !r.anchored {
+        println!(
+            "NOTE: internal consistency only: no trusted checkpoint (--checkpoint) and no pinned log key (--vkey) \
+             were given, so this checked the log against the keys in its own directory; whoever holds {dir}/log.key \
+             could have rewritten it whole. Pass a checkpoint you saved earlier, or the verifier key you got from the operator."
+        );
+    }
+}
+
+fn print_cross_log_duplicates(reports: &[LogReport]) {
+    let dups = crate::verify::cross_log_duplicates(reports);
+    for d in &dups {
+        let places: Vec<String> = d
+            .places
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} index {} (event_hash {})",
+                    p.log, p.accepted.index, p.accepted.event_hash
+                )
+            })
+            .collect();
+        let kind = if d.same_event() {
+            "cross-log duplicate"
+        } else {
+            "cross-log conflict (different content)"
+        };
+        println!(
+            "{kind}: agent {:?} event {:?} accepted in {}",
+            d.agent_id,
+            d.event_id,
+            places.join(" and ")
+        );
+    }
+    println!("cross-log duplicates: {}", dups.len());
 }
 
 /// A verifier key given on the command line, or read from the file named.

@@ -162,70 +162,120 @@ fn default_group() -> String {
 /// The roles a token can grant.
 pub const ROLES: [&str; 6] = ["ingest", "audit", "soc", "posture", "metrics", "admin"];
 
+/// Why a configuration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown keys included).
+    #[error("the configuration {path} is invalid: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the TOML reader found.
+        source: toml::de::Error,
+    },
+    /// A value is out of range or values disagree.
+    #[error("{0}")]
+    Invalid(String),
+    /// A valid file whose values are refused.
+    #[error("the configuration {path} is invalid: {source}")]
+    InFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        source: Box<ConfigError>,
+    },
+}
+
 impl Config {
     /// Reads and checks a configuration file.
-    pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the configuration {}: {e}", path.display()))?;
-        let cfg: Config = toml::from_str(&text)
-            .map_err(|e| format!("the configuration {} is invalid: {e}", path.display()))?;
-        cfg.validate()
-            .map_err(|e| format!("the configuration {} is invalid: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = || path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown(),
+            source,
+        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: shown(),
+            source,
+        })?;
+        cfg.validate().map_err(|e| ConfigError::InFile {
+            path: shown(),
+            source: Box::new(e),
+        })?;
         Ok(cfg)
     }
 
     /// Cross-field checks.
-    pub fn validate(&self) -> Result<(), String> {
-        self.server.listen.parse::<SocketAddr>().map_err(|_| {
-            format!(
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |why: String| Err(ConfigError::Invalid(why));
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return invalid(format!(
                 "[server] listen {:?} is not an address like 127.0.0.1:7070",
                 self.server.listen
-            )
-        })?;
+            ));
+        }
         if let Some(m) = &self.server.metrics_listen {
-            m.parse::<SocketAddr>().map_err(|_| {
-                format!("[server] metrics_listen {m:?} is not an address like 127.0.0.1:9464")
-            })?;
+            if m.parse::<SocketAddr>().is_err() {
+                return invalid(format!(
+                    "[server] metrics_listen {m:?} is not an address like 127.0.0.1:9464"
+                ));
+            }
         }
         if self.server.max_body_bytes < 1024 {
-            return Err(format!(
+            return invalid(format!(
                 "[server] max_body_bytes {} is too small; use at least 1024",
                 self.server.max_body_bytes
             ));
         }
         if self.server.checkpoint_interval_ms == 0 || self.server.checkpoint_interval_ms > 1000 {
-            return Err("[server] checkpoint_interval_ms must be 1 to 1000 (the contract asks for a checkpoint at least every second)".into());
+            return invalid("[server] checkpoint_interval_ms must be 1 to 1000 (the contract asks for a checkpoint at least every second)".into());
         }
-        for t in &self.tokens {
-            let given = [
-                t.sha256.is_some(),
-                t.token.is_some(),
-                t.token_file.is_some(),
-            ]
-            .iter()
-            .filter(|b| **b)
-            .count();
-            if given != 1 {
-                return Err(format!(
-                    "token {:?} must have exactly one of sha256, token or token_file",
-                    t.name
+        self.tokens.iter().try_for_each(TokenConfig::validate)
+    }
+}
+
+impl TokenConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |why: String| Err(ConfigError::Invalid(why));
+        let given = [
+            self.sha256.is_some(),
+            self.token.is_some(),
+            self.token_file.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given != 1 {
+            return invalid(format!(
+                "token {:?} must have exactly one of sha256, token or token_file",
+                self.name
+            ));
+        }
+        if let Some(h) = &self.sha256 {
+            if h.len() != 64 || hex::decode(h).is_err() {
+                return invalid(format!(
+                    "token {:?}: sha256 must be 64 hex digits",
+                    self.name
                 ));
             }
-            if let Some(h) = &t.sha256 {
-                if h.len() != 64 || hex::decode(h).is_err() {
-                    return Err(format!("token {:?}: sha256 must be 64 hex digits", t.name));
-                }
-            }
-            if t.roles.is_empty() {
-                return Err(format!("token {:?} grants no roles", t.name));
-            }
-            if let Some(r) = t.roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
-                return Err(format!(
-                    "token {:?}: unknown role {r:?}; roles are {}",
-                    t.name,
-                    ROLES.join(", ")
-                ));
-            }
+        }
+        if self.roles.is_empty() {
+            return invalid(format!("token {:?} grants no roles", self.name));
+        }
+        if let Some(r) = self.roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
+            return invalid(format!(
+                "token {:?}: unknown role {r:?}; roles are {}",
+                self.name,
+                ROLES.join(", ")
+            ));
         }
         Ok(())
     }

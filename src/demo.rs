@@ -5,7 +5,6 @@
 //! to verify a receipt offline.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -45,46 +44,56 @@ struct Agent {
     principal: &'static str,
 }
 
-/// An agent of the demo: id, role, (action, resource prefix) pairs, principal.
-type DemoAgent = (
-    &'static str,
-    &'static str,
-    &'static [(&'static str, &'static str)],
-    &'static str,
-);
+/// An agent of the demo.
+struct DemoAgent {
+    id: &'static str,
+    role: &'static str,
+    /// (action, resource prefix) pairs it takes in turn.
+    actions: &'static [(&'static str, &'static str)],
+    /// The user it acts for.
+    principal: &'static str,
+}
 
 const AGENTS: [DemoAgent; 3] = [
-    (
-        "hr-assistant-1",
-        "hr-assistant",
-        &[
+    DemoAgent {
+        id: "hr-assistant-1",
+        role: "hr-assistant",
+        actions: &[
             ("hris.lookup_employee", "hris://employees/E"),
             ("hris.update_address", "hris://employees/E"),
         ],
-        "alice@corp.example",
-    ),
-    (
-        "support-bot-1",
-        "support-bot",
-        &[
+        principal: "alice@corp.example",
+    },
+    DemoAgent {
+        id: "support-bot-1",
+        role: "support-bot",
+        actions: &[
             ("crm.read_ticket", "crm://tickets/T"),
             ("llm.chat", "llm://models/support-"),
         ],
-        "bob@corp.example",
-    ),
-    (
-        "db-reporter-1",
-        "db-reporter",
-        &[("db.query", "postgres://analytics/table_")],
-        "carol@corp.example",
-    ),
+        principal: "bob@corp.example",
+    },
+    DemoAgent {
+        id: "db-reporter-1",
+        role: "db-reporter",
+        actions: &[("db.query", "postgres://analytics/table_")],
+        principal: "carol@corp.example",
+    },
 ];
 
+/// The demo's agents with their keys, and the JWKS file that registers
+/// them (made on the first run, reused after).
 fn load_agents(dir: &Path) -> anyhow::Result<(Vec<Agent>, PathBuf)> {
     create_dir_durably(dir)?;
     let mut agents = Vec::new();
     let mut jwks = Vec::new();
-    for (id, role, actions, principal) in AGENTS {
+    for DemoAgent {
+        id,
+        role,
+        actions,
+        principal,
+    } in AGENTS
+    {
         let path = dir.join(format!("{id}.key.jwk"));
         let key = if path.exists() {
             PrivateJwk::parse(&std::fs::read(&path)?)
@@ -195,109 +204,38 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             })
             .await
     });
-    let token = std::fs::read_to_string(args.data.join("admin.token"))?
-        .trim()
-        .to_string();
-    let mut client = Client::connect(addr, &token).await?;
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "vigil".into());
+    let token =
+        std::fs::read_to_string(crate::store::layout::Layout::new(&args.data).admin_token())?
+            .trim()
+            .to_string();
+    let mut feed = Feed {
+        client: Client::connect(addr, &token).await?,
+        agents,
+        n: 0,
+        accepted: 0,
+        rejected: 0,
+    };
     let dir = args.data.display().to_string();
     println!("Vigil demo: 3 simulated agents sign their actions; the pipeline verifies and receipts each one.");
     println!("  server       http://{addr}   (token: {dir}/admin.token, e.g. curl -H \"Authorization: Bearer $(cat {dir}/admin.token)\" http://{addr}/v1/checkpoint)");
-    let mut n: u64 = 0;
-    let mut shown = false;
     let per_tick = (args.rate / 4).max(1) as u64;
     let deadline = (args.duration > 0)
         .then(|| tokio::time::Instant::now() + Duration::from_secs(args.duration));
     let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
-    let mut totals = (0u64, 0u64);
+    let mut shown = false;
     loop {
-        let mut body = Vec::new();
-        let mut first_id = None;
-        for _ in 0..per_tick {
-            let agent = &agents[(n % agents.len() as u64) as usize];
-            let forge = n % 25 == 24;
-            let (id, ev) = signed_event(agent, n, forge);
-            if first_id.is_none() && !forge {
-                first_id = Some((id.clone(), agent.key.agent_id.clone().unwrap_or_default()));
-            }
-            if forge {
-                println!("  forgery      event {id} claims {} but is signed with another key -> rejected:bad_signature (receipted)", agent.key.agent_id.as_deref().unwrap_or(""));
-            }
-            body.extend_from_slice(&ev);
-            body.push(b'\n');
-            n += 1;
-        }
-        let (status, answer) = client
-            .send(
-                "POST",
-                "/v1/events",
-                Some("application/x-ndjson"),
-                Bytes::from(body),
-            )
-            .await?;
-        anyhow::ensure!(
-            status == 200,
-            "the demo server answered {status}: {}",
-            String::from_utf8_lossy(&answer)
-        );
-        let a: serde_json::Value = serde_json::from_slice(&answer)?;
-        totals.0 += a["accepted"].as_u64().unwrap_or(0);
-        totals.1 += a["rejected"].as_u64().unwrap_or(0);
-        if !shown {
-            if let Some((id, agent)) = first_id {
-                let checkpoint = pipeline.checkpoint_now().await?;
-                let (status, body) = client
-                    .send(
-                        "GET",
-                        &format!("/v1/receipts/{id}?agent_id={agent}"),
-                        None,
-                        Bytes::new(),
-                    )
-                    .await?;
-                anyhow::ensure!(status == 200, "receipt lookup answered {status}");
-                let found: serde_json::Value = serde_json::from_slice(&body)?;
-                let proof_path = args.data.join("demo-receipt.proof");
-                let vkey_path = args.data.join("log.vkey");
-                write_file_durably(
-                    &proof_path,
-                    found["proof"].as_str().unwrap_or("").as_bytes(),
-                    0o644,
-                )?;
-                write_file_durably(
-                    &vkey_path,
-                    format!("{}\n", pipeline.verifier_keys()[0]).as_bytes(),
-                    0o644,
-                )?;
-                println!("  checkpoint   (GET http://{addr}/v1/checkpoint)");
-                for line in checkpoint.lines() {
-                    println!("               {line}");
+        let first = feed.tick(per_tick).await?;
+        if let Some(first) = first.filter(|_| !shown) {
+            show_receipt(&args, addr, &mut feed.client, &pipeline, &first).await?;
+            println!(
+                "  {}",
+                if deadline.is_some() {
+                    format!("Running for {} s.", args.duration)
+                } else {
+                    "Press Ctrl-C to stop.".into()
                 }
-                println!(
-                    "  receipt      event {id} of {agent}: {}",
-                    found["receipt"]["verdict"]
-                );
-                println!(
-                    "  verify it offline, with nothing but the proof and the log's public key:"
-                );
-                println!(
-                    "               {exe} verify-proof {} --vkey {}",
-                    proof_path.display(),
-                    vkey_path.display()
-                );
-                println!("  verify the whole log after stopping the demo:");
-                println!("               {exe} verify --data {dir}");
-                println!(
-                    "  {}",
-                    if deadline.is_some() {
-                        format!("Running for {} s.", args.duration)
-                    } else {
-                        "Press Ctrl-C to stop.".into()
-                    }
-                );
-                shown = true;
-            }
+            );
+            shown = true;
         }
         let tick = tokio::time::sleep(Duration::from_millis(250));
         tokio::select! {
@@ -312,8 +250,119 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     served.await.context("the demo server task failed")??;
     println!(
         "Stopped: {} events accepted, {} rejected, all receipted in {dir}.",
-        totals.0, totals.1
+        feed.accepted, feed.rejected
     );
-    let _ = Arc::strong_count(&pipeline);
+    Ok(())
+}
+
+/// The simulated agents' stream of events, sent to the server.
+struct Feed {
+    client: Client,
+    agents: Vec<Agent>,
+    /// Events made so far.
+    n: u64,
+    accepted: u64,
+    rejected: u64,
+}
+
+/// An event that was sent and accepted.
+struct Sent {
+    event_id: String,
+    agent_id: String,
+}
+
+impl Feed {
+    /// Sends `count` events in one NDJSON body (every 25th a forgery);
+    /// returns the first genuine one.
+    async fn tick(&mut self, count: u64) -> anyhow::Result<Option<Sent>> {
+        let mut body = Vec::new();
+        let mut first = None;
+        for _ in 0..count {
+            let agent = &self.agents[(self.n % self.agents.len() as u64) as usize];
+            let agent_id = agent.key.agent_id.clone().unwrap_or_default();
+            let forge = self.n % 25 == 24;
+            let (event_id, ev) = signed_event(agent, self.n, forge);
+            if forge {
+                println!("  forgery      event {event_id} claims {agent_id} but is signed with another key -> rejected:bad_signature (receipted)");
+            } else if first.is_none() {
+                first = Some(Sent { event_id, agent_id });
+            }
+            body.extend_from_slice(&ev);
+            body.push(b'\n');
+            self.n += 1;
+        }
+        let (status, answer) = self
+            .client
+            .send(
+                "POST",
+                "/v1/events",
+                Some("application/x-ndjson"),
+                Bytes::from(body),
+            )
+            .await?;
+        anyhow::ensure!(
+            status == 200,
+            "the demo server answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        let a: serde_json::Value = serde_json::from_slice(&answer)?;
+        self.accepted += a["accepted"].as_u64().unwrap_or(0);
+        self.rejected += a["rejected"].as_u64().unwrap_or(0);
+        Ok(first)
+    }
+}
+
+/// Checkpoints, fetches the receipt of `sent` with its proof, saves the
+/// proof and the log's verifier key, and prints how to verify both.
+async fn show_receipt(
+    args: &DemoArgs,
+    addr: std::net::SocketAddr,
+    client: &mut Client,
+    pipeline: &crate::pipeline::Pipeline,
+    sent: &Sent,
+) -> anyhow::Result<()> {
+    let Sent { event_id, agent_id } = sent;
+    let checkpoint = pipeline.checkpoint_now().await?;
+    let (status, body) = client
+        .send(
+            "GET",
+            &format!("/v1/receipts/{event_id}?agent_id={agent_id}"),
+            None,
+            Bytes::new(),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "receipt lookup answered {status}");
+    let found: serde_json::Value = serde_json::from_slice(&body)?;
+    let proof_path = args.data.join("demo-receipt.proof");
+    let vkey_path = args.data.join("log.vkey");
+    write_file_durably(
+        &proof_path,
+        found["proof"].as_str().unwrap_or("").as_bytes(),
+        0o644,
+    )?;
+    write_file_durably(
+        &vkey_path,
+        format!("{}\n", pipeline.verifier_keys()[0]).as_bytes(),
+        0o644,
+    )?;
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "vigil".into());
+    println!("  checkpoint   (GET http://{addr}/v1/checkpoint)");
+    for line in checkpoint.lines() {
+        println!("               {line}");
+    }
+    println!(
+        "  receipt      event {event_id} of {agent_id}: {}",
+        found["receipt"]["verdict"]
+    );
+    println!("  verify it offline, with nothing but the proof and the log's public key:");
+    println!(
+        "               {exe} verify-proof {} --vkey {}",
+        proof_path.display(),
+        vkey_path.display()
+    );
+    println!("  verify the whole log after stopping the demo:");
+    println!("               {exe} verify --data {}", args.data.display());
     Ok(())
 }

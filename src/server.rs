@@ -28,7 +28,7 @@ pub struct ServeSettings {
 /// Merges a configuration file (if any) and flags, and checks them.
 pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
     let mut config = match &args.config {
-        Some(p) => Config::load(p).map_err(|e| anyhow!(e))?,
+        Some(p) => Config::load(p)?,
         None => Config::default(),
     };
     if let Some(d) = &args.data {
@@ -64,9 +64,9 @@ pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
         }
     }
     if let Some(k) = &config.kafka {
-        crate::ingest::kafka::check_passthrough(k).map_err(|e| anyhow!(e))?;
+        crate::ingest::kafka::check_passthrough(k)?;
     }
-    config.validate().map_err(|e| anyhow!(e))?;
+    config.validate()?;
     if let Some(o) = &config.server.origin {
         check_origin(o).map_err(|e| anyhow!("--origin: {e}"))?;
     }
@@ -184,7 +184,7 @@ impl Server {
                 .data_dir()
                 .admin_token()
                 .map_err(|e| anyhow!("{e}"))?;
-            let path = data.join("admin.token");
+            let path = crate::store::layout::Layout::new(&data).admin_token();
             if created {
                 tracing::info!(path = %path.display(), "No tokens are configured: wrote a generated admin token (all roles) to this file");
             } else {
@@ -319,8 +319,7 @@ impl Server {
         }
         if let Some(k) = &self.kafka {
             let (consumer, handle) =
-                crate::ingest::kafka::start(k, self.pipeline.clone(), tasks.stop())
-                    .map_err(|e| anyhow!(e))?;
+                crate::ingest::kafka::start(k, self.pipeline.clone(), tasks.stop())?;
             tasks.spawn("kafka consumer", async move {
                 let _ = handle.await;
             });
@@ -350,11 +349,16 @@ async fn table_metrics(pipeline: Arc<Pipeline>, mut stop: crate::shutdown::Stop)
     use std::sync::atomic::Ordering::Relaxed;
     loop {
         let (m, t) = (crate::telemetry::metrics(), &pipeline.tables().stats);
-        m.verify_table_hits_total.store(t.hits.load(Relaxed), Relaxed);
-        m.verify_table_misses_total.store(t.misses.load(Relaxed), Relaxed);
-        m.verify_table_builds_total.store(t.builds.load(Relaxed), Relaxed);
-        m.verify_table_evictions_total.store(t.evictions.load(Relaxed), Relaxed);
-        m.verify_table_bytes.store(pipeline.tables().bytes() as u64, Relaxed);
+        m.verify_table_hits_total
+            .store(t.hits.load(Relaxed), Relaxed);
+        m.verify_table_misses_total
+            .store(t.misses.load(Relaxed), Relaxed);
+        m.verify_table_builds_total
+            .store(t.builds.load(Relaxed), Relaxed);
+        m.verify_table_evictions_total
+            .store(t.evictions.load(Relaxed), Relaxed);
+        m.verify_table_bytes
+            .store(pipeline.tables().bytes() as u64, Relaxed);
         tokio::select! {
             _ = stop.stopped() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -22,11 +22,6 @@ impl Stop {
         let _ = self.0.wait_for(|s| *s).await;
     }
 
-    /// Whether the stop signal has fired.
-    pub fn is_stopped(&self) -> bool {
-        *self.0.borrow()
-    }
-
     /// A signal that never fires (for tools that run until done).
     pub fn never() -> Stop {
         let (tx, rx) = watch::channel(false);

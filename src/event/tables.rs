@@ -136,7 +136,10 @@ impl TableCache {
                     }
                 });
             if spawned.is_ok() {
-                *cache.builder.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+                *cache
+                    .builder
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
             }
         }
         cache
@@ -151,7 +154,10 @@ impl TableCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(key.as_bytes())
             .map(|e| {
-                e.last_used.store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+                e.last_used.store(
+                    self.clock.fetch_add(1, Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
                 e.table.clone()
             });
         match table {
@@ -172,7 +178,10 @@ impl TableCache {
             return;
         }
         let ready = {
-            let mut missed = self.missed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut missed = self
+                .missed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if missed.len() > 4 * self.capacity.max(1024) {
                 missed.clear(); // cold keys do not pile up
             }
@@ -181,11 +190,17 @@ impl TableCache {
             *n == MISSES_BEFORE_BUILD
         };
         if ready {
-            let builder = self.builder.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let builder = self
+                .builder
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(tx) = builder.as_ref() {
                 if let Err(TrySendError::Full(_)) = tx.try_send(*key) {
                     // Too many waiting: the key will miss again and retry.
-                    self.missed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key.as_bytes());
+                    self.missed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(key.as_bytes());
                 }
             }
         }
@@ -199,21 +214,41 @@ impl TableCache {
         }
         let table = Arc::new(KeyTable::new(key));
         self.stats.builds.fetch_add(1, Ordering::Relaxed);
-        let mut tables = self.tables.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tables = self
+            .tables
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if tables.len() >= self.capacity {
-            if let Some(victim) = tables.iter().min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed)).map(|(k, _)| *k) {
+            if let Some(victim) = tables
+                .iter()
+                .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| *k)
+            {
                 tables.remove(&victim);
                 self.stats.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        tables.insert(key.to_bytes(), Entry { table, last_used: AtomicU64::new(now) });
-        self.missed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key.as_bytes());
+        tables.insert(
+            key.to_bytes(),
+            Entry {
+                table,
+                last_used: AtomicU64::new(now),
+            },
+        );
+        self.missed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key.as_bytes());
     }
 
     /// Bytes the tables take now.
     pub fn bytes(&self) -> usize {
-        self.tables.read().unwrap_or_else(std::sync::PoisonError::into_inner).len() * KeyTable::BYTES
+        self.tables
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+            * KeyTable::BYTES
     }
 }
 
@@ -285,7 +320,9 @@ mod tests {
     #[test]
     fn the_cache_builds_tables_for_keys_that_miss_and_keeps_its_budget() {
         let cache = TableCache::new(2 * KeyTable::BYTES);
-        let keys: Vec<SigningKey> = (1..=3u8).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
+        let keys: Vec<SigningKey> = (1..=3u8)
+            .map(|i| SigningKey::from_bytes(&[i; 32]))
+            .collect();
         for sk in &keys {
             let key = parse_public_key(sk.verifying_key().as_bytes()).unwrap();
             let sig = sign(sk, b"m");
@@ -293,7 +330,9 @@ mod tests {
                 assert!(cache.verify(&key, b"m", &sig));
             }
             let deadline = Instant::now() + Duration::from_secs(5);
-            while cache.stats.builds.load(Ordering::Relaxed) < keys.iter().position(|k| k == sk).unwrap() as u64 + 1 {
+            while cache.stats.builds.load(Ordering::Relaxed)
+                < keys.iter().position(|k| k == sk).unwrap() as u64 + 1
+            {
                 assert!(Instant::now() < deadline, "a table is built");
                 std::thread::sleep(Duration::from_millis(5));
             }

@@ -32,9 +32,9 @@ use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::config::KafkaConfig;
+use crate::config::{ConfigError, KafkaConfig};
 use crate::event::Unidentifiable;
-use crate::pipeline::{Item, Pipeline, Status};
+use crate::pipeline::{Item, Pipeline, PipelineError, Status};
 use crate::shutdown::Stop;
 use crate::telemetry::metrics;
 
@@ -51,19 +51,44 @@ const OWNED: [&str; 4] = [
     "enable.partition.eof",
 ];
 
+/// Why Kafka ingestion cannot start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaIngestError {
+    /// `[kafka]` is refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// librdkafka refused an operation.
+    #[error("cannot {what}: {source}")]
+    Client {
+        /// What was being done.
+        what: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// The pipeline failed or is stopping.
+    #[error("the pipeline cannot take the batch: {0}")]
+    Pipeline(#[from] PipelineError),
+}
+
+fn client(what: impl Into<String>) -> impl FnOnce(KafkaError) -> KafkaIngestError {
+    let what = what.into();
+    move |source| KafkaIngestError::Client { what, source }
+}
+
 /// Checks the pass-through properties: the ones Vigil owns are refused.
-pub fn check_passthrough(cfg: &KafkaConfig) -> Result<(), String> {
+pub fn check_passthrough(cfg: &KafkaConfig) -> Result<(), ConfigError> {
+    let invalid = |why: String| Err(ConfigError::Invalid(why));
     if let Some(k) = cfg.librdkafka.keys().find(|k| OWNED.contains(&k.as_str())) {
-        return Err(format!(
+        return invalid(format!(
             "[kafka.librdkafka] sets {k:?}, which Vigil owns (offsets are committed only once receipts are durable); \
              remove it (the group is [kafka] group)"
         ));
     }
     if cfg.brokers.trim().is_empty() {
-        return Err("[kafka] brokers is empty; give host:port[,host:port]".into());
+        return invalid("[kafka] brokers is empty; give host:port[,host:port]".into());
     }
     if cfg.topic.trim().is_empty() || cfg.group.trim().is_empty() {
-        return Err("[kafka] topic and group must not be empty".into());
+        return invalid("[kafka] topic and group must not be empty".into());
     }
     Ok(())
 }
@@ -175,14 +200,12 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     /// A producer for the cluster in `cfg`.
-    pub fn new(cfg: &KafkaConfig) -> Result<KafkaSink, String> {
+    pub fn new(cfg: &KafkaConfig) -> Result<KafkaSink, KafkaIngestError> {
         let mut c = base_config(cfg);
         c.set("acks", "all")
             .set("message.timeout.ms", "30000")
             .set("linger.ms", "2");
-        let producer = c
-            .create()
-            .map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
+        let producer = c.create().map_err(client("create the Kafka producer"))?;
         Ok(KafkaSink { producer })
     }
 
@@ -242,7 +265,7 @@ pub fn start(
     cfg: &KafkaConfig,
     pipeline: Arc<Pipeline>,
     stop: Stop,
-) -> Result<(KafkaConsumer, tokio::task::JoinHandle<()>), String> {
+) -> Result<(KafkaConsumer, tokio::task::JoinHandle<()>), KafkaIngestError> {
     check_passthrough(cfg)?;
     let durable = Arc::new(Durable::default());
     let assigned = Arc::new(AtomicBool::new(false));
@@ -262,10 +285,10 @@ pub fn start(
     }
     let consumer: StreamConsumer<VigilContext> = c
         .create_with_context(ctx)
-        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+        .map_err(client("create the Kafka consumer"))?;
     consumer
         .subscribe(&[&cfg.topic])
-        .map_err(|e| format!("cannot subscribe to {}: {e}", cfg.topic))?;
+        .map_err(client(format!("subscribe to {}", cfg.topic)))?;
     let sink = KafkaSink::new(cfg)?;
     let rejected_topic = format!("{}.rejected", cfg.topic);
     let consumer = Arc::new(consumer);
@@ -300,7 +323,7 @@ struct Consume {
 impl Consume {
     /// Consumes batches until the stop signal, then commits what is durable
     /// and leaves the group.
-    async fn run(mut self) -> Result<(), String> {
+    async fn run(mut self) -> Result<(), KafkaIngestError> {
         while let Some(batch) = self.next_batch().await? {
             if !self.handle_batch(&batch).await? {
                 break; // stopped while publishing copies: not committed
@@ -320,7 +343,7 @@ impl Consume {
     /// The next batch (up to [`BATCH_MAX`] messages or [`BATCH_WAIT`] after
     /// the first) of partitions this instance still owns; `None` once the
     /// stop signal fires.
-    async fn next_batch(&mut self) -> Result<Option<Vec<OwnedMessage>>, String> {
+    async fn next_batch(&mut self) -> Result<Option<Vec<OwnedMessage>>, KafkaIngestError> {
         loop {
             let first = tokio::select! {
                 _ = self.stop.stopped() => return Ok(None),
@@ -357,11 +380,11 @@ impl Consume {
 
     /// A rebalance happened while the batch was being read: keeps only
     /// messages of partitions this instance still owns.
-    fn drop_revoked(&self, batch: &mut Vec<OwnedMessage>) -> Result<(), String> {
+    fn drop_revoked(&self, batch: &mut Vec<OwnedMessage>) -> Result<(), KafkaIngestError> {
         let owned = self
             .consumer
             .assignment()
-            .map_err(|e| format!("cannot read the assignment: {e}"))?;
+            .map_err(client("read the assignment"))?;
         let before = batch.len();
         batch.retain(|m| {
             owned
@@ -410,16 +433,12 @@ impl Consume {
     /// Receipts a batch and publishes the `.rejected` copies; returns
     /// whether all of it is durable and acknowledged (false when the stop
     /// signal came first: the batch is then left uncommitted).
-    async fn handle_batch(&mut self, batch: &[OwnedMessage]) -> Result<bool, String> {
+    async fn handle_batch(&mut self, batch: &[OwnedMessage]) -> Result<bool, KafkaIngestError> {
         let items: Vec<Item> = batch.iter().map(message_item).collect();
         metrics()
             .kafka_messages_total
             .fetch_add(items.len() as u64, Ordering::Relaxed);
-        let results = self
-            .pipeline
-            .ingest(items)
-            .await
-            .map_err(|e| format!("the pipeline cannot take the batch: {e}"))?;
+        let results = self.pipeline.ingest(items).await?;
         let mut copies = Vec::new();
         for (m, r) in batch.iter().zip(&results) {
             count_key_mismatch(m, r);

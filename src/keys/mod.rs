@@ -300,11 +300,6 @@ impl KeySet {
         self.keys.len()
     }
 
-    /// How many agents the set knows.
-    pub fn agent_count(&self) -> usize {
-        self.agents.len()
-    }
-
     /// Every key, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &Arc<AgentKey>> {
         self.keys.values()

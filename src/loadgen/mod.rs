@@ -263,7 +263,7 @@ pub(crate) fn start_server(
         std::thread::sleep(Duration::from_millis(20));
     }
     let addr = std::fs::read_to_string(&addr_file)?.trim().parse()?;
-    let token = std::fs::read_to_string(data.join("admin.token"))?
+    let token = std::fs::read_to_string(crate::store::layout::Layout::new(data).admin_token())?
         .trim()
         .to_string();
     Ok(ServerProcess { child, addr, token })

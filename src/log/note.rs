@@ -13,21 +13,72 @@ use crate::event::{sha256, Hash};
 /// The Ed25519 algorithm byte of signed-note keys.
 const ALG_ED25519: u8 = 0x01;
 
+/// Why a note, a checkpoint, a verifier key or an origin is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoteError {
+    /// The origin is empty.
+    #[error("the origin is empty; give a name like vigil.example/prod/shard-0")]
+    EmptyOrigin,
+    /// The origin holds `+`.
+    #[error("the origin {0:?} contains '+', which signed-note key names cannot hold")]
+    PlusInOrigin(String),
+    /// The origin holds white space or a control character.
+    #[error(
+        "the origin {name:?} contains {found:?}; key names have no spaces or control characters"
+    )]
+    SpaceInOrigin {
+        /// The origin.
+        name: String,
+        /// The character found.
+        found: char,
+    },
+    /// A verifier key is malformed.
+    #[error("{0}")]
+    VerifierKey(&'static str),
+    /// A verifier key's public key is not a usable Ed25519 key.
+    #[error("the verifier key's public key is unusable: {0}")]
+    VerifierPublicKey(String),
+    /// A note is not laid out as a signed note.
+    #[error("{0}")]
+    Layout(String),
+    /// A signature by the key is present but does not verify.
+    #[error("the signature by {0} does not verify: the note was altered or signed by another key")]
+    BadSignature(String),
+    /// No signature by the key.
+    #[error("the note has no signature by {name} with key ID {key_id}")]
+    NoSignature {
+        /// The key's name.
+        name: String,
+        /// The key ID, hex.
+        key_id: String,
+    },
+    /// The checkpoint body does not parse.
+    #[error("{0}")]
+    Checkpoint(String),
+    /// The checkpoint is of another log.
+    #[error("the checkpoint's origin {origin:?} is not the verifier key's name {name:?}")]
+    OtherOrigin {
+        /// The checkpoint's origin.
+        origin: String,
+        /// The verifier key's name.
+        name: String,
+    },
+}
+
 /// Checks a signed-note key name (a log origin): non-empty, printable, no
 /// white space, no `+`.
-pub fn check_origin(name: &str) -> Result<(), String> {
+pub fn check_origin(name: &str) -> Result<(), NoteError> {
     if name.is_empty() {
-        return Err("the origin is empty; give a name like vigil.example/prod/shard-0".into());
+        return Err(NoteError::EmptyOrigin);
     }
     if name.contains('+') {
-        return Err(format!(
-            "the origin {name:?} contains '+', which signed-note key names cannot hold"
-        ));
+        return Err(NoteError::PlusInOrigin(name.into()));
     }
-    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "the origin {name:?} contains {c:?}; key names have no spaces or control characters"
-        ));
+    if let Some(found) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(NoteError::SpaceInOrigin {
+            name: name.into(),
+            found,
+        });
     }
     Ok(())
 }
@@ -107,26 +158,29 @@ pub struct NoteVerifier {
 
 impl NoteVerifier {
     /// Parses `<name>+<hex key ID>+<b64(0x01 || key)>`, checking the ID.
-    pub fn parse(vkey: &str) -> Result<NoteVerifier, String> {
+    pub fn parse(vkey: &str) -> Result<NoteVerifier, NoteError> {
+        use NoteError::VerifierKey as Bad;
         let vkey = vkey.trim();
         let mut parts = vkey.splitn(3, '+');
         let (Some(name), Some(id), Some(blob)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err("a verifier key has the form <name>+<8 hex digits>+<base64 key>".into());
+            return Err(Bad(
+                "a verifier key has the form <name>+<8 hex digits>+<base64 key>",
+            ));
         };
         check_origin(name)?;
         let id = hex::decode(id)
             .ok()
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .ok_or("the verifier key's ID is not 8 hex digits")?;
-        let blob = b64_decode(blob).ok_or("the verifier key's key part is not base64")?;
+            .ok_or(Bad("the verifier key's ID is not 8 hex digits"))?;
+        let blob = b64_decode(blob).ok_or(Bad("the verifier key's key part is not base64"))?;
         if blob.len() != 33 || blob[0] != ALG_ED25519 {
-            return Err(
-                "the verifier key is not an Ed25519 key (0x01 followed by 32 bytes)".into(),
-            );
+            return Err(Bad(
+                "the verifier key is not an Ed25519 key (0x01 followed by 32 bytes)",
+            ));
         }
-        let key = parse_public_key(&blob[1..])?;
+        let key = parse_public_key(&blob[1..]).map_err(NoteError::VerifierPublicKey)?;
         if key_id(name, &key) != id {
-            return Err("the verifier key's ID does not match its name and key".into());
+            return Err(Bad("the verifier key's ID does not match its name and key"));
         }
         Ok(NoteVerifier {
             name: name.to_string(),
@@ -137,22 +191,25 @@ impl NoteVerifier {
 
     /// Checks that `note` carries a valid signature by this key and returns
     /// its body. Signature lines by other keys are ignored.
-    pub fn verify<'a>(&self, note: &'a str) -> Result<&'a str, String> {
+    pub fn verify<'a>(&self, note: &'a str) -> Result<&'a str, NoteError> {
         let (body, sigs) = split_note(note)?;
         let mut found = false;
         for line in sigs.lines() {
             let Some(rest) = line.strip_prefix("\u{2014} ") else {
-                return Err(format!(
+                return Err(NoteError::Layout(format!(
                     "signature line {line:?} does not start with an em dash and a space"
-                ));
+                )));
             };
             let Some((name, sig)) = rest.split_once(' ') else {
-                return Err(format!("signature line {line:?} has no signature"));
+                return Err(NoteError::Layout(format!(
+                    "signature line {line:?} has no signature"
+                )));
             };
             if name != self.name {
                 continue;
             }
-            let blob = b64_decode(sig).ok_or("a signature is not base64")?;
+            let blob = b64_decode(sig)
+                .ok_or_else(|| NoteError::Layout("a signature is not base64".into()))?;
             if blob.len() != 68 || blob[..4] != self.key_id {
                 continue;
             }
@@ -163,25 +220,26 @@ impl NoteVerifier {
             }
         }
         Err(if found {
-            format!("the signature by {} does not verify: the note was altered or signed by another key", self.name)
+            NoteError::BadSignature(self.name.clone())
         } else {
-            format!(
-                "the note has no signature by {} with key ID {}",
-                self.name,
-                hex::encode(self.key_id)
-            )
+            NoteError::NoSignature {
+                name: self.name.clone(),
+                key_id: hex::encode(self.key_id),
+            }
         })
     }
 }
 
 /// Splits a note into its body (ending in a newline) and signature lines.
-pub fn split_note(note: &str) -> Result<(&str, &str), String> {
+pub fn split_note(note: &str) -> Result<(&str, &str), NoteError> {
     if !note.ends_with('\n') {
-        return Err("a signed note ends with a newline".into());
+        return Err(NoteError::Layout(
+            "a signed note ends with a newline".into(),
+        ));
     }
-    let idx = note
-        .find("\n\n")
-        .ok_or("a signed note has a blank line before its signatures")?;
+    let idx = note.find("\n\n").ok_or_else(|| {
+        NoteError::Layout("a signed note has a blank line before its signatures".into())
+    })?;
     Ok((&note[..idx + 1], &note[idx + 2..]))
 }
 
@@ -203,25 +261,31 @@ impl CheckpointBody {
     }
 
     /// Parses a checkpoint note body (extension lines after the root are allowed).
-    pub fn parse(body: &str) -> Result<CheckpointBody, String> {
+    pub fn parse(body: &str) -> Result<CheckpointBody, NoteError> {
+        let bad = |why: String| NoteError::Checkpoint(why);
         let mut lines = body.lines();
-        let origin = lines.next().ok_or("the checkpoint has no origin line")?;
-        let size = lines.next().ok_or("the checkpoint has no size line")?;
-        let root = lines.next().ok_or("the checkpoint has no root hash line")?;
+        let mut line = |name: &str| {
+            lines
+                .next()
+                .ok_or_else(|| bad(format!("the checkpoint has no {name} line")))
+        };
+        let origin = line("origin")?;
+        let size = line("size")?;
+        let root = line("root hash")?;
         if size.is_empty()
             || (size.len() > 1 && size.starts_with('0'))
             || !size.bytes().all(|b| b.is_ascii_digit())
         {
-            return Err(format!(
+            return Err(bad(format!(
                 "the checkpoint size {size:?} is not a decimal number"
-            ));
+            )));
         }
         let size: u64 = size
             .parse()
-            .map_err(|_| format!("the checkpoint size {size:?} is too large"))?;
+            .map_err(|_| bad(format!("the checkpoint size {size:?} is too large")))?;
         let root = b64_decode(root)
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or("the checkpoint root is not base64 of 32 bytes")?;
+            .ok_or_else(|| bad("the checkpoint root is not base64 of 32 bytes".into()))?;
         Ok(CheckpointBody {
             origin: origin.to_string(),
             size,
@@ -231,14 +295,14 @@ impl CheckpointBody {
 }
 
 /// Verifies a checkpoint note with a verifier key and returns its body.
-pub fn verify_checkpoint(note: &str, verifier: &NoteVerifier) -> Result<CheckpointBody, String> {
+pub fn verify_checkpoint(note: &str, verifier: &NoteVerifier) -> Result<CheckpointBody, NoteError> {
     let body = verifier.verify(note)?;
     let cp = CheckpointBody::parse(body)?;
     if cp.origin != verifier.name {
-        return Err(format!(
-            "the checkpoint's origin {:?} is not the verifier key's name {:?}",
-            cp.origin, verifier.name
-        ));
+        return Err(NoteError::OtherOrigin {
+            origin: cp.origin,
+            name: verifier.name.clone(),
+        });
     }
     Ok(cp)
 }

@@ -98,7 +98,10 @@ fn verdict(
             format!("agent {agent:?} has no key {kid:?}; sign with one of its registered keys or register this one"),
         )
     })?;
-    if !ctx.tables.verify(&key.key, &event.canonical.without, &checked.signature) {
+    if !ctx
+        .tables
+        .verify(&key.key, &event.canonical.without, &checked.signature)
+    {
         return Err((
             Reason::BadSignature,
             format!(

@@ -32,10 +32,10 @@ use rayon::prelude::*;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::event::signature::{b64url, sign};
+use crate::event::tables::TableCache;
 use crate::event::{Event, Unidentifiable, EVENT_SPEC, PIPELINE_AGENT};
 use crate::json::{self, Value};
 use crate::keys::registry::KeyError;
-use crate::event::tables::TableCache;
 use crate::keys::{KeyRegistry, TimeRules};
 use crate::log::receipt::Verdict;
 use crate::store::checkpoints::CheckpointError;
@@ -116,9 +116,23 @@ pub enum OpenError {
     /// The duplicate index cannot be opened.
     #[error(transparent)]
     Dedupe(#[from] DedupeError),
-    /// Another file or thread problem.
-    #[error("{0}")]
-    Io(String),
+    /// A record could not be read while catching up.
+    #[error(transparent)]
+    Read(#[from] crate::store::segments::ReadError),
+    /// The first checkpoint (over every durable record) could not be made.
+    #[error("cannot checkpoint the recovered log: {0}")]
+    FirstCheckpoint(#[source] PipelineError),
+    /// The verification threads could not be started.
+    #[error("cannot start the verification threads: {0}")]
+    Threads(#[from] rayon::ThreadPoolBuildError),
+    /// The operating system refused a file or thread operation.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 }
 
 /// Why a batch was not answered.
@@ -214,7 +228,12 @@ impl Pipeline {
         // A panic while judging fails the pipeline (a hook on the pool's
         // threads) before `jtx` is dropped.
         self.pool.spawn(move || {
-            let ctx = judge::Context { keys: &keys, rules: &rules, tables: &tables, received_at };
+            let ctx = judge::Context {
+                keys: &keys,
+                rules: &rules,
+                tables: &tables,
+                received_at,
+            };
             let _ = jtx.send(judge_all(items, &ctx));
         });
         let judged = jrx.await.map_err(|_| self.gone())?;

@@ -2,6 +2,7 @@
 //! the duplicate index and the tiles up with the records, a checkpoint
 //! over everything durable, then the writer and checkpointer threads.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -11,7 +12,7 @@ use super::health::{self, Health};
 use super::keylog::{self, KeyLog};
 use super::writer::Writer;
 use super::{OpenError, Pipeline, PipelineConfig};
-use crate::event::{Event, PIPELINE_AGENT};
+use crate::event::{Event, Hash, PIPELINE_AGENT};
 use crate::keys::history::KeyHistory;
 use crate::keys::KeyRegistry;
 use crate::log::merkle::leaf_hash;
@@ -26,10 +27,23 @@ use crate::store::recover::{self, RecoverError, Recovered};
 use crate::store::segments::{ensure_offsets, SegmentSet, SegmentWriter};
 use crate::store::tiles::{TileReader, TileWriter};
 use crate::store::view::LogView;
-use crate::store::walk::{WalkEnd, Walker};
+use crate::store::walk::{WalkEnd, WalkRecord, Walker};
 
-fn io(what: &str) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
-    move |e| OpenError::Io(format!("{what}: {e}"))
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> OpenError {
+    move |source| OpenError::Io { what, source }
+}
+
+/// The log as recovery left it, with the duplicate index, the tiles and
+/// the key history caught up: what the writer, the checkpointer and the
+/// read side start from.
+struct Restored {
+    recovered: Recovered,
+    set: Arc<SegmentSet>,
+    dedupe: Arc<Dedupe>,
+    tiles: TileWriter,
+    tile_reader: Arc<TileReader>,
+    checkpoints: CheckpointLog,
+    history: KeyHistory,
 }
 
 /// See [`Pipeline::open`].
@@ -40,69 +54,24 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
         cfg.log_key_file.as_deref(),
     )?;
     let keys = KeyRegistry::open(&cfg.jwks)?;
-    crate::telemetry::metrics().keys_loaded.store(
-        keys.current().key_count() as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    let metrics = crate::telemetry::metrics();
+    metrics
+        .keys_loaded
+        .store(keys.current().key_count() as u64, Relaxed);
     let layout = Layout::new(&data.root);
-    recover::make_durable(&layout)?;
-    let checkpoints = CheckpointLog::open(&layout)?;
-    let checkpointed = checkpoints.latest().map_or(0, |l| l.size);
-    let mut tiles = resume_tiles(&layout, checkpoints.latest());
-    let tile_reader = Arc::new(TileReader::new(&layout, cfg.tile_cache_tiles));
-    let trusted_tiles = tiles.size() == checkpointed;
-    let expect = recover::Expect {
-        checkpointed,
-        tiles: trusted_tiles.then_some(&*tile_reader),
-    };
-    let recovered = recover::recover(&layout, &expect)?;
-    if let Some(cut) = &recovered.cut {
-        tracing::warn!(
-            cut,
-            "Cut a torn last group left by a crash; it was never acknowledged"
-        );
-    }
-    let rebuilt = ensure_offsets(&layout, &recovered.segments)
-        .map_err(io("cannot index the sealed segments"))?;
-    if rebuilt > 0 {
-        tracing::info!(rebuilt, "Rebuilt the offsets of sealed segments");
-    }
-    let active_offsets = recovered
-        .active
-        .as_ref()
-        .map(|a| a.offsets.clone())
-        .unwrap_or_default();
-    let set = Arc::new(
-        SegmentSet::open(&layout, &recovered.segments, active_offsets)
-            .map_err(io("cannot open the log segments"))?,
-    );
-    let dedupe = open_dedupe(&layout, cfg, recovered.size)?;
-    let history_path = layout.index_dir().join("keys.json");
-    let mut history = keylog::load_history(&history_path);
-    if history.is_none() && recovered.size > 0 {
-        tracing::info!("The log's key history is not saved; rebuilding it from the log");
-    }
-    // Tiles rebuilt from the records must give the latest checkpoint's
-    // root, or the records are not the ones it covers.
-    let root_check = checkpoints
-        .latest()
-        .filter(|_| !trusted_tiles)
-        .map(|l| (l.size, l.root));
-    catch_up(
-        &layout,
-        &set,
-        &recovered,
-        &dedupe,
-        &mut tiles,
-        &mut history,
-        root_check,
-    )?;
-    if !trusted_tiles {
-        // Rebuilt tiles replace what was on disk before anything is served.
-        tiles.sync().map_err(io("cannot write the rebuilt tiles"))?;
-    }
-    let signer = NoteSigner::new(&data.origin, data.log_key.clone());
+    let Restored {
+        recovered,
+        set,
+        dedupe,
+        tiles,
+        tile_reader,
+        checkpoints,
+        history,
+    } = restore(&layout, cfg)?;
+    let size = recovered.size;
+    metrics.log_size_records.store(size, Relaxed);
     let health = Health::default();
+    let signer = NoteSigner::new(&data.origin, data.log_key.clone());
     let (latest_tx, latest_rx) = watch::channel(Arc::new(Latest {
         note: String::new(),
         size: 0,
@@ -119,45 +88,37 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
     // Every durable record is covered before anything is served.
     checkpointer
         .checkpoint()
-        .map_err(|e| OpenError::Io(e.to_string()))?;
+        .map_err(OpenError::FirstCheckpoint)?;
     if let Some(l) = checkpointer.checkpoints.latest() {
         let _ = checkpointer.latest.send(Arc::new(l.clone()));
     }
-    crate::telemetry::metrics()
-        .log_size_records
-        .store(recovered.size, std::sync::atomic::Ordering::Relaxed);
-    let (durable_tx, durable_rx) = watch::channel(recovered.size);
+    let (durable_tx, durable_rx) = watch::channel(size);
     let view = LogView::new(
         &layout,
         set.clone(),
-        dedupe.clone(),
+        dedupe,
         tile_reader,
         durable_rx,
         latest_rx,
     );
-    let segments = SegmentWriter::open(
-        &layout,
-        set,
-        recovered
-            .active
-            .as_ref()
-            .map(|a| (a.first, a.len, a.version)),
-        recovered.size,
-        cfg.segment_max_bytes,
-    )
-    .map_err(io("cannot open the log segments for appending"))?;
-    let quarantine = Quarantine::open(&layout.quarantine_dir(), cfg.quarantine_max_entries)
-        .map_err(io("cannot open the quarantine"))?;
     let (cp_tx, cp_rx) = std::sync::mpsc::sync_channel(64);
     let (sealed_tx, sealed_rx) = watch::channel(None);
     let writer = Writer {
         origin: data.origin.clone(),
-        segments,
-        dedupe,
+        segments: SegmentWriter::open(
+            &layout,
+            set,
+            recovered.active.as_ref(),
+            size,
+            cfg.segment_max_bytes,
+        )
+        .map_err(io("cannot open the log segments for appending"))?,
+        dedupe: view.dedupe().clone(),
         view: view.clone(),
-        quarantine,
+        quarantine: Quarantine::open(&layout.quarantine_dir(), cfg.quarantine_max_entries)
+            .map_err(io("cannot open the quarantine"))?,
         health: health.clone(),
-        next: recovered.size,
+        next: size,
         prev: recovered.prev,
         durable: durable_tx,
         checkpointer: cp_tx.clone(),
@@ -165,11 +126,14 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
         buffer: Vec::with_capacity(1 << 20),
     };
     let (tx, rx) = mpsc::channel(64);
+    let rt = tokio::runtime::Handle::current();
     let threads = vec![
-        spawn("vigil-log-writer", "log writer thread", &health, {
-            let rt = tokio::runtime::Handle::current();
-            move || writer.run(rx, rt)
-        })?,
+        spawn(
+            "vigil-log-writer",
+            "log writer thread",
+            &health,
+            move || writer.run(rx, rt),
+        )?,
         spawn(
             "vigil-checkpointer",
             "checkpointer thread",
@@ -177,7 +141,6 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
             move || checkpointer.run(cp_rx),
         )?,
     ];
-    let pool = verification_pool(cfg, &health)?;
     Ok(Pipeline {
         tx,
         checkpointer: cp_tx,
@@ -185,12 +148,77 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
         keys: Arc::new(keys),
         rules: cfg.rules,
         tables: crate::event::tables::TableCache::new(cfg.verify_table_bytes),
-        pool: Arc::new(pool),
+        pool: Arc::new(verification_pool(cfg, &health)?),
         health,
         threads: std::sync::Mutex::new(threads),
         sealed: sealed_rx,
-        keylog: KeyLog::new(history.unwrap_or_default(), history_path),
+        keylog: KeyLog::new(history, layout.key_history()),
         data: Arc::new(data),
+    })
+}
+
+/// Makes the directory durable, recovers the log's end, and catches the
+/// duplicate index, the tiles and the key history up with the records.
+fn restore(layout: &Layout, cfg: &PipelineConfig) -> Result<Restored, OpenError> {
+    recover::make_durable(layout)?;
+    let checkpoints = CheckpointLog::open(layout)?;
+    let latest = checkpoints.latest().filter(|l| l.size > 0);
+    let checkpointed = latest.map_or(0, |l| l.size);
+    let mut tiles = resume_tiles(layout, latest);
+    let tile_reader = Arc::new(TileReader::new(layout, cfg.tile_cache_tiles));
+    let trusted_tiles = tiles.size() == checkpointed;
+    let expect = recover::Expect {
+        checkpointed,
+        tiles: trusted_tiles.then_some(&*tile_reader),
+    };
+    let recovered = recover::recover(layout, &expect)?;
+    if let Some(cut) = &recovered.cut {
+        tracing::warn!(
+            cut,
+            "Cut a torn last group left by a crash; it was never acknowledged"
+        );
+    }
+    let rebuilt = ensure_offsets(layout, &recovered.segments)
+        .map_err(io("cannot index the sealed segments"))?;
+    if rebuilt > 0 {
+        tracing::info!(rebuilt, "Rebuilt the offsets of sealed segments");
+    }
+    let active_offsets = recovered
+        .active
+        .as_ref()
+        .map(|a| a.offsets.clone())
+        .unwrap_or_default();
+    let set = Arc::new(
+        SegmentSet::open(layout, &recovered.segments, active_offsets)
+            .map_err(io("cannot open the log segments"))?,
+    );
+    let dedupe = open_dedupe(layout, cfg, recovered.size)?;
+    let saved_history = keylog::load_history(&layout.key_history());
+    if saved_history.is_none() && recovered.size > 0 {
+        tracing::info!("The log's key history is not saved; rebuilding it from the log");
+    }
+    let mut catch_up = CatchUp {
+        dedupe: &dedupe,
+        tiles: &mut tiles,
+        rebuilding: saved_history.is_none().then(KeyHistory::default),
+        // Tiles rebuilt from the records must give the latest
+        // checkpoint's root, or the records are not the ones it covers.
+        root_check: latest.filter(|_| !trusted_tiles).map(|l| (l.size, l.root)),
+    };
+    catch_up.run(layout, &set, recovered.size)?;
+    let history = catch_up.rebuilding.or(saved_history).unwrap_or_default();
+    if !trusted_tiles {
+        // Rebuilt tiles replace what was on disk before anything is served.
+        tiles.sync().map_err(io("cannot write the rebuilt tiles"))?;
+    }
+    Ok(Restored {
+        recovered,
+        set,
+        dedupe,
+        tiles,
+        tile_reader,
+        checkpoints,
+        history,
     })
 }
 
@@ -237,106 +265,110 @@ fn resume_tiles(layout: &Layout, latest: Option<&Latest>) -> TileWriter {
     }
 }
 
-/// One walk from the first record the index or the tiles lack to the end
-/// of the log, feeding both.
-fn catch_up(
-    layout: &Layout,
-    set: &SegmentSet,
-    recovered: &Recovered,
-    dedupe: &Arc<Dedupe>,
-    tiles: &mut TileWriter,
-    history: &mut Option<KeyHistory>,
-    root_check: Option<(u64, crate::event::Hash)>,
-) -> Result<(), OpenError> {
-    let rebuild_history = history.is_none();
-    let mut rebuilt = KeyHistory::default();
-    let from = if rebuild_history {
-        0
-    } else {
-        dedupe.covered().min(tiles.size())
-    };
-    if from >= recovered.size {
-        if rebuild_history {
-            *history = Some(rebuilt);
+/// One walk from the first record the index or the tiles lack (or from
+/// the start, when the key history is rebuilt) to the end of the log,
+/// feeding each.
+struct CatchUp<'a> {
+    dedupe: &'a Arc<Dedupe>,
+    tiles: &'a mut TileWriter,
+    /// The key history being rebuilt from the log, when none was saved.
+    rebuilding: Option<KeyHistory>,
+    /// The latest checkpoint (size, root), which rebuilt tiles must give.
+    root_check: Option<(u64, Hash)>,
+}
+
+impl CatchUp<'_> {
+    fn run(&mut self, layout: &Layout, set: &SegmentSet, size: u64) -> Result<(), OpenError> {
+        let from = if self.rebuilding.is_some() {
+            0
+        } else {
+            self.dedupe.covered().min(self.tiles.size())
+        };
+        if from >= size {
+            return Ok(());
         }
-        return Ok(());
+        let started = std::time::Instant::now();
+        let firsts = set.firsts();
+        let pos = set.position(from)?;
+        let seg = firsts.iter().position(|&f| f == pos.segment).unwrap_or(0);
+        let mut walker = Walker::new(layout, firsts, seg, pos.offset, from);
+        while let Some(rec) = walker.next_record().map_err(io("cannot read the log"))? {
+            if rec.index >= size {
+                break;
+            }
+            self.feed(&rec)?;
+        }
+        if let Some(
+            WalkEnd::Damaged {
+                segment,
+                offset,
+                why,
+            }
+            | WalkEnd::Torn {
+                segment,
+                offset,
+                why,
+            },
+        ) = walker.end().cloned()
+        {
+            return Err(RecoverError::Damaged {
+                file: layout.relative(&layout.segment(segment)),
+                position: format!("byte {offset}"),
+                why,
+            }
+            .into());
+        }
+        tracing::info!(
+            from,
+            to = size,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Caught the duplicate index and the tiles up with the log"
+        );
+        Ok(())
     }
-    let started = std::time::Instant::now();
-    let firsts = set.firsts();
-    let pos = set
-        .position(from)
-        .map_err(|e| OpenError::Io(e.to_string()))?;
-    let seg = firsts.iter().position(|&f| f == pos.segment).unwrap_or(0);
-    let mut walker = Walker::new(layout, firsts, seg, pos.offset, from);
-    let damaged = |index: u64, why: String| RecoverError::Damaged {
-        file: "log".into(),
-        position: format!("index {index}"),
-        why,
-    };
-    while let Some(rec) = walker.next_record().map_err(io("cannot read the log"))? {
-        if rec.index >= recovered.size {
-            break;
-        }
+
+    fn feed(&mut self, rec: &WalkRecord) -> Result<(), OpenError> {
+        let damaged = |why: String| RecoverError::Damaged {
+            file: "log".into(),
+            position: format!("index {}", rec.index),
+            why,
+        };
         let body: ReceiptBody = serde_json::from_slice(&rec.body)
-            .map_err(|e| damaged(rec.index, format!("the receipt body is not a receipt: {e}")))?;
-        if rec.index >= dedupe.covered() {
-            dedupe.apply(rec.index, &keys_of(&body))?;
+            .map_err(|e| damaged(format!("the receipt body is not a receipt: {e}")))?;
+        if rec.index >= self.dedupe.covered() {
+            self.dedupe.apply(rec.index, &keys_of(&body))?;
         }
-        if rec.index >= tiles.size() {
-            tiles.push(leaf_hash(&rec.body), &rec.body);
-            if root_check.is_some_and(|(size, root)| size == tiles.size() && root != tiles.root()) {
+        if rec.index >= self.tiles.size() {
+            self.tiles.push(leaf_hash(&rec.body), &rec.body);
+            let size = self.tiles.size();
+            if self
+                .root_check
+                .is_some_and(|(at, root)| at == size && root != self.tiles.root())
+            {
                 return Err(RecoverError::Damaged {
                     file: "checkpoints.log".into(),
-                    position: format!("the latest checkpoint (size {})", tiles.size()),
+                    position: format!("the latest checkpoint (size {size})"),
                     why: "its root does not match the log's records: records were altered, removed or reordered".into(),
                 }
                 .into());
             }
         }
-        if rebuild_history
-            && body.agent_id == PIPELINE_AGENT
-            && body.verdict() == Some(Verdict::Accepted)
-        {
-            let change = Event::parse(&rec.event)
-                .ok()
-                .and_then(|e| KeyHistory::change_in(&e));
-            if let Some(change) = change {
-                rebuilt
-                    .apply(&change)
-                    .map_err(|e| damaged(rec.index, e.to_string()))?;
-            }
+        let Some(history) = self.rebuilding.as_mut() else {
+            return Ok(());
+        };
+        if body.agent_id != PIPELINE_AGENT || body.verdict() != Some(Verdict::Accepted) {
+            return Ok(());
+        }
+        let change = Event::parse(&rec.event)
+            .ok()
+            .and_then(|e| KeyHistory::change_in(&e));
+        match change {
+            Some(change) => history
+                .apply(&change)
+                .map_err(|e| damaged(e.to_string()).into()),
+            None => Ok(()),
         }
     }
-    if rebuild_history {
-        *history = Some(rebuilt);
-    }
-    if let Some(
-        WalkEnd::Damaged {
-            segment,
-            offset,
-            why,
-        }
-        | WalkEnd::Torn {
-            segment,
-            offset,
-            why,
-        },
-    ) = walker.end().cloned()
-    {
-        return Err(RecoverError::Damaged {
-            file: layout.relative(&layout.segment(segment)),
-            position: format!("byte {offset}"),
-            why,
-        }
-        .into());
-    }
-    tracing::info!(
-        from,
-        to = recovered.size,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "Caught the duplicate index and the tiles up with the log"
-    );
-    Ok(())
 }
 
 /// Starts a pipeline thread whose panic fails the pipeline.
@@ -374,5 +406,5 @@ fn verification_pool(
         // The hook has failed the pipeline; without a handler rayon aborts.
         .panic_handler(|_| {})
         .build()
-        .map_err(|e| OpenError::Io(format!("cannot start the verification threads: {e}")))
+        .map_err(OpenError::Threads)
 }

@@ -35,10 +35,19 @@ pub struct CheckpointScan {
     pub checkpoints: Vec<StoredCheckpoint>,
     /// Length of the good prefix of the file.
     pub good_len: u64,
-    /// A torn final record (offset, what).
-    pub torn: Option<(u64, String)>,
-    /// A bad record followed by more data (offset, what): damage.
-    pub corrupt: Option<(u64, String)>,
+    /// A torn final record.
+    pub torn: Option<BadRecord>,
+    /// A bad record followed by more data: damage.
+    pub corrupt: Option<BadRecord>,
+}
+
+/// A checkpoint record that does not read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRecord {
+    /// Where it starts in the file.
+    pub offset: u64,
+    /// What is wrong.
+    pub why: String,
 }
 
 enum Next {
@@ -99,11 +108,17 @@ pub fn read_checkpoints(path: &Path) -> std::io::Result<CheckpointScan> {
                 scan.good_len = pos as u64;
             }
             Next::Torn(why) => {
-                scan.torn = Some((pos as u64, why));
+                scan.torn = Some(BadRecord {
+                    offset: pos as u64,
+                    why,
+                });
                 break;
             }
             Next::Corrupt(why) => {
-                scan.corrupt = Some((pos as u64, why));
+                scan.corrupt = Some(BadRecord {
+                    offset: pos as u64,
+                    why,
+                });
                 break;
             }
             Next::End => break,
@@ -155,6 +170,41 @@ pub struct CheckpointLog {
     tlog_checkpoint: std::path::PathBuf,
 }
 
+fn io<'a>(
+    layout: &'a Layout,
+    what: &'static str,
+    p: &'a Path,
+) -> impl FnOnce(std::io::Error) -> CheckpointError + 'a {
+    move |source| CheckpointError::Io {
+        what,
+        path: layout.relative(p),
+        source,
+    }
+}
+
+/// Cuts the index after its last entry that lies within the checkpoint
+/// file, and returns where that entry's record starts (0 if none): the
+/// records from there on are read again.
+fn keep_index_within(layout: &Layout, idx: &File, file_len: u64) -> Result<u64, CheckpointError> {
+    let idx_path = layout.checkpoints_index();
+    let mut entries = idx.metadata().map_err(io(layout, "read", &idx_path))?.len() / 16;
+    let mut start = 0u64;
+    let mut buf = [0u8; 16];
+    while entries > 0 {
+        entries -= 1;
+        idx.read_exact_at(&mut buf, entries * 16)
+            .map_err(io(layout, "read", &idx_path))?;
+        let off = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+        if off < file_len {
+            start = off;
+            break;
+        }
+    }
+    idx.set_len(entries * 16)
+        .map_err(io(layout, "cut", &idx_path))?;
+    Ok(start)
+}
+
 fn parse_latest(note: &str) -> Option<Latest> {
     let (body, _) = split_note(note).ok()?;
     let b = CheckpointBody::parse(body).ok()?;
@@ -171,93 +221,37 @@ impl CheckpointLog {
     /// record.
     pub fn open(layout: &Layout) -> Result<CheckpointLog, CheckpointError> {
         let path = layout.checkpoints();
-        let idx_path = layout.checkpoints().with_extension("idx");
-        let io = |what, p: &Path| {
-            let path = layout.relative(p);
-            move |source| CheckpointError::Io { what, path, source }
-        };
+        let idx_path = layout.checkpoints_index();
         let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o644)
-            .open(&path)
-            .map_err(io("open", &path))?;
-        let idx = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&idx_path)
-            .map_err(io("open", &idx_path))?;
-        if !existed {
-            sync_dir(layout.root()).map_err(io("fsync the directory of", &path))?;
-        }
-        let file_len = file.metadata().map_err(io("read", &path))?.len();
-        let idx_len = idx.metadata().map_err(io("read", &idx_path))?.len() / 16 * 16;
-        // Start from the last indexed record that lies within the file.
-        let mut entries = idx_len / 16;
-        let mut start = 0u64;
-        let mut buf = [0u8; 16];
-        while entries > 0 {
-            idx.read_exact_at(&mut buf, (entries - 1) * 16)
-                .map_err(io("read", &idx_path))?;
-            let off = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
-            if off < file_len {
-                start = off;
-                entries -= 1;
-                break;
+        let options = |append: bool| {
+            let mut o = OpenOptions::new();
+            o.read(true).create(true).mode(0o644);
+            if append {
+                o.append(true);
+            } else {
+                o.write(true).truncate(false);
             }
-            entries -= 1;
+            o
+        };
+        let file = options(true)
+            .open(&path)
+            .map_err(io(layout, "open", &path))?;
+        let idx = options(false)
+            .open(&idx_path)
+            .map_err(io(layout, "open", &idx_path))?;
+        if !existed {
+            sync_dir(layout.root()).map_err(io(layout, "fsync the directory of", &path))?;
         }
-        idx.set_len(entries * 16).map_err(io("cut", &idx_path))?;
-        let mut tail = vec![0u8; (file_len - start) as usize];
-        file.read_exact_at(&mut tail, start)
-            .map_err(io("read", &path))?;
+        let file_len = file.metadata().map_err(io(layout, "read", &path))?.len();
+        let start = keep_index_within(layout, &idx, file_len)?;
         let mut log = CheckpointLog {
             file,
             idx,
             len: start,
             latest: None,
-            tlog_checkpoint: layout.tlog().join("checkpoint"),
+            tlog_checkpoint: layout.tlog_checkpoint(),
         };
-        let mut pos = 0usize;
-        loop {
-            match next_record(&tail, pos) {
-                Next::Record(note, next) => {
-                    let latest = parse_latest(&note).ok_or_else(|| CheckpointError::Damaged {
-                        offset: start + pos as u64,
-                        why: "the checkpoint's body does not parse".into(),
-                    })?;
-                    log.index(start + pos as u64, latest.size)
-                        .map_err(io("write", &idx_path))?;
-                    log.latest = Some(latest);
-                    pos = next;
-                }
-                Next::Torn(why) => {
-                    tracing::warn!(
-                        offset = start + pos as u64,
-                        why,
-                        "Cutting a torn checkpoint record left by a crash (it was never served)"
-                    );
-                    log.file
-                        .set_len(start + pos as u64)
-                        .map_err(io("cut", &path))?;
-                    log.file.sync_all().map_err(io("fsync", &path))?;
-                    break;
-                }
-                Next::Corrupt(why) => {
-                    return Err(CheckpointError::Damaged {
-                        offset: start + pos as u64,
-                        why,
-                    })
-                }
-                Next::End => break,
-            }
-        }
-        log.len = start + pos as u64;
+        log.catch_up(layout, start, file_len)?;
         if log.latest.is_none() && start > 0 {
             return Err(CheckpointError::Damaged {
                 offset: start,
@@ -265,6 +259,56 @@ impl CheckpointLog {
             });
         }
         Ok(log)
+    }
+
+    /// Reads the records from `start` (the last indexed one) to the end,
+    /// indexing each, and cuts a torn last record.
+    fn catch_up(
+        &mut self,
+        layout: &Layout,
+        start: u64,
+        file_len: u64,
+    ) -> Result<(), CheckpointError> {
+        let path = layout.checkpoints();
+        let mut tail = vec![0u8; (file_len - start) as usize];
+        self.file
+            .read_exact_at(&mut tail, start)
+            .map_err(io(layout, "read", &path))?;
+        let mut pos = 0usize;
+        loop {
+            let offset = start + pos as u64;
+            match next_record(&tail, pos) {
+                Next::Record(note, next) => {
+                    let latest = parse_latest(&note).ok_or_else(|| CheckpointError::Damaged {
+                        offset,
+                        why: "the checkpoint's body does not parse".into(),
+                    })?;
+                    self.index(offset, latest.size).map_err(io(
+                        layout,
+                        "write",
+                        &layout.checkpoints_index(),
+                    ))?;
+                    self.latest = Some(latest);
+                    pos = next;
+                }
+                Next::Torn(why) => {
+                    tracing::warn!(
+                        offset,
+                        why,
+                        "Cutting a torn checkpoint record left by a crash (it was never served)"
+                    );
+                    self.file
+                        .set_len(offset)
+                        .map_err(io(layout, "cut", &path))?;
+                    self.file.sync_all().map_err(io(layout, "fsync", &path))?;
+                    break;
+                }
+                Next::Corrupt(why) => return Err(CheckpointError::Damaged { offset, why }),
+                Next::End => break,
+            }
+        }
+        self.len = start + pos as u64;
+        Ok(())
     }
 
     fn index(&mut self, offset: u64, size: u64) -> std::io::Result<()> {
@@ -302,7 +346,7 @@ impl CheckpointLog {
 /// Whether a checkpoint of `size` leaves was signed (binary search of the
 /// checkpoint index; sizes only grow).
 pub fn is_checkpointed(layout: &Layout, size: u64) -> std::io::Result<bool> {
-    let f = File::open(layout.checkpoints().with_extension("idx"))?;
+    let f = File::open(layout.checkpoints_index())?;
     let n = f.metadata()?.len() / 16;
     let (mut lo, mut hi) = (0, n);
     let mut buf = [0u8; 8];

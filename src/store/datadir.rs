@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 
 use super::fsutil::{create_dir_durably, create_new_durably, write_file_durably};
+use super::layout::Layout;
 use crate::event::signature::{b64url, generate_key};
 use crate::event::{sha256, PIPELINE_AGENT};
 use crate::keys::private::PrivateJwk;
@@ -43,7 +44,7 @@ pub enum DataDirError {
     },
     /// The origin is not a valid key name.
     #[error("invalid origin: {0}")]
-    BadOrigin(String),
+    BadOrigin(#[from] crate::log::note::NoteError),
     /// The admin token file exists but holds no token.
     #[error("the admin token file {0} is empty; delete it to have a new token generated, or configure [[tokens]]")]
     BadToken(PathBuf),
@@ -88,10 +89,11 @@ impl DataDir {
         log_key_file: Option<&Path>,
     ) -> Result<DataDir, DataDirError> {
         if let Some(o) = origin {
-            check_origin(o).map_err(DataDirError::BadOrigin)?;
+            check_origin(o)?;
         }
         create_dir_durably(root).map_err(io("cannot create the data directory", root))?;
-        let lock_path = root.join("lock");
+        let layout = Layout::new(root);
+        let lock_path = layout.lock();
         let lock = OpenOptions::new()
             .write(true)
             .create(true)
@@ -101,14 +103,14 @@ impl DataDir {
         if lock.try_lock().is_err() {
             return Err(DataDirError::Locked(root.to_path_buf()));
         }
-        for p in super::layout::Layout::new(root).directories() {
+        for p in layout.directories() {
             create_dir_durably(&p).map_err(io("cannot create", &p))?;
         }
         let log_key = match log_key_file {
             Some(path) => load_key(path)?.key,
-            None => load_or_create_key(&root.join("log.key"), "vigil-log", None)?.key,
+            None => load_or_create_key(&layout.log_key(), "vigil-log", None)?.key,
         };
-        let origin_path = root.join("origin");
+        let origin_path = layout.origin();
         let origin = match std::fs::read_to_string(&origin_path) {
             Ok(stored) => {
                 let stored = stored.trim_end().to_string();
@@ -136,7 +138,7 @@ impl DataDir {
         };
         record_verifier_key(root, &verifier_key(&origin, &log_key.verifying_key()))?;
         let pipeline_key = load_or_create_key(
-            &root.join("pipeline.key"),
+            &layout.pipeline_key(),
             &pipeline_kid(),
             Some(PIPELINE_AGENT),
         )?;
@@ -159,7 +161,7 @@ impl DataDir {
     /// problem (unreadable, empty) is an error: a token that clients hold
     /// is never replaced behind their back.
     pub fn admin_token(&self) -> Result<(String, bool), DataDirError> {
-        let path = self.root.join("admin.token");
+        let path = Layout::new(&self.root).admin_token();
         match std::fs::read_to_string(&path) {
             Ok(t) if !t.trim().is_empty() => Ok((t.trim().to_string(), false)),
             Ok(_) => Err(DataDirError::BadToken(path)),
@@ -211,7 +213,7 @@ fn load_or_create_key(
 
 /// Reads `DIR/log-keys.txt` (missing = none).
 pub fn read_verifier_keys(root: &Path) -> Vec<String> {
-    std::fs::read_to_string(root.join("log-keys.txt"))
+    std::fs::read_to_string(Layout::new(root).log_keys())
         .map(|t| {
             t.lines()
                 .filter(|l| !l.trim().is_empty())
@@ -228,7 +230,7 @@ fn record_verifier_key(root: &Path, current: &str) -> Result<(), DataDirError> {
     }
     keys.retain(|k| k != current);
     keys.insert(0, current.to_string());
-    let path = root.join("log-keys.txt");
+    let path = Layout::new(root).log_keys();
     write_file_durably(&path, (keys.join("\n") + "\n").as_bytes(), 0o644)
         .map_err(io("cannot write", &path))
 }

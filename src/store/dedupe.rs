@@ -232,9 +232,10 @@ impl Run {
         let block = b - 1;
         let first = block * BLOCK_ENTRIES;
         let n = (self.meta.entries as usize - first).min(BLOCK_ENTRIES);
-        let mut buf = vec![0u8; n * ENTRY_LEN];
+        let mut block = [0u8; BLOCK_ENTRIES * ENTRY_LEN];
+        let buf = &mut block[..n * ENTRY_LEN];
         self.file
-            .read_exact_at(&mut buf, (RUN_HEADER_LEN + first * ENTRY_LEN) as u64)?;
+            .read_exact_at(buf, (RUN_HEADER_LEN + first * ENTRY_LEN) as u64)?;
         let (mut lo, mut hi) = (0, n);
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -458,6 +459,30 @@ impl Dedupe {
             }
         }
         Ok(None)
+    }
+
+    /// The entry for `key` where record `at`'s entries went: the run that
+    /// covers `at` (merged runs keep the newest entry of a key), or the
+    /// memory tables. One run is read, not every run: for checking the
+    /// index against the log record by record (`vigil verify`).
+    pub fn get_for(&self, key: &Key, at: u64) -> std::io::Result<Option<u64>> {
+        let run = {
+            let inner = self.lock();
+            let run = inner
+                .runs
+                .iter()
+                .find(|r| r.meta.from <= at && at < r.meta.to)
+                .cloned();
+            if run.is_none() {
+                let frozen = inner.frozen.as_ref().and_then(|f| f.table.get(key));
+                return Ok(inner.memtable.get(key).or(frozen).copied());
+            }
+            run
+        };
+        match run {
+            Some(run) => run.get(key),
+            None => Ok(None),
+        }
     }
 
     /// Adds the entries of log record `index` (`keys` may be empty), in log

@@ -46,9 +46,30 @@ impl Layout {
         self.root.join("origin")
     }
 
-    /// `DIR/log-keys.txt`.
+    /// `DIR/log-keys.txt`, every verifier key the log has used, current
+    /// first.
     pub fn log_keys(&self) -> PathBuf {
         self.root.join("log-keys.txt")
+    }
+
+    /// `DIR/lock`, held while a process uses the directory.
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    /// `DIR/log.key` (0600), the log's checkpoint signing key.
+    pub fn log_key(&self) -> PathBuf {
+        self.root.join("log.key")
+    }
+
+    /// `DIR/pipeline.key` (0600), the key of the pipeline's own events.
+    pub fn pipeline_key(&self) -> PathBuf {
+        self.root.join("pipeline.key")
+    }
+
+    /// `DIR/admin.token` (0600), made when no token is configured.
+    pub fn admin_token(&self) -> PathBuf {
+        self.root.join("admin.token")
     }
 
     /// `DIR/log`, the segments.
@@ -71,6 +92,16 @@ impl Layout {
         self.root.join("checkpoints.log")
     }
 
+    /// `DIR/checkpoints.idx`, where each checkpoint is and its size.
+    pub fn checkpoints_index(&self) -> PathBuf {
+        self.root.join("checkpoints.idx")
+    }
+
+    /// `DIR/tlog/checkpoint`, the latest checkpoint for tlog clients.
+    pub fn tlog_checkpoint(&self) -> PathBuf {
+        self.tlog().join("checkpoint")
+    }
+
     /// `DIR/tlog`, the tlog-tiles tree.
     pub fn tlog(&self) -> PathBuf {
         self.root.join("tlog")
@@ -79,6 +110,12 @@ impl Layout {
     /// `DIR/index`, the duplicate index.
     pub fn index_dir(&self) -> PathBuf {
         self.root.join("index")
+    }
+
+    /// `DIR/index/keys.json`, the log's key history as of the records the
+    /// index covers (derived from the log; rebuilt when missing).
+    pub fn key_history(&self) -> PathBuf {
+        self.index_dir().join("keys.json")
     }
 
     /// `DIR/quarantine`.

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use super::fsutil::sync_dir;
 use super::layout::Layout;
+pub use super::segments::ActiveSegment;
 use super::tiles::TileReader;
 use super::walk::{WalkEnd, Walker};
 use crate::event::Hash;
@@ -50,19 +51,6 @@ pub enum RecoverError {
         /// What is wrong.
         why: String,
     },
-}
-
-/// The active (last) segment as recovery left it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActiveSegment {
-    /// Its first index.
-    pub first: u64,
-    /// Its good length in bytes.
-    pub len: u64,
-    /// Its framing version.
-    pub version: u32,
-    /// The offset of each of its records.
-    pub offsets: Vec<u64>,
 }
 
 /// Where the log ends, after recovery.
@@ -154,42 +142,16 @@ pub fn recover(layout: &Layout, expect: &Expect<'_>) -> Result<Recovered, Recove
         .list_segments()
         .map_err(io("list", layout, &layout.log_dir()))?;
     let mut cut = None;
-    loop {
-        let Some(&last) = segments.last() else {
-            if expect.checkpointed > 0 {
-                return Err(damaged(
-                    layout,
-                    0,
-                    0,
-                    format!(
-                        "the log has no segment, but a checkpoint covers {} records",
-                        expect.checkpointed
-                    ),
-                ));
-            }
-            return Ok(Recovered {
-                segments,
-                active: None,
-                size: 0,
-                prev: [0; 32],
-                cut,
-            });
-        };
+    while let Some(&last) = segments.last() {
         let scan = scan_last(layout, last, expect)?;
-        let mut active = ActiveSegment {
-            first: last,
-            len: HEADER_LEN as u64,
-            version: 0,
-            offsets: scan.offsets,
-        };
-        let size = last + active.offsets.len() as u64;
-        match scan.end {
+        let size = last + scan.offsets.len() as u64;
+        let len = match scan.end {
             WalkEnd::Clean => {
                 // Every byte is a good record or mark.
                 let path = layout.segment(last);
-                active.len = std::fs::metadata(&path)
+                std::fs::metadata(&path)
                     .map_err(io("read", layout, &path))?
-                    .len();
+                    .len()
             }
             WalkEnd::Damaged {
                 segment,
@@ -197,52 +159,40 @@ pub fn recover(layout: &Layout, expect: &Expect<'_>) -> Result<Recovered, Recove
                 why,
             } => return Err(damaged(layout, segment, offset, why)),
             WalkEnd::Torn { offset, why, .. } => {
-                if size < expect.checkpointed {
-                    return Err(damaged(
-                        layout,
-                        last,
-                        offset,
-                        format!(
-                            "{why}, but a checkpoint covers {} records",
-                            expect.checkpointed
-                        ),
-                    ));
-                }
-                cut = Some(format!(
-                    "{} from byte {offset} (index {size}): {why}",
-                    layout.relative(&layout.segment(last))
-                ));
+                let torn = Torn {
+                    first: last,
+                    offset,
+                    size,
+                    why,
+                };
+                cut = Some(cut_torn(layout, &torn, expect)?);
                 if offset == 0 {
-                    // A segment whose header never became durable.
-                    let path = layout.segment(last);
-                    std::fs::remove_file(&path).map_err(io("remove", layout, &path))?;
-                    sync_dir(&layout.log_dir()).map_err(io(
-                        "fsync the directory",
-                        layout,
-                        &layout.log_dir(),
-                    ))?;
                     segments.pop();
                     continue;
                 }
-                cut_to(layout, last, offset)?;
-                active.len = offset;
+                offset
             }
-        }
+        };
         if size < expect.checkpointed {
             return Err(damaged(
                 layout,
                 last,
-                active.len,
+                len,
                 format!(
                     "the log holds {size} records but a checkpoint covers {}: records were removed",
                     expect.checkpointed
                 ),
             ));
         }
-        active.version = segment_version(layout, last)?;
         let prev = match scan.chain {
             Some(chain) => chain,
             None => previous_chain(layout, &segments)?,
+        };
+        let active = ActiveSegment {
+            first: last,
+            len,
+            version: segment_version(layout, last)?,
+            offsets: scan.offsets,
         };
         return Ok(Recovered {
             segments,
@@ -252,6 +202,71 @@ pub fn recover(layout: &Layout, expect: &Expect<'_>) -> Result<Recovered, Recove
             cut,
         });
     }
+    if expect.checkpointed > 0 {
+        return Err(damaged(
+            layout,
+            0,
+            0,
+            format!(
+                "the log has no segment, but a checkpoint covers {} records",
+                expect.checkpointed
+            ),
+        ));
+    }
+    Ok(Recovered {
+        segments,
+        active: None,
+        size: 0,
+        prev: [0; 32],
+        cut,
+    })
+}
+
+/// A torn write at the end of the last segment.
+struct Torn {
+    /// The segment's first index.
+    first: u64,
+    /// Where the torn bytes start.
+    offset: u64,
+    /// Records before them (the log's size once they are cut).
+    size: u64,
+    why: String,
+}
+
+/// Cuts a torn last group, which no checkpoint may cover (a segment torn
+/// in its header is removed), and says what was cut.
+fn cut_torn(layout: &Layout, torn: &Torn, expect: &Expect<'_>) -> Result<String, RecoverError> {
+    let Torn {
+        first,
+        offset,
+        size,
+        why,
+    } = torn;
+    if *size < expect.checkpointed {
+        return Err(damaged(
+            layout,
+            *first,
+            *offset,
+            format!(
+                "{why}, but a checkpoint covers {} records",
+                expect.checkpointed
+            ),
+        ));
+    }
+    let path = layout.segment(*first);
+    let note = format!(
+        "{} from byte {offset} (index {size}): {why}",
+        layout.relative(&path)
+    );
+    if *offset == 0 {
+        // A segment whose header never became durable.
+        std::fs::remove_file(&path).map_err(io("remove", layout, &path))?;
+        let dir = layout.log_dir();
+        sync_dir(&dir).map_err(io("fsync the directory", layout, &dir))?;
+    } else {
+        cut_to(layout, *first, *offset)?;
+    }
+    Ok(note)
 }
 
 /// What walking the last segment found.

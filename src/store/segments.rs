@@ -74,6 +74,19 @@ struct Segment {
     sealed_offsets: Option<Arc<File>>,
 }
 
+/// The active (last) segment as recovery left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveSegment {
+    /// Its first index.
+    pub first: u64,
+    /// Its good length in bytes.
+    pub len: u64,
+    /// Its framing version.
+    pub version: u32,
+    /// The offset of each of its records.
+    pub offsets: Vec<u64>,
+}
+
 /// Every segment, for reading; shared by the writer (which adds segments
 /// and makes records visible once durable) and the readers.
 pub struct SegmentSet {
@@ -288,13 +301,13 @@ pub struct SegmentWriter {
 }
 
 impl SegmentWriter {
-    /// Continues the active segment (`first`, its good length `len`, its
-    /// record offsets), or starts a new one at `next_index` when there is
-    /// none or the active one is of an older version (it is sealed).
+    /// Continues the active segment as recovery left it, or starts a new
+    /// one at `next_index` when there is none or the active one is of an
+    /// older version (it is sealed).
     pub fn open(
         layout: &Layout,
         set: Arc<SegmentSet>,
-        active: Option<(u64, u64, u32)>,
+        active: Option<&ActiveSegment>,
         next_index: u64,
         max_bytes: u64,
     ) -> std::io::Result<SegmentWriter> {
@@ -303,31 +316,29 @@ impl SegmentWriter {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let mut w = match active {
-            Some((first, len, version)) if version == record::VERSION => {
+        match active {
+            Some(a) if a.version == record::VERSION => {
                 let file = OpenOptions::new()
                     .append(true)
-                    .open(layout.segment(first))?;
-                SegmentWriter {
+                    .open(layout.segment(a.first))?;
+                Ok(SegmentWriter {
                     layout: layout.clone(),
                     set,
                     active: file,
-                    first,
-                    len,
+                    first: a.first,
+                    len: a.len,
                     offsets,
                     max_bytes,
                     ends_with_mark: false,
-                }
+                })
             }
-            Some((first, _, _)) => {
+            Some(a) => {
                 // An older segment: seal it and continue in a new one.
-                write_offsets(layout, first, &offsets)?;
-                return SegmentWriter::start(layout, set, Some(first), next_index, max_bytes);
+                write_offsets(layout, a.first, &offsets)?;
+                SegmentWriter::start(layout, set, Some(a.first), next_index, max_bytes)
             }
-            None => return SegmentWriter::start(layout, set, None, next_index, max_bytes),
-        };
-        w.ends_with_mark = false;
-        Ok(w)
+            None => SegmentWriter::start(layout, set, None, next_index, max_bytes),
+        }
     }
 
     fn start(
@@ -432,11 +443,6 @@ impl SegmentWriter {
     /// The shared read side.
     pub fn set(&self) -> &Arc<SegmentSet> {
         &self.set
-    }
-
-    /// The first index of the active segment.
-    pub fn active_first(&self) -> u64 {
-        self.first
     }
 }
 

@@ -101,7 +101,7 @@ pub fn check_record(rec: &WalkRecord, ctx: &CheckContext<'_>) -> Result<Checked,
 fn check_index(index: &Dedupe, at: u64, keys: &[Key]) -> Result<(), String> {
     for (n, k) in keys.iter().enumerate() {
         let got = index
-            .get(k)
+            .get_for(k, at)
             .map_err(|e| format!("cannot read the duplicate index: {e}"))?;
         let ok = match got {
             Some(i) if n == 0 && keys.len() == 2 => i >= at,

@@ -21,7 +21,7 @@ mod check;
 mod keys;
 mod tiles;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,17 +29,17 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use crate::event::tables::TableCache;
 use crate::event::{Hash, PIPELINE_AGENT};
 use crate::keys::history::{KeyHistory, PIPELINE_KEY};
 use crate::log::merkle::CompactRange;
-use crate::log::note::{verify_checkpoint, CheckpointBody, NoteVerifier};
+use crate::log::note::{verify_checkpoint, CheckpointBody, NoteError, NoteVerifier};
 use crate::log::receipt::{chain_hash, check_body, Verdict};
-use crate::store::checkpoints::read_checkpoints;
+use crate::store::checkpoints::{read_checkpoints, BadRecord};
 use crate::store::datadir::read_verifier_keys;
 use crate::store::dedupe::{Dedupe, DEFAULT_FILTER_BYTES};
 use crate::store::layout::Layout;
 use crate::store::walk::{WalkEnd, WalkRecord, Walker};
-use crate::event::tables::TableCache;
 use check::{check_record, CheckContext, Checked};
 use tiles::TileCheck;
 
@@ -117,8 +117,26 @@ pub struct CrossLogDuplicate {
     pub agent_id: String,
     /// The event id.
     pub event_id: String,
-    /// Each acceptance: the log's name and the receipt.
-    pub places: Vec<(String, Accepted)>,
+    /// Each acceptance.
+    pub places: Vec<Place>,
+}
+
+/// One log's acceptance of an (agent, event id).
+#[derive(Debug, Clone)]
+pub struct Place {
+    /// The log's name (its data directory, as given).
+    pub log: String,
+    /// The receipt there.
+    pub accepted: Accepted,
+}
+
+/// A verified log's report under the name it was given.
+#[derive(Debug)]
+pub struct LogReport {
+    /// The log's name (its data directory, as given).
+    pub log: String,
+    /// What verifying it found.
+    pub report: VerifyReport,
 }
 
 impl CrossLogDuplicate {
@@ -127,18 +145,21 @@ impl CrossLogDuplicate {
     pub fn same_event(&self) -> bool {
         self.places
             .windows(2)
-            .all(|w| w[0].1.event_hash == w[1].1.event_hash)
+            .all(|w| w[0].accepted.event_hash == w[1].accepted.event_hash)
     }
 }
 
 /// Finds (agent, event id) pairs accepted by more than one of the logs.
-pub fn cross_log_duplicates(logs: &[(String, &VerifyReport)]) -> Vec<CrossLogDuplicate> {
-    let mut seen: HashMap<(&str, &str), Vec<(String, Accepted)>> = HashMap::new();
-    for (name, report) in logs {
+pub fn cross_log_duplicates(logs: &[LogReport]) -> Vec<CrossLogDuplicate> {
+    let mut seen: HashMap<(&str, &str), Vec<Place>> = HashMap::new();
+    for LogReport { log, report } in logs {
         for a in &report.accepted_ids {
             seen.entry((&a.agent_id, &a.event_id))
                 .or_default()
-                .push((name.clone(), a.clone()));
+                .push(Place {
+                    log: log.clone(),
+                    accepted: a.clone(),
+                });
         }
     }
     let mut out: Vec<CrossLogDuplicate> = seen
@@ -170,10 +191,10 @@ pub enum VerifyError {
     Usage(String),
 }
 
-fn invalid(place: impl Into<String>, what: impl Into<String>) -> VerifyError {
+fn invalid(place: impl Into<String>, what: impl std::fmt::Display) -> VerifyError {
     VerifyError::Invalid {
         place: place.into(),
-        what: what.into(),
+        what: what.to_string(),
     }
 }
 
@@ -199,7 +220,8 @@ impl Progress {
 /// The trusted anchors and what the data directory says of itself.
 struct Anchors {
     origin: String,
-    checkpoints: Vec<(usize, CheckpointBody)>,
+    /// Every stored checkpoint, in order.
+    checkpoints: Vec<Root>,
     trusted: Option<CheckpointBody>,
 }
 
@@ -225,57 +247,8 @@ fn anchors(
         })?
         .trim_end()
         .to_string();
-    let texts = if opts.vkeys.is_empty() {
-        read_verifier_keys(layout.root())
-    } else {
-        opts.vkeys.clone()
-    };
-    if texts.is_empty() {
-        return Err(invalid("log-keys.txt", "no log verifier key: log-keys.txt is missing or empty; pass --vkey with the log's verifier key"));
-    }
-    let mut verifiers = Vec::new();
-    for t in texts {
-        let v = NoteVerifier::parse(&t)
-            .map_err(|e| VerifyError::Usage(format!("bad verifier key {t:?}: {e}")))?;
-        if v.name != origin {
-            return Err(invalid("origin", format!("the verifier key is for {:?}, but the data directory says its origin is {origin:?}", v.name)));
-        }
-        verifiers.push(v);
-    }
-    let scan = read_checkpoints(&layout.checkpoints())
-        .map_err(|e| VerifyError::Usage(format!("cannot read checkpoints.log: {e}")))?;
-    if let Some((offset, why)) = scan.corrupt {
-        return Err(invalid(format!("checkpoints.log (byte {offset})"), why));
-    }
-    if let Some((offset, why)) = scan.torn {
-        report.warnings.push(format!(
-            "checkpoints.log: an incomplete last checkpoint at byte {offset} ({why}); never served"
-        ));
-    }
-    let mut checkpoints = Vec::new();
-    for cp in &scan.checkpoints {
-        let body = checkpoint_with_any(&cp.note, &verifiers)
-            .map_err(|e| invalid(format!("checkpoints.log, checkpoint {}", cp.ordinal), e))?;
-        if let Some((_, p)) = checkpoints.last() {
-            let p: &CheckpointBody = p;
-            if body.size < p.size {
-                return Err(invalid(
-                    format!("checkpoints.log, checkpoint {}", cp.ordinal),
-                    format!(
-                        "its size {} is smaller than the checkpoint before it ({})",
-                        body.size, p.size
-                    ),
-                ));
-            }
-        }
-        checkpoints.push((cp.ordinal, body));
-    }
-    if checkpoints.is_empty() {
-        return Err(invalid(
-            "checkpoints.log",
-            "the log has no checkpoint at all; every log signs one at creation",
-        ));
-    }
+    let verifiers = verifiers(opts, layout, &origin)?;
+    let checkpoints = stored_checkpoints(layout, &verifiers, report)?;
     let trusted =
         match &opts.checkpoint {
             Some(path) => {
@@ -296,8 +269,93 @@ fn anchors(
     })
 }
 
-fn checkpoint_with_any(note: &str, verifiers: &[NoteVerifier]) -> Result<CheckpointBody, String> {
-    let mut last = String::new();
+/// The log's verifier keys: those given (`--vkey`), else the directory's
+/// `log-keys.txt`; each must name the log's origin.
+fn verifiers(
+    opts: &VerifyOptions,
+    layout: &Layout,
+    origin: &str,
+) -> Result<Vec<NoteVerifier>, VerifyError> {
+    let texts = if opts.vkeys.is_empty() {
+        read_verifier_keys(layout.root())
+    } else {
+        opts.vkeys.clone()
+    };
+    if texts.is_empty() {
+        return Err(invalid("log-keys.txt", "no log verifier key: log-keys.txt is missing or empty; pass --vkey with the log's verifier key"));
+    }
+    let mut verifiers = Vec::new();
+    for t in texts {
+        let v = NoteVerifier::parse(&t)
+            .map_err(|e| VerifyError::Usage(format!("bad verifier key {t:?}: {e}")))?;
+        if v.name != origin {
+            return Err(invalid("origin", format!("the verifier key is for {:?}, but the data directory says its origin is {origin:?}", v.name)));
+        }
+        verifiers.push(v);
+    }
+    Ok(verifiers)
+}
+
+/// A checkpoint's tree size and root, and where it came from.
+#[derive(Debug, Clone)]
+struct Root {
+    place: String,
+    size: u64,
+    root: Hash,
+}
+
+/// Every checkpoint of `checkpoints.log`, each signed by one of the
+/// verifier keys, sizes never decreasing; at least one.
+fn stored_checkpoints(
+    layout: &Layout,
+    verifiers: &[NoteVerifier],
+    report: &mut VerifyReport,
+) -> Result<Vec<Root>, VerifyError> {
+    let scan = read_checkpoints(&layout.checkpoints())
+        .map_err(|e| VerifyError::Usage(format!("cannot read checkpoints.log: {e}")))?;
+    if let Some(BadRecord { offset, why }) = scan.corrupt {
+        return Err(invalid(format!("checkpoints.log (byte {offset})"), why));
+    }
+    if let Some(BadRecord { offset, why }) = scan.torn {
+        report.warnings.push(format!(
+            "checkpoints.log: an incomplete last checkpoint at byte {offset} ({why}); never served"
+        ));
+    }
+    let mut checkpoints: Vec<Root> = Vec::new();
+    for cp in &scan.checkpoints {
+        let place = format!("checkpoints.log, checkpoint {}", cp.ordinal);
+        let body = checkpoint_with_any(&cp.note, verifiers).map_err(|e| invalid(&place, e))?;
+        if let Some(p) = checkpoints.last().filter(|p| body.size < p.size) {
+            return Err(invalid(
+                place,
+                format!(
+                    "its size {} is smaller than the checkpoint before it ({})",
+                    body.size, p.size
+                ),
+            ));
+        }
+        checkpoints.push(Root {
+            place,
+            size: body.size,
+            root: body.root,
+        });
+    }
+    if checkpoints.is_empty() {
+        return Err(invalid(
+            "checkpoints.log",
+            "the log has no checkpoint at all; every log signs one at creation",
+        ));
+    }
+    Ok(checkpoints)
+}
+
+/// The checkpoint's body if one of the keys signed it; else why the last
+/// one refused it.
+fn checkpoint_with_any(
+    note: &str,
+    verifiers: &[NoteVerifier],
+) -> Result<CheckpointBody, NoteError> {
+    let mut last = NoteError::Layout("no log verifier key".into());
     for v in verifiers {
         match verify_checkpoint(note, v) {
             Ok(cp) => return Ok(cp),
@@ -318,8 +376,8 @@ struct Fold {
     keys: Arc<KeyHistory>,
     tiles: Option<TileCheck>,
     index: Option<Arc<Dedupe>>,
-    /// Checkpoint sizes still to meet (ascending), with their roots.
-    roots: Vec<(String, u64, Hash)>,
+    /// Checkpoints still to meet, by ascending size.
+    roots: VecDeque<Root>,
     collect_accepted: bool,
 }
 
@@ -327,14 +385,11 @@ impl Fold {
     /// Compares every checkpoint of the current size with the root.
     fn meet_checkpoints(&mut self) -> Result<(), VerifyError> {
         let size = self.range.size();
-        while let Some((place, s, root)) = self.roots.first().cloned() {
-            if s != size {
-                break;
+        while let Some(r) = self.roots.front().filter(|r| r.size == size) {
+            if self.range.root() != r.root {
+                return Err(invalid(&r.place, format!("its root does not match the log's first {size} records: records were altered, removed or reordered")));
             }
-            if self.range.root() != root {
-                return Err(invalid(place, format!("its root does not match the log's first {s} records: records were altered, removed or reordered")));
-            }
-            self.roots.remove(0);
+            self.roots.pop_front();
         }
         Ok(())
     }
@@ -506,12 +561,26 @@ fn walk(
     let Some(mut chunk) = reader.next_chunk()? else {
         return Ok(());
     };
-    let mut checked = check_chunk(&chunk, &CheckContext { keys: &fold.keys, tables: &tables, index: index.as_deref() });
+    let mut checked = check_chunk(
+        &chunk,
+        &CheckContext {
+            keys: &fold.keys,
+            tables: &tables,
+            index: index.as_deref(),
+        },
+    );
     loop {
         let next = if chunk.vigil {
             fold.fold_chunk(layout, &chunk, checked, report)?;
             reader.next_chunk()?.map(|n| {
-                let c = check_chunk(&n, &CheckContext { keys: &fold.keys, tables: &tables, index: index.as_deref() });
+                let c = check_chunk(
+                    &n,
+                    &CheckContext {
+                        keys: &fold.keys,
+                        tables: &tables,
+                        index: index.as_deref(),
+                    },
+                );
                 (n, c)
             })
         } else {
@@ -520,7 +589,14 @@ fn walk(
                 || fold.fold_chunk(layout, &chunk, checked, report),
                 || -> Result<_, VerifyError> {
                     Ok(reader.next_chunk()?.map(|n| {
-                        let c = check_chunk(&n, &CheckContext { keys: &keys, tables: &tables, index: index.as_deref() });
+                        let c = check_chunk(
+                            &n,
+                            &CheckContext {
+                                keys: &keys,
+                                tables: &tables,
+                                index: index.as_deref(),
+                            },
+                        );
                         (n, c)
                     }))
                 },
@@ -547,7 +623,7 @@ pub fn verify_log(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
         .filter_map(|f| std::fs::metadata(layout.segment(*f)).ok())
         .map(|m| m.len())
         .sum();
-    let latest_size = anchors.checkpoints.last().map_or(0, |(_, c)| c.size);
+    let latest_size = anchors.checkpoints.last().map_or(0, |c| c.size);
     let mut fold = start_fold(opts, &layout, &anchors, latest_size, &mut report)?;
     fold.meet_checkpoints()?;
     let mut progress = Progress {
@@ -570,8 +646,8 @@ pub fn verify_log(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     end_of_walk(&layout, &reader.walker, &segments, &mut report)?;
     report.records = fold.range.size();
     report.root = fold.range.root();
-    if let Some((place, size, _)) = fold.roots.first() {
-        return Err(invalid(place.clone(), format!("it covers {size} records but the log holds only {}: records were deleted or the log was truncated", report.records)));
+    if let Some(r) = fold.roots.front() {
+        return Err(invalid(&r.place, format!("it covers {} records but the log holds only {}: records were deleted or the log was truncated", r.size, report.records)));
     }
     report.checkpoints = anchors.checkpoints.len();
     report.latest_size = latest_size;
@@ -588,14 +664,14 @@ fn start_fold(
     latest_size: u64,
     report: &mut VerifyReport,
 ) -> Result<Fold, VerifyError> {
-    let mut roots: Vec<(String, u64, Hash)> = anchors
-        .checkpoints
-        .iter()
-        .map(|(n, c)| (format!("checkpoints.log, checkpoint {n}"), c.size, c.root))
-        .collect();
+    let mut roots = anchors.checkpoints.clone();
     if let Some(t) = &anchors.trusted {
-        roots.push(("the trusted checkpoint".into(), t.size, t.root));
-        roots.sort_by_key(|r| r.1);
+        roots.push(Root {
+            place: "the trusted checkpoint".into(),
+            size: t.size,
+            root: t.root,
+        });
+        roots.sort_by_key(|r| r.size);
     }
     let tiles_present = layout.tlog().join("tile").is_dir() || latest_size == 0;
     if !tiles_present {
@@ -617,7 +693,7 @@ fn start_fold(
         keys: Arc::new(keys::given_keys(&opts.keys)?),
         tiles: tiles_present.then(|| TileCheck::new(layout, latest_size)),
         index,
-        roots,
+        roots: roots.into(),
         collect_accepted: opts.collect_accepted,
     })
 }
@@ -646,7 +722,13 @@ fn first_pipeline_key(ctx: &CheckContext<'_>, rec: &WalkRecord) -> Result<Checke
     }
     let mut with_it = keys.clone();
     with_it.apply(&change).map_err(|e| e.to_string())?;
-    check_record(rec, &CheckContext { keys: &with_it, ..*ctx })
+    check_record(
+        rec,
+        &CheckContext {
+            keys: &with_it,
+            ..*ctx
+        },
+    )
 }
 
 fn end_of_walk(
