@@ -54,6 +54,9 @@ struct Row {
     proof_p50_ms: f64,
     proof_p99_ms: f64,
     verify_s: f64,
+    verify_peak_mib: f64,
+    /// `verify_strict` on every core, measured just before `verify_s`.
+    strict_rate: f64,
 }
 
 fn status_kib(pid: u32, field: &str) -> f64 {
@@ -117,6 +120,36 @@ fn fill(
     Ok(())
 }
 
+/// How many bench events (`event_id(0..n)`) the log already holds, when
+/// `--data` names the directory of an earlier run: they were sent in
+/// order, so the first missing one is found by binary search.
+fn already_filled(
+    rt: &tokio::runtime::Runtime,
+    server: &ServerProcess,
+    keys: &[PrivateJwk],
+    most: u64,
+) -> anyhow::Result<u64> {
+    rt.block_on(async {
+        let mut c = Client::connect(server.addr, &server.token).await?;
+        let (mut lo, mut hi) = (0u64, most);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let agent = keys[mid as usize % keys.len()]
+                .agent_id
+                .clone()
+                .unwrap_or_default();
+            let path = format!("/v1/receipts/{}?agent_id={agent}", event_id(mid));
+            let (status, _) = c.send("GET", &path, None, Bytes::new()).await?;
+            if status == 200 {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        anyhow::Ok(lo)
+    })
+}
+
 /// Starts the server and waits until it answers `/readyz`; returns it and
 /// the time it took.
 fn start_timed(
@@ -177,21 +210,42 @@ fn sample_proofs(
     })
 }
 
-/// Times `vigil verify` over the whole log.
-fn verify_time(data: &Path) -> anyhow::Result<f64> {
+/// How `vigil verify` over the whole log went.
+struct VerifyRun {
+    secs: f64,
+    /// Its peak RSS (sampled every 100 ms).
+    peak_mib: f64,
+}
+
+/// Times `vigil verify` over the whole log and follows its memory.
+fn verify_run(data: &Path) -> anyhow::Result<VerifyRun> {
     let t = Instant::now();
-    let out = Command::new(std::env::current_exe()?)
+    let mut child = Command::new(std::env::current_exe()?)
         .args(["verify", "--quiet", "--data"])
         .arg(data)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .context("cannot run vigil verify")?;
-    if !out.status.success() {
-        bail!(
-            "vigil verify failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let mut peak_kib: f64 = 0.0;
+    let status = loop {
+        peak_kib = peak_kib.max(status_kib(child.id(), "VmHWM:"));
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err)?;
+        }
+        bail!("vigil verify failed: {err}");
     }
-    Ok(t.elapsed().as_secs_f64())
+    Ok(VerifyRun {
+        secs: t.elapsed().as_secs_f64(),
+        peak_mib: peak_kib / 1024.0,
+    })
 }
 
 fn measure(
@@ -239,7 +293,11 @@ fn measure(
     let _ = sender.join();
     let (server, start_crash_s) = start_timed(data, jwks, rt)?;
     server.stop()?;
-    let verify_s = verify_time(data)?;
+    // The machine's speed drifts: the reference rate is measured right
+    // before the run it is compared with.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let strict_rate = (0..3).map(|_| verify_rate(cores)).fold(0.0, f64::max);
+    let verify = verify_run(data)?;
     let (server, _) = start_timed(data, jwks, rt)?;
     Ok((
         Row {
@@ -252,7 +310,9 @@ fn measure(
             hwm_mib,
             proof_p50_ms: percentile(&lat, 0.5) * 1e3,
             proof_p99_ms: percentile(&lat, 0.99) * 1e3,
-            verify_s,
+            verify_s: verify.secs,
+            verify_peak_mib: verify.peak_mib,
+            strict_rate,
         },
         server,
     ))
@@ -280,31 +340,40 @@ pub fn run(args: LogBenchArgs) -> anyhow::Result<()> {
         .build()?;
     let (mut server, _) = start_timed(&data, &jwks, &rt)?;
     let mut rows = Vec::new();
-    let mut filled = 0;
+    let most = args.sizes.iter().copied().max().unwrap_or(0);
+    let mut filled = already_filled(&rt, &server, &keys, most)?;
+    if filled > 0 {
+        println!(
+            "vigil bench log: {} already holds {filled} bench receipts; continuing",
+            data.display()
+        );
+    }
     for &size in &args.sizes {
-        fill(&rt, &server, &keys, filled, size)?;
-        filled = size;
+        if filled < size {
+            fill(&rt, &server, &keys, filled, size)?;
+            filled = size;
+        }
         let (row, next) = measure(&rt, &data, &jwks, &keys, size, args.samples, server)?;
         server = next;
         let r = &row;
         println!(
             "{} receipts: start {:.2} s (clean), {:.2} s (after kill -9); RSS {:.0} MiB at start, {:.0} MiB after {} lookups (peak {:.0} MiB); \
-             receipt with proof p50 {:.2} ms, p99 {:.2} ms; {:.0} bytes on disk per receipt; verify {:.0} s = {:.0} receipts/s ({:.2} of the {cores}-thread verification rate)",
+             receipt with proof p50 {:.2} ms, p99 {:.2} ms; {:.0} bytes on disk per receipt; verify {:.0} s = {:.0} receipts/s ({:.2} of the {cores}-thread verification rate, {:.0}/s just before; peak RSS {:.0} MiB)",
             r.size, r.start_clean_s, r.start_crash_s, r.rss_start_mib, r.rss_after_mib, args.samples, r.hwm_mib,
             r.proof_p50_ms, r.proof_p99_ms, r.disk_bytes as f64 / r.size as f64, r.verify_s,
-            r.size as f64 / r.verify_s, r.size as f64 / r.verify_s / vn
+            r.size as f64 / r.verify_s, r.size as f64 / r.verify_s / r.strict_rate, r.strict_rate, r.verify_peak_mib
         );
         rows.push(row);
     }
     server.stop()?;
     if let [first, .., last] = rows.as_slice() {
         println!(
-            "RSS difference between {} and {} receipts: {:.0} MiB (peak {:.0} vs {:.0} MiB)",
-            first.size,
-            last.size,
-            last.rss_after_mib - first.rss_after_mib,
+            "Server peak RSS: {:.0} MiB at {} receipts, {:.0} MiB at {} ({:+.0} MiB)",
             first.hwm_mib,
-            last.hwm_mib
+            first.size,
+            last.hwm_mib,
+            last.size,
+            last.hwm_mib - first.hwm_mib
         );
     }
     Ok(())

@@ -30,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -193,6 +193,31 @@ struct Run {
     fences: Vec<Key>,
 }
 
+/// Entries read around the guessed place of a key in its block.
+const WINDOW: usize = 32;
+
+/// The first 8 bytes of a key, as a number (keys sort as these do).
+fn prefix(key: &Key) -> u64 {
+    u64::from_be_bytes(key.0[..8].try_into().expect("8 bytes"))
+}
+
+/// Binary search of sorted entries for a key.
+fn search(entries: &[u8], key: &Key) -> Option<u64> {
+    let (mut lo, mut hi) = (0, entries.len() / ENTRY_LEN);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let e = &entries[mid * ENTRY_LEN..(mid + 1) * ENTRY_LEN];
+        match e[..16].cmp(&key.0[..]) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => {
+                return Some(u64::from_le_bytes(e[16..].try_into().expect("8 bytes")))
+            }
+        }
+    }
+    None
+}
+
 impl Run {
     fn open(dir: &Path, meta: RunMeta) -> Result<Run, DedupeError> {
         let path = dir.join(&meta.file);
@@ -232,25 +257,33 @@ impl Run {
         let block = b - 1;
         let first = block * BLOCK_ENTRIES;
         let n = (self.meta.entries as usize - first).min(BLOCK_ENTRIES);
-        let mut block = [0u8; BLOCK_ENTRIES * ENTRY_LEN];
-        let buf = &mut block[..n * ENTRY_LEN];
-        self.file
-            .read_exact_at(buf, (RUN_HEADER_LEN + first * ENTRY_LEN) as u64)?;
-        let (mut lo, mut hi) = (0, n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            let e = &buf[mid * ENTRY_LEN..(mid + 1) * ENTRY_LEN];
-            match e[..16].cmp(&key.0[..]) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    return Ok(Some(u64::from_le_bytes(
-                        e[16..].try_into().expect("8 bytes"),
-                    )))
-                }
-            }
+        // Keys are uniform (SHA-256): guess the key's place in the block
+        // from the fences around it and read a window there; read the whole
+        // block only when the key falls outside the window.
+        let lo = prefix(&self.fences[block]);
+        let hi = self.fences.get(b).map_or(u64::MAX, prefix);
+        let guess = ((prefix(key) - lo) as u128 * n as u128 / (hi - lo).max(1) as u128) as usize;
+        let start = guess
+            .saturating_sub(WINDOW / 2)
+            .min(n.saturating_sub(WINDOW));
+        let len = WINDOW.min(n);
+        let mut buf = [0u8; BLOCK_ENTRIES * ENTRY_LEN];
+        let window = &mut buf[..len * ENTRY_LEN];
+        self.read_entries(window, first + start)?;
+        let below = start > 0 && key.0[..] < window[..16];
+        let above = start + len < n
+            && key.0[..] > window[(len - 1) * ENTRY_LEN..(len - 1) * ENTRY_LEN + 16];
+        if !below && !above {
+            return Ok(search(window, key));
         }
-        Ok(None)
+        let whole = &mut buf[..n * ENTRY_LEN];
+        self.read_entries(whole, first)?;
+        Ok(search(whole, key))
+    }
+
+    fn read_entries(&self, buf: &mut [u8], from: usize) -> std::io::Result<()> {
+        self.file
+            .read_exact_at(buf, (RUN_HEADER_LEN + from * ENTRY_LEN) as u64)
     }
 
     /// Every entry, in key order.
@@ -330,24 +363,31 @@ impl Filter {
 
     /// Reads a saved filter of `want_bytes`; `None` when it is missing or
     /// of another size.
+    /// Reads a saved filter of `want_bytes` (streaming: the file is not
+    /// held beside the filter), with the records it covers.
     fn load(path: &Path, want_bytes: usize) -> Option<(Filter, u64)> {
-        let bytes = std::fs::read(path).ok()?;
-        let body = bytes.strip_prefix(FILTER_MAGIC)?;
-        let covered = u64::from_le_bytes(body.get(..8)?.try_into().ok()?);
-        let words = &body[8..];
-        if words.len() != (want_bytes / 64).max(1) * 64 {
+        let mut f = std::io::BufReader::with_capacity(1 << 20, File::open(path).ok()?);
+        let blocks_n = (want_bytes / 64).max(1);
+        let len = f.get_ref().metadata().ok()?.len();
+        if len != (FILTER_MAGIC.len() + 8 + blocks_n * 64) as u64 {
             return None;
         }
-        let blocks = words
-            .chunks_exact(64)
-            .map(|c| {
-                std::array::from_fn(|i| {
-                    AtomicU64::new(u64::from_le_bytes(
-                        c[i * 8..i * 8 + 8].try_into().expect("8 bytes"),
-                    ))
-                })
-            })
-            .collect();
+        let mut head = [0u8; 16];
+        f.read_exact(&mut head).ok()?;
+        if &head[..8] != FILTER_MAGIC {
+            return None;
+        }
+        let covered = u64::from_le_bytes(head[8..].try_into().expect("8 bytes"));
+        let mut blocks = Vec::with_capacity(blocks_n);
+        let mut c = [0u8; 64];
+        for _ in 0..blocks_n {
+            f.read_exact(&mut c).ok()?;
+            blocks.push(std::array::from_fn(|i| {
+                AtomicU64::new(u64::from_le_bytes(
+                    c[i * 8..i * 8 + 8].try_into().expect("8 bytes"),
+                ))
+            }));
+        }
         Some((Filter { blocks }, covered))
     }
 }
@@ -381,12 +421,14 @@ pub struct Dedupe {
     written: Condvar,
     /// Held while runs and the manifest are written (one writer of them).
     writing: Mutex<()>,
-    filter: Filter,
+    /// `None` when opened with no filter (every lookup reads the runs).
+    filter: Option<Filter>,
 }
 
 impl Dedupe {
     /// Opens (creating) the index in `dir` with a Bloom filter of
-    /// `filter_bytes`. Records from [`Dedupe::covered`] on must then be
+    /// `filter_bytes` (0: no filter, for reading the index record by
+    /// record with [`Dedupe::get_for`]). Records from [`Dedupe::covered`] on must then be
     /// replayed with [`Dedupe::apply`] before the index is used.
     pub fn open(dir: &Path, filter_bytes: usize) -> Result<Dedupe, DedupeError> {
         std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
@@ -407,7 +449,11 @@ impl Dedupe {
         for meta in &manifest.runs {
             runs.push(Arc::new(Run::open(dir, meta.clone())?));
         }
-        let filter = load_filter(dir, filter_bytes, &runs)?;
+        let filter = if filter_bytes == 0 {
+            None
+        } else {
+            Some(load_filter(dir, filter_bytes, &runs)?)
+        };
         let applied = manifest.covered;
         Ok(Dedupe {
             dir: dir.to_path_buf(),
@@ -448,7 +494,7 @@ impl Dedupe {
             if let Some(&v) = inner.frozen.as_ref().and_then(|f| f.table.get(key)) {
                 return Ok(Some(v));
             }
-            if !self.filter.may_contain(key) {
+            if self.filter.as_ref().is_some_and(|f| !f.may_contain(key)) {
                 return Ok(None);
             }
             inner.runs.clone()
@@ -497,7 +543,9 @@ impl Dedupe {
             return Ok(()); // replayed twice: already in
         }
         for k in keys {
-            self.filter.add(k);
+            if let Some(f) = &self.filter {
+                f.add(k);
+            }
             inner.memtable.insert(*k, index);
         }
         inner.applied = index + 1;
@@ -569,9 +617,7 @@ impl Dedupe {
             self.merge()?;
         }
         if seq % FILTER_SAVE_EVERY_RUNS == FILTER_SAVE_EVERY_RUNS - 1 {
-            self.filter
-                .save(&self.dir.join("filter.bin"), to)
-                .map_err(io_err("write", &self.dir))?;
+            self.save_filter(to)?;
         }
         Ok(())
     }
@@ -664,9 +710,16 @@ impl Dedupe {
             drop(inner);
         }
         let covered = self.lock().manifest.covered;
-        self.filter
-            .save(&self.dir.join("filter.bin"), covered)
-            .map_err(io_err("write", &self.dir))
+        self.save_filter(covered)
+    }
+
+    fn save_filter(&self, covered: u64) -> Result<(), DedupeError> {
+        match &self.filter {
+            Some(f) => f
+                .save(&self.dir.join("filter.bin"), covered)
+                .map_err(io_err("write", &self.dir)),
+            None => Ok(()),
+        }
     }
 
     /// Waits until no memory table is being written (for tests and

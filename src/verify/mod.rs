@@ -18,10 +18,11 @@
 //! formats of [`crate::log`]; it does not depend on the server's runtime.
 
 mod check;
+mod claims;
 mod keys;
 mod tiles;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,10 +38,11 @@ use crate::log::note::{verify_checkpoint, CheckpointBody, NoteError, NoteVerifie
 use crate::log::receipt::{chain_hash, check_body, Verdict};
 use crate::store::checkpoints::{read_checkpoints, BadRecord};
 use crate::store::datadir::read_verifier_keys;
-use crate::store::dedupe::{Dedupe, DEFAULT_FILTER_BYTES};
+use crate::store::dedupe::Dedupe;
 use crate::store::layout::Layout;
 use crate::store::walk::{WalkEnd, WalkRecord, Walker};
 use check::{check_record, CheckContext, Checked};
+use claims::Claims;
 use tiles::TileCheck;
 
 /// Records checked in parallel at a time.
@@ -370,7 +372,7 @@ struct Fold {
     origin: String,
     prev: Hash,
     range: CompactRange,
-    claimed: HashSet<[u8; 16]>,
+    claimed: Claims,
     /// The keys in force at the walk's place (shared with the checks of
     /// the next chunk, which run while this one is folded).
     keys: Arc<KeyHistory>,
@@ -496,9 +498,27 @@ struct Chunk {
 struct Reader {
     walker: Walker,
     held: Option<WalkRecord>,
+    /// Finds `"agent_id":"vigil"` in a receipt body.
+    pipeline_agent: memchr::memmem::Finder<'static>,
 }
 
 impl Reader {
+    fn new(walker: Walker) -> Reader {
+        let needle = format!("\"agent_id\":\"{PIPELINE_AGENT}\"");
+        Reader {
+            walker,
+            held: None,
+            pipeline_agent: memchr::memmem::Finder::new(needle.as_bytes()).into_owned(),
+        }
+    }
+
+    /// Whether a record may be an event of the pipeline (which may change
+    /// the keys, so it is folded before the records after it are checked).
+    /// A false positive costs only speed.
+    fn is_pipeline_event(&self, rec: &WalkRecord) -> bool {
+        self.pipeline_agent.find(&rec.body).is_some()
+    }
+
     fn next_chunk(&mut self) -> Result<Option<Chunk>, VerifyError> {
         let mut records = Vec::with_capacity(CHUNK);
         if let Some(r) = self.held.take() {
@@ -515,7 +535,7 @@ impl Reader {
             else {
                 break;
             };
-            if is_pipeline_event(&rec) {
+            if self.is_pipeline_event(&rec) {
                 if records.is_empty() {
                     return Ok(Some(Chunk {
                         records: vec![rec],
@@ -546,67 +566,90 @@ fn check_chunk(chunk: &Chunk, ctx: &CheckContext<'_>) -> Vec<Result<Checked, Str
         .collect()
 }
 
-/// Walks the log: the next chunk is read and checked in parallel while
-/// the one before it is folded, unless that one may change the keys.
+/// Chunks read ahead of the checks.
+const READ_AHEAD: usize = 2;
+
+/// Walks the log: a thread reads chunks ahead (reading, even from the
+/// disk, is off the checks' path); the next chunk is checked in parallel
+/// while the one before it is folded, unless that one may change the keys.
+/// Returns the reader, whose walker knows how the walk ended.
 fn walk(
     layout: &Layout,
     fold: &mut Fold,
-    reader: &mut Reader,
+    reader: Reader,
+    report: &mut VerifyReport,
+    progress: &mut Progress,
+    total_bytes: u64,
+) -> Result<Reader, VerifyError> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
+        let reading = scope.spawn(move || {
+            let mut reader = reader;
+            loop {
+                let next = reader.next_chunk().transpose();
+                let last = !matches!(next, Some(Ok(_)));
+                if next.is_some_and(|n| tx.send(n).is_err()) || last {
+                    return reader;
+                }
+            }
+        });
+        let walked = fold_chunks(layout, fold, &rx, report, progress, total_bytes);
+        // Ends the reader if the walk stopped early.
+        drop(rx);
+        let reader = reading
+            .join()
+            .map_err(|_| VerifyError::Usage("the log reader thread failed".into()))?;
+        walked.map(|()| reader)
+    })
+}
+
+/// The next chunk from the reader; `None` at the end of the log.
+fn receive(
+    rx: &std::sync::mpsc::Receiver<Result<Chunk, VerifyError>>,
+) -> Result<Option<Chunk>, VerifyError> {
+    rx.recv().ok().transpose()
+}
+
+fn fold_chunks(
+    layout: &Layout,
+    fold: &mut Fold,
+    rx: &std::sync::mpsc::Receiver<Result<Chunk, VerifyError>>,
     report: &mut VerifyReport,
     progress: &mut Progress,
     total_bytes: u64,
 ) -> Result<(), VerifyError> {
     let index = fold.index.clone();
     let tables = TableCache::new(VERIFY_TABLE_BYTES);
-    let Some(mut chunk) = reader.next_chunk()? else {
-        return Ok(());
-    };
-    let mut checked = check_chunk(
-        &chunk,
-        &CheckContext {
-            keys: &fold.keys,
+    let check = |chunk: Chunk, keys: &KeyHistory| {
+        let ctx = CheckContext {
+            keys,
             tables: &tables,
             index: index.as_deref(),
-        },
-    );
+        };
+        let checked = check_chunk(&chunk, &ctx);
+        (chunk, checked)
+    };
+    let Some(first) = receive(rx)? else {
+        return Ok(());
+    };
+    let (mut chunk, mut checked) = check(first, &fold.keys);
     loop {
+        let next = receive(rx)?;
         let next = if chunk.vigil {
             fold.fold_chunk(layout, &chunk, checked, report)?;
-            reader.next_chunk()?.map(|n| {
-                let c = check_chunk(
-                    &n,
-                    &CheckContext {
-                        keys: &fold.keys,
-                        tables: &tables,
-                        index: index.as_deref(),
-                    },
-                );
-                (n, c)
-            })
+            next.map(|n| check(n, &fold.keys))
         } else {
             let keys = fold.keys.clone();
             let (folded, next) = rayon::join(
                 || fold.fold_chunk(layout, &chunk, checked, report),
-                || -> Result<_, VerifyError> {
-                    Ok(reader.next_chunk()?.map(|n| {
-                        let c = check_chunk(
-                            &n,
-                            &CheckContext {
-                                keys: &keys,
-                                tables: &tables,
-                                index: index.as_deref(),
-                            },
-                        );
-                        (n, c)
-                    }))
-                },
+                || next.map(|n| check(n, &keys)),
             );
             folded?;
-            next?
+            next
         };
         progress.tick(fold.range.size(), total_bytes);
-        let Some((n, c)) = next else { return Ok(()) };
-        (chunk, checked) = (n, c);
+        let Some(n) = next else { return Ok(()) };
+        (chunk, checked) = n;
     }
 }
 
@@ -631,14 +674,10 @@ pub fn verify_log(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
         last: Instant::now(),
         started: Instant::now(),
     };
-    let mut reader = Reader {
-        walker: Walker::from_start(&layout, segments.clone()),
-        held: None,
-    };
-    walk(
+    let reader = walk(
         &layout,
         &mut fold,
-        &mut reader,
+        Reader::new(Walker::from_start(&layout, segments.clone())),
         &mut report,
         &mut progress,
         total_bytes,
@@ -681,7 +720,7 @@ fn start_fold(
         .index_dir()
         .join("manifest.json")
         .is_file()
-        .then(|| Dedupe::open(&layout.index_dir(), DEFAULT_FILTER_BYTES))
+        .then(|| Dedupe::open(&layout.index_dir(), 0))
         .transpose()
         .map_err(|e| invalid("index", e.to_string()))?
         .map(Arc::new);
@@ -689,7 +728,8 @@ fn start_fold(
         origin: anchors.origin.clone(),
         prev: [0; 32],
         range: CompactRange::new(),
-        claimed: HashSet::new(),
+        // Sized for the checkpointed records, which are nearly all of them.
+        claimed: Claims::with_capacity(latest_size as usize),
         keys: Arc::new(keys::given_keys(&opts.keys)?),
         tiles: tiles_present.then(|| TileCheck::new(layout, latest_size)),
         index,
@@ -700,13 +740,6 @@ fn start_fold(
 
 /// Whether a record is an event of agent `vigil` (its key events change
 /// the keys later records are checked with, so it is checked alone).
-fn is_pipeline_event(rec: &WalkRecord) -> bool {
-    let needle = format!("\"agent_id\":\"{PIPELINE_AGENT}\"");
-    rec.body
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
 /// Checks a `vigil.pipeline_key` event that establishes the first
 /// pipeline key: signed with the key it carries.
 fn first_pipeline_key(ctx: &CheckContext<'_>, rec: &WalkRecord) -> Result<Checked, String> {

@@ -212,6 +212,39 @@ fn rotation_by_editing_the_jwks_file() {
 }
 
 #[test]
+fn a_reload_whose_history_file_cannot_be_written_still_takes_the_new_keys() {
+    // Issue 7, finding 9: the new keys must not wait for the key file to
+    // change again. The key events are in the log (the evidence); the
+    // history file beside the index is derived and may fail to be written.
+    let k1 = Signer::new(13, "hist", "hist#1");
+    let k2 = Signer::new(14, "hist", "hist#2");
+    let mut env = start(&[k1.jwk(json!({}))], None);
+    let s = &env.server;
+    let base = s.log_size();
+    let history = env.dir.path().join("data/index/keys.json");
+    std::fs::remove_file(&history).unwrap();
+    std::fs::create_dir_all(history.join("blocked")).unwrap();
+
+    let early = k2.sign(&k2.event("hist-new", json!({})));
+    assert_rejected(&post1(s, &early), "unknown_key");
+    replace_jwks(&env.jwks, &[k1.jwk(json!({})), k2.jwk(json!({}))]);
+    let accepted = poll("the new key to be in force", 60, || {
+        let r = post1(s, &early);
+        (r["status"] == "accepted").then_some(r)
+    });
+    // One key event (base + 1), logged once although the file write
+    // failed; then the event it lets in.
+    assert_eq!(accepted["receipt"]["index"], base + 2);
+    let log = s.log_text();
+    assert!(
+        log.contains("keys.json"),
+        "the failed write is logged: {log}"
+    );
+    assert_eq!(env.server.stop(), Some(0));
+    assert_log_verifies(&env.dir.path().join("data"));
+}
+
+#[test]
 fn sighup_reloads_the_keys() {
     let k1 = Signer::new(13, "hup", "hup#1");
     let k2 = Signer::new(14, "hup", "hup#2");
