@@ -43,6 +43,23 @@ impl TileId {
         u64::from(self.width) == TILE_WIDTH
     }
 
+    /// Whether a tree of `size` leaves covers every node (or entry) the
+    /// tile holds.
+    pub fn covered_by(&self, size: u64) -> bool {
+        let span = match self.kind {
+            TileKind::Hash(level) => span(level),
+            TileKind::Entries => Some(1),
+        };
+        let end = self
+            .index
+            .checked_mul(TILE_WIDTH)
+            .and_then(|n| n.checked_add(u64::from(self.width)));
+        match (span, end) {
+            (Some(span), Some(end)) => end.checked_mul(span).is_some_and(|leaves| leaves <= size),
+            _ => false,
+        }
+    }
+
     /// Its path under the log's prefix (`tile/0/x001/x234/067.p/5`).
     pub fn path(&self) -> String {
         let level = match self.kind {
@@ -247,6 +264,20 @@ pub fn entries(bundle: &[u8]) -> Option<Vec<&[u8]>> {
 mod tests {
     use super::*;
     use crate::log::merkle::{leaf_hash, NodeSource, Tree};
+
+    #[test]
+    fn a_tile_is_covered_by_the_trees_that_hold_all_of_it() {
+        let t = |kind, index, width| TileId { kind, index, width };
+        // Level 0 tile 1 of width 10: leaves 256..266.
+        assert!(t(TileKind::Hash(0), 1, 10).covered_by(266));
+        assert!(!t(TileKind::Hash(0), 1, 10).covered_by(265));
+        // Level 1 tile 0 of width 2: leaves 0..512.
+        assert!(t(TileKind::Hash(1), 0, 2).covered_by(512));
+        assert!(!t(TileKind::Hash(1), 0, 2).covered_by(511));
+        assert!(t(TileKind::Entries, 0, 256).covered_by(256));
+        assert!(!t(TileKind::Entries, 1, 1).covered_by(256));
+        assert!(!t(TileKind::Hash(7), u64::MAX / 2, 256).covered_by(u64::MAX));
+    }
 
     #[test]
     fn paths_follow_the_spec() {

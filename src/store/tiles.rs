@@ -29,8 +29,10 @@ pub fn tile_path(layout: &Layout, tile: &TileId) -> PathBuf {
     layout.tlog().join(tile.path())
 }
 
-/// Writes a file durably under its final name via a temporary one; returns
-/// its directory (to be synced by the caller, once for many files).
+/// Writes a file under its final name via a temporary one (made durable
+/// by the caller's `syncfs`, once for many files; until then a crash may
+/// leave it empty, which is why tiles beyond the latest checkpoint are
+/// neither served nor read back: they are written again).
 fn write_tile_file(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
     use std::io::Write;
     let dir = path
@@ -44,7 +46,6 @@ fn write_tile_file(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
     ));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_data()?;
     std::fs::rename(&tmp, path)?;
     Ok(dir)
 }

@@ -287,7 +287,11 @@ impl LogView {
 
     /// The bytes of a tile the latest checkpoint covers (full tiles never
     /// change; partial ones only for widths a checkpoint needed).
+    /// Tiles beyond it are not served: they may not be durable yet.
     pub fn tile(&self, tile: &TileId) -> Result<Option<Vec<u8>>, ViewError> {
+        if !tile.covered_by(self.latest().size) {
+            return Ok(None);
+        }
         match std::fs::read(tile_path(&self.layout, tile)) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

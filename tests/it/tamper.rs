@@ -545,19 +545,28 @@ fn edited_tile(base: &Base, copy: &Path) -> Needles {
 }
 
 /// (n) issue 8: an entry of the duplicate index made to name another record.
-fn edited_index(_base: &Base, copy: &Path) -> Needles {
-    let run = std::fs::read_dir(copy.join("index"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.extension().is_some_and(|x| x == "bin")
-                && p.file_name().unwrap().to_str().unwrap().starts_with("run-")
-        })
-        .expect("a run file");
-    let mut bytes = std::fs::read(&run).unwrap();
-    // The first entry's value (after the 40-byte header and its 16-byte key).
-    bytes[40 + 16] ^= 1;
-    std::fs::write(&run, bytes).unwrap();
+fn edited_index(base: &Base, copy: &Path) -> Needles {
+    // The entry of the first accepted event: its value (the record index)
+    // is changed, so that a re-sent copy of that event meets it.
+    let key = vigil::store::dedupe::Key::accepted(&base.signer.agent, "t-00");
+    let mut edited = 0;
+    for run in std::fs::read_dir(copy.join("index")).unwrap() {
+        let run = run.unwrap().path();
+        let name = run.file_name().unwrap().to_str().unwrap().to_string();
+        if !(name.starts_with("run-") && name.ends_with(".bin")) {
+            continue;
+        }
+        let mut bytes = std::fs::read(&run).unwrap();
+        // 24-byte entries (16-byte key, 8-byte index) after a 40-byte header.
+        for at in (40..bytes.len()).step_by(24) {
+            if bytes[at..at + 16] == key.0 {
+                bytes[at + 16] ^= 1;
+                edited += 1;
+            }
+        }
+        std::fs::write(&run, bytes).unwrap();
+    }
+    assert_eq!(edited, 1, "the index holds the entry of t-00 once");
     vec![one("duplicate index")]
 }
 
