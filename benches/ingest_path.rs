@@ -78,6 +78,67 @@ fn bench_judge(c: &mut Criterion) {
         b.iter(|| vigil::event::signature::verify(&public, &msg, &sig))
     });
     g.bench_function("table", |b| b.iter(|| table.verify(&msg, &sig)));
+    // Keys in turn, as the server sees them: 64 tables do not fit in a
+    // core's L2 cache.
+    for n in [8usize, 64, 512] {
+        let keys: Vec<_> = (0..n)
+            .map(|i| {
+                let sk = SigningKey::from_bytes(&[
+                    (i % 250) as u8 + 1,
+                    (i / 250) as u8,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    1,
+                ]);
+                let pk = vigil::event::signature::parse_public_key(sk.verifying_key().as_bytes())
+                    .unwrap();
+                let sig = vigil::event::signature::sign(&sk, &msg);
+                (pk, vigil::event::tables::KeyTable::new(&pk), sig)
+            })
+            .collect();
+        let mut i = 0;
+        g.bench_function(format!("usual_{n}_keys"), |b| {
+            b.iter(|| {
+                i = (i + 1) % n;
+                let (pk, _, sig) = &keys[i];
+                vigil::event::signature::verify(pk, &msg, sig)
+            })
+        });
+        g.bench_function(format!("table_{n}_keys"), |b| {
+            b.iter(|| {
+                i = (i + 1) % n;
+                let (_, t, sig) = &keys[i];
+                t.verify(&msg, sig)
+            })
+        });
+    }
     g.finish();
     let mut g = c.benchmark_group("canonicalise");
     g.throughput(Throughput::Elements(1));

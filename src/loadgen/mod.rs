@@ -55,6 +55,20 @@ pub struct LoadArgs {
     /// Keep the server's data directory here (default: a temporary one).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// A configuration file for the server (`vigil serve --config`), to
+    /// compare settings.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    /// The extra `vigil serve` arguments these options ask for.
+    fn serve_args(&self) -> Vec<&str> {
+        match &self.config {
+            Some(c) => vec!["--config", c.to_str().unwrap_or_default()],
+            None => Vec::new(),
+        }
+    }
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -347,7 +361,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let throughput_batches = batches(throughput_events, args.batch);
     let per_tick = (args.rate / 100).max(1);
     let latency_batches = batches(latency_corpus, per_tick);
-    let server = start_server(&data, &jwks_path, &[])?;
+    let server = start_server(&data, &jwks_path, &args.serve_args())?;
     let server_pid = server.child.id().to_string();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -390,7 +404,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     // steady state at that rate rather than the previous phase's writeback.
     drop(server);
     let _ = Command::new("sync").status();
-    let server = start_server(&data.join("latency"), &jwks_path, &[])?;
+    let server = start_server(&data.join("latency"), &jwks_path, &args.serve_args())?;
     let server_pid = server.child.id().to_string();
     let srv_cpu2 = cpu_seconds(&server_pid);
     let self_cpu2 = cpu_seconds("self");

@@ -4,12 +4,12 @@
 //! small cache) for inclusion and consistency proofs, so that neither the
 //! server nor a restart holds or rebuilds the tree.
 //!
-//! Every tile file is written once, to a temporary name and renamed, so a
-//! crash never leaves half a tile under its name; the tiles a checkpoint
-//! needs are made durable together by one `syncfs` of the file system
-//! before the checkpoint is signed (hundreds of tiles a second at full
-//! rate: one journal commit instead of one per file). Full tiles never
-//! change. A partial tile
+//! The tiles a checkpoint needs are made durable together by one `syncfs`
+//! of the file system before the checkpoint is signed (hundreds of tiles a
+//! second at full rate: one journal commit instead of one per file); a
+//! tile beyond the latest checkpoint may be torn by a crash, so it is
+//! neither served nor read, and is written again. Full tiles covered by a
+//! checkpoint never change. A partial tile
 //! (`.p/<W>`) is written for each checkpoint that needs it; the partials of
 //! a tile are deleted once the full tile exists (tlog-tiles allows it; a
 //! client falls back to the full tile). Widths only grow within a tile, so
@@ -29,25 +29,20 @@ pub fn tile_path(layout: &Layout, tile: &TileId) -> PathBuf {
     layout.tlog().join(tile.path())
 }
 
-/// Writes a file under its final name via a temporary one (made durable
-/// by the caller's `syncfs`, once for many files; until then a crash may
-/// leave it empty, which is why tiles beyond the latest checkpoint are
-/// neither served nor read back: they are written again).
-fn write_tile_file(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .expect("a tile path has a directory")
-        .to_path_buf();
-    std::fs::create_dir_all(&dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("tile")
-    ));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(dir)
+/// Writes a tile file under its final name, replacing what is there. It
+/// is made durable by the caller's `syncfs`, once for many files; until
+/// then a crash may leave it empty or short, which is harmless: tiles
+/// beyond the latest checkpoint are neither served nor read back, and they
+/// are written again as the records they cover are tiled again.
+fn write_tile_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("a tile path has a directory");
+    match std::fs::write(path, bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(path, bytes)
+        }
+        other => other,
+    }
 }
 
 /// Builds tiles as leaves arrive; owned by the checkpointer.
@@ -88,6 +83,11 @@ impl TileWriter {
         let mut w = TileWriter::new(layout);
         w.range = range;
         for tile in tiles::partial_tiles(size) {
+            // Served already: never written again (in place).
+            w.partials_written
+                .entry((tile.kind, tile.index))
+                .or_default()
+                .push(tile.width);
             let bytes = std::fs::read(tile_path(layout, &tile))?;
             match tile.kind {
                 TileKind::Hash(level) => {
