@@ -13,6 +13,8 @@
 //! - [`event`]: the `vigil.event/v1` object, its field rules and signatures.
 //! - [`log`]: receipts, the Merkle tree, signed notes, checkpoints, proofs.
 //! - [`time`]: the contract's timestamps.
+//! - [`detect`]: per-agent baselines and explained anomalies, in event
+//!   time (its [`detect::stage`] follows the log's durable cursor).
 //!
 //! Around it:
 //! - [`keys`]: JWKS loading, the key set events are judged against.
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod detect;
 pub mod event;
 pub mod failpoint;
 pub mod ingest;

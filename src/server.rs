@@ -137,6 +137,7 @@ pub struct Server {
     metrics_listen: Option<String>,
     kafka: Option<crate::config::KafkaConfig>,
     hup: Option<tokio::signal::unix::Signal>,
+    detection: Option<crate::detect::stage::Stage>,
 }
 
 /// Why the server stopped other than by a stop signal.
@@ -205,6 +206,9 @@ impl Server {
             0o644,
         )
         .context("cannot write listen.addr")?;
+        let (stage, detection) = crate::detect::stage::Stage::open(
+            crate::store::layout::Layout::new(&data).detect_state(),
+        );
         let pipeline = Arc::new(pipeline);
         let kafka_assigned = settings
             .config
@@ -220,6 +224,7 @@ impl Server {
                 settings.config.server.max_body_bytes,
             ),
             kafka_assigned,
+            detection,
         };
         Ok(Server {
             pipeline,
@@ -229,6 +234,7 @@ impl Server {
             metrics_listen: settings.config.server.metrics_listen.clone(),
             kafka: settings.config.kafka.clone(),
             hup: Some(hup),
+            detection: Some(stage),
         })
     }
 
@@ -294,8 +300,11 @@ impl Server {
     }
 
     /// Starts the background tasks, each obeying the stop signal: key
-    /// reloads, the metrics listener, the Kafka consumer.
+    /// reloads, detection, the metrics listener, the Kafka consumer.
     async fn spawn_tasks(&mut self, tasks: &mut crate::shutdown::Shutdown) -> anyhow::Result<()> {
+        if let Some(stage) = self.detection.take() {
+            tasks.spawn("detection", stage.run(self.pipeline.clone(), tasks.stop()));
+        }
         if let Some(hup) = self.hup.take() {
             tasks.spawn(
                 "key reloads",

@@ -168,6 +168,8 @@ registry! {
         verify_table_builds_total,
         /// Per-key tables evicted to keep the memory budget.
         verify_table_evictions_total,
+        /// Anomaly versions detected (new anomalies and merges).
+        anomalies_total,
     }
     gauges {
         /// Durable records in the receipt log.
@@ -178,8 +180,12 @@ registry! {
         keys_loaded,
         /// Memory held by per-key verification tables.
         verify_table_bytes,
+        /// Log records the detection stage has judged (its cursor).
+        detection_position_records,
     }
     histograms {
+        /// Time from an event's receipt (`received_at`) until detection has judged it.
+        detection_lag_seconds,
         /// Time from a batch's arrival until every receipt it names is durable.
         ingest_ack_seconds,
         /// Duration of each receipt log fdatasync.

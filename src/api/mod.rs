@@ -4,6 +4,7 @@
 //! until a shutdown future completes, letting requests in flight finish
 //! (each waits for its receipts to be durable) before returning.
 
+mod anomalies;
 pub mod auth;
 pub mod error;
 mod events;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub intake: intake::Intake,
     /// Whether Kafka partitions are assigned, when Kafka is configured.
     pub kafka_assigned: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The anomalies detection shows.
+    pub detection: Arc<crate::detect::stage::Detection>,
 }
 
 impl AppState {
@@ -69,6 +72,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log-key", get(read::log_key))
         .route("/v1/pipeline-keys", get(read::pipeline_keys))
         .route("/v1/quarantine", get(read::quarantine))
+        .route("/v1/anomalies", get(anomalies::list))
+        .route("/v1/anomalies/stream", get(anomalies::stream))
+        .route("/v1/anomalies/{id}/feedback", post(anomalies::feedback))
         .route("/metrics", get(read::metrics))
         .route("/healthz", get(read::healthz))
         .route("/readyz", get(read::readyz))

@@ -118,6 +118,12 @@ impl Layout {
         self.index_dir().join("keys.json")
     }
 
+    /// `DIR/index/detect.json`, the detection state and the log position
+    /// it covers (derived from the log: rebuilt from it when missing).
+    pub fn detect_state(&self) -> PathBuf {
+        self.index_dir().join("detect.json")
+    }
+
     /// `DIR/quarantine`.
     pub fn quarantine_dir(&self) -> PathBuf {
         self.root.join("quarantine")

@@ -1,0 +1,325 @@
+//! The detectors: each looks at one feature of an accepted event against
+//! the agent's own baseline (or its role's, while the agent is new) and
+//! says what it observed and what was expected.
+
+use serde_json::{json, Value as J};
+
+use super::anomaly::Signal;
+use super::observation::Fields;
+use super::profile::{Lesson, Profile, ValueSet};
+
+/// Events after which an agent is judged by its own baseline.
+pub const WARM_EVENTS: u64 = 30;
+/// Events after which a role's baseline judges its new agents.
+pub const ROLE_MATURE_EVENTS: u64 = 100;
+/// Events after which an hour-of-week profile is trusted.
+pub const HOURS_MATURE_EVENTS: u64 = 200;
+/// A value the role has seen this often is normal for a new agent of it.
+const ROLE_NORMAL: u32 = 3;
+
+/// What the detectors look at for one event.
+pub struct Context<'a> {
+    /// The agent's own baseline.
+    pub agent: &'a Profile,
+    /// Its role's baseline, when it has a role.
+    pub role: Option<&'a Profile>,
+    /// The event's fields.
+    pub fields: &'a Fields,
+    /// The event's features.
+    pub lesson: &'a Lesson,
+    /// Failed or denied outcomes among the agent's last 20 events.
+    pub failures: u32,
+    /// The event is older than the reorder window: window features are
+    /// not judged.
+    pub late: bool,
+}
+
+impl Context<'_> {
+    fn warm(&self) -> bool {
+        self.agent.events >= WARM_EVENTS
+    }
+
+    /// The baseline this event is judged by: the agent's own once warm,
+    /// else its role's once mature, else none.
+    fn reference(&self) -> Option<&Profile> {
+        if self.warm() {
+            Some(self.agent)
+        } else {
+            self.role.filter(|r| r.events >= ROLE_MATURE_EVENTS)
+        }
+    }
+}
+
+/// Every detector's signal about one accepted event.
+pub fn judge(cx: &Context) -> Vec<Signal> {
+    let mut out = Vec::new();
+    let f = cx.fields;
+    let l = cx.lesson;
+    let sens = if f.sensitive { 20.0 } else { 0.0 };
+    let mut push = |s: Option<Signal>| out.extend(s);
+    push(rare(
+        cx,
+        Rare::ACTION,
+        |p| &p.actions,
+        Some(l.action),
+        &f.action,
+        50.0 + sens,
+    ));
+    if let Some(r) = &f.resource {
+        push(rare(
+            cx,
+            Rare::RESOURCE,
+            |p| &p.resources,
+            l.resource,
+            r,
+            30.0 + sens,
+        ));
+    }
+    if let Some(p) = &f.principal {
+        push(rare(
+            cx,
+            Rare::PRINCIPAL,
+            |p| &p.principals,
+            l.principal,
+            p,
+            35.0,
+        ));
+    }
+    if let Some(ip) = &f.source_ip {
+        push(rare(cx, Rare::IP, |p| &p.ips, l.ip, ip, 40.0));
+    }
+    if cx.agent.events >= 100 && cx.agent.actions.count(l.action) > 0 {
+        push(rare(
+            cx,
+            Rare::TRANSITION,
+            |p| &p.transitions,
+            l.transition,
+            &f.action,
+            25.0,
+        ));
+    }
+    push(lease_expired(f));
+    push(off_hours(cx));
+    push(deeper_delegation(cx));
+    if !cx.late {
+        push(rate_spike(cx));
+        push(sweep(cx));
+        push(volume_spike(cx));
+        push(denials(cx));
+    }
+    out
+}
+
+/// A kind of value a rare-value detector looks at.
+struct Rare {
+    kind: &'static str,
+    feature: &'static str,
+    noun: &'static str,
+}
+
+impl Rare {
+    const ACTION: Rare = Rare {
+        kind: "rare_action",
+        feature: "action",
+        noun: "action",
+    };
+    const RESOURCE: Rare = Rare {
+        kind: "rare_resource",
+        feature: "resource_pattern",
+        noun: "kind of resource",
+    };
+    const PRINCIPAL: Rare = Rare {
+        kind: "rare_principal",
+        feature: "principal",
+        noun: "principal",
+    };
+    const IP: Rare = Rare {
+        kind: "rare_source_ip",
+        feature: "source_ip",
+        noun: "source address",
+    };
+    const TRANSITION: Rare = Rare {
+        kind: "rare_transition",
+        feature: "action_transition",
+        noun: "sequence of actions",
+    };
+}
+
+/// A value never seen by the agent (or by its role while it is new).
+/// A value its role does often is context, not an alert: a tool rolled
+/// out to the whole role must not alarm.
+fn rare(
+    cx: &Context,
+    what: Rare,
+    set: impl Fn(&Profile) -> &ValueSet,
+    fp: Option<u64>,
+    shown: &str,
+    base: f64,
+) -> Option<Signal> {
+    let fp = fp?;
+    let reference = cx.reference()?;
+    let refset = set(reference);
+    if refset.count(fp) > 0 {
+        return None;
+    }
+    let role_count = cx.role.map_or(0, |r| set(r).count(fp));
+    let (score, whose) = if role_count >= ROLE_NORMAL {
+        (base * 0.3, "usual for its role")
+    } else if cx.warm() {
+        (base, "new to it and to its role")
+    } else {
+        (base, "new to its role")
+    };
+    if score < 20.0 {
+        return None;
+    }
+    Some(Signal {
+        kind: what.kind,
+        feature: what.feature,
+        observed: J::from(shown),
+        expected: json!(format!("one of {} known", refset.len())),
+        score,
+        says: format!("used {shown}, a {} {whose}", what.noun),
+    })
+}
+
+fn lease_expired(f: &Fields) -> Option<Signal> {
+    let (lease, expires) = (f.lease_id.as_ref()?, f.lease_expires_ms?);
+    if f.occurred_ms <= expires {
+        return None;
+    }
+    let late_s = (f.occurred_ms - expires) / 1000;
+    Some(Signal {
+        kind: "expired_lease",
+        feature: "lease_age",
+        observed: json!(format!("used {late_s} s after it expired")),
+        expected: json!("used before lease_expires_at"),
+        score: 85.0,
+        says: format!("used lease {lease} {late_s} s after it expired"),
+    })
+}
+
+fn off_hours(cx: &Context) -> Option<Signal> {
+    let reference = if cx.agent.events >= HOURS_MATURE_EVENTS {
+        cx.agent
+    } else {
+        cx.role.filter(|r| r.events >= HOURS_MATURE_EVENTS * 5)?
+    };
+    let h = usize::from(cx.lesson.hour);
+    let share = reference.hour_of_day_share(cx.lesson.hour);
+    if reference.hours[h] > 0 || share >= 0.005 {
+        return None;
+    }
+    let hod = h % 24;
+    Some(Signal {
+        kind: "off_hours",
+        feature: "hour_of_week",
+        observed: json!(format!("{hod:02}:00 UTC")),
+        expected: json!(format!("{:.1}% of its events at this hour", share * 100.0)),
+        score: if cx.fields.sensitive { 70.0 } else { 55.0 },
+        says: format!("acted at {hod:02}:00 UTC, outside its usual hours"),
+    })
+}
+
+fn deeper_delegation(cx: &Context) -> Option<Signal> {
+    let reference = cx.reference()?;
+    if cx.lesson.depth <= reference.max_depth {
+        return None;
+    }
+    Some(Signal {
+        kind: "delegation_depth",
+        feature: "delegation_depth",
+        observed: J::from(cx.lesson.depth),
+        expected: json!(format!("at most {}", reference.max_depth)),
+        score: 35.0,
+        says: format!("acted through a delegation chain of {}", cx.lesson.depth),
+    })
+}
+
+/// How far above its usual a windowed value is, or `None` when it is not
+/// (at least `floor`, and above the mean by `k` deviations, `ratio` times
+/// the mean, and the largest value seen).
+fn spike(stat: &super::profile::Stat, x: f64, floor: f64, k: f64, ratio: f64) -> Option<f64> {
+    let bar = floor
+        .max(stat.mean + k * stat.sd())
+        .max(ratio * stat.mean)
+        .max(stat.max);
+    (x > bar).then(|| x / stat.mean.max(1.0))
+}
+
+fn rate_spike(cx: &Context) -> Option<Signal> {
+    let r = cx.reference()?;
+    let x = cx.lesson.rate;
+    let times = spike(&r.rate, x, 8.0, 6.0, 4.0)?;
+    Some(Signal {
+        kind: "rate_spike",
+        feature: "events_per_minute",
+        observed: J::from(x),
+        expected: json!(format!(
+            "{:.1} (at most {:.0} seen)",
+            r.rate.mean, r.rate.max
+        )),
+        score: (50.0 + 10.0 * times.log2()).min(90.0),
+        says: format!("took {x:.0} actions in a minute, {times:.0} times its usual"),
+    })
+}
+
+fn sweep(cx: &Context) -> Option<Signal> {
+    let r = cx.reference()?;
+    let x = cx.lesson.sweep;
+    let times = spike(&r.sweep, x, 4.0, 6.0, 3.0)?;
+    let sens = if cx.fields.sensitive { 15.0 } else { 0.0 };
+    Some(Signal {
+        kind: "resource_sweep",
+        feature: "distinct_resources_10m",
+        observed: J::from(x),
+        expected: json!(format!(
+            "{:.1} (at most {:.0} seen)",
+            r.sweep.mean, r.sweep.max
+        )),
+        score: (45.0 + sens + 8.0 * times.log2()).min(90.0),
+        says: format!("touched {x:.0} distinct resources in ten minutes"),
+    })
+}
+
+fn volume_spike(cx: &Context) -> Option<Signal> {
+    let r = cx.reference()?;
+    let v = cx.lesson.volume?;
+    if r.volume.n < WARM_EVENTS {
+        return None;
+    }
+    let bar = (r.volume.mean + 4.0 * r.volume.sd()).max(r.volume.max + std::f64::consts::LN_2);
+    if v <= bar || v < 7.0 {
+        return None;
+    }
+    let observed = v.exp() - 1.0;
+    let usual = r.volume.mean.exp() - 1.0;
+    Some(Signal {
+        kind: "volume_spike",
+        feature: "data_volume",
+        observed: J::from(observed.round()),
+        expected: json!(format!(
+            "about {usual:.0} (at most {:.0})",
+            r.volume.max.exp() - 1.0
+        )),
+        score: (55.0 + 5.0 * (observed / usual.max(1.0)).log10()).min(90.0),
+        says: format!("moved {observed:.0} bytes and records, against about {usual:.0} usually"),
+    })
+}
+
+fn denials(cx: &Context) -> Option<Signal> {
+    if cx.failures < 6 || !cx.fields.failed {
+        return None;
+    }
+    Some(Signal {
+        kind: "denial_spike",
+        feature: "failure_ratio",
+        observed: json!(format!(
+            "{} of its last 20 failed or were denied",
+            cx.failures
+        )),
+        expected: json!("a few"),
+        score: 40.0 + 2.5 * f64::from(cx.failures - 6),
+        says: format!("was refused {} times in its last 20 actions", cx.failures),
+    })
+}

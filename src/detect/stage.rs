@@ -1,0 +1,264 @@
+//! The detection stage: follows the log's durable cursor, feeds every
+//! record to the [`Detector`], shows anomalies on the [`Board`] and
+//! receipts each published version as a `vigil.anomaly` event of agent
+//! `vigil` in the same log. Analysts' verdicts are `vigil.anomaly_feedback`
+//! events in the log, applied when the cursor reaches them, so a replay
+//! teaches exactly what living through it taught.
+//!
+//! Its state is derived from the log and saved in `DIR/index/detect.json`
+//! (format [`FORMAT`]) with the log position it covers, every few seconds
+//! and at stop. After a crash it resumes from the saved position: the
+//! records after it are judged again, giving the same anomalies (ids are
+//! derived from the triggering event), and versions already in the log
+//! are not appended twice. A missing or unreadable file, or one of another
+//! format, is rebuilt by judging the log from its first record.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::anomaly::{Anomaly, Feedback};
+use super::board::{Board, SavedBoard};
+use super::{Detector, Observation};
+use crate::event::PIPELINE_AGENT;
+use crate::json::Value;
+use crate::pipeline::Pipeline;
+use crate::shutdown::Stop;
+use crate::store::view::LogRecord;
+use crate::time::Timestamp;
+
+/// Version of the saved state's format.
+pub const FORMAT: u32 = 1;
+/// The action of an anomaly's event.
+pub const ANOMALY_ACTION: &str = "vigil.anomaly";
+/// The action of an analyst's verdict's event.
+pub const FEEDBACK_ACTION: &str = "vigil.anomaly_feedback";
+/// How often the state is saved while the log grows.
+const SAVE_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    format: u32,
+    position: u64,
+    detector: Detector,
+    board: SavedBoard,
+}
+
+/// What the API shares with the stage: the board.
+#[derive(Debug, Default)]
+pub struct Detection {
+    board: Mutex<Board>,
+}
+
+impl Detection {
+    /// The board, locked.
+    pub fn board(&self) -> MutexGuard<'_, Board> {
+        self.board
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The stage, ready to run.
+pub struct Stage {
+    shared: Arc<Detection>,
+    detector: Detector,
+    position: u64,
+    path: PathBuf,
+}
+
+impl Stage {
+    /// Loads the saved state (or starts from the log's first record).
+    pub fn open(path: PathBuf) -> (Stage, Arc<Detection>) {
+        let saved = std::fs::read(&path).ok().and_then(|b| {
+            match serde_json::from_slice::<Saved>(&b) {
+                Ok(s) if s.format == FORMAT => Some(s),
+                Ok(s) => {
+                    tracing::warn!(path = %path.display(), format = s.format, "Detection state of another format: rebuilding it from the log");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "Detection state unreadable ({e}): rebuilding it from the log");
+                    None
+                }
+            }
+        });
+        let (detector, position, board) = match saved {
+            Some(s) => (s.detector, s.position, Board::restore(s.board)),
+            None => (Detector::default(), 0, Board::default()),
+        };
+        let shared = Arc::new(Detection {
+            board: Mutex::new(board),
+        });
+        let stage = Stage {
+            shared: shared.clone(),
+            detector,
+            position,
+            path,
+        };
+        (stage, shared)
+    }
+
+    /// Follows the log until `stop` fires (or the log closes), then saves.
+    pub async fn run(mut self, pipeline: Arc<Pipeline>, mut stop: Stop) {
+        let mut cursor = pipeline.view().tail(self.position);
+        let mut saved_at = (Instant::now(), self.position);
+        loop {
+            let next = tokio::select! {
+                _ = stop.stopped() => break,
+                _ = tokio::time::sleep(SAVE_EVERY) => None,
+                r = cursor.next() => match r {
+                    None => break,
+                    Some(r) => Some(r),
+                },
+            };
+            match next {
+                Some(Ok(rec)) => {
+                    self.handle(&pipeline, &rec).await;
+                    self.position = rec.index + 1;
+                    crate::telemetry::metrics()
+                        .detection_position_records
+                        .store(self.position, std::sync::atomic::Ordering::Relaxed);
+                }
+                Some(Err(e)) => {
+                    tracing::error!(
+                        "Detection cannot read record {}: {e}; retrying in 1 s",
+                        cursor.position()
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                None => {}
+            }
+            if self.position != saved_at.1 && saved_at.0.elapsed() >= SAVE_EVERY {
+                self.save().await;
+                saved_at = (Instant::now(), self.position);
+            }
+        }
+        self.save().await;
+    }
+
+    async fn handle(&mut self, pipeline: &Pipeline, rec: &LogRecord) {
+        if rec.body.agent_id == PIPELINE_AGENT {
+            self.pipeline_event(rec);
+            return;
+        }
+        let role = pipeline
+            .keys()
+            .current()
+            .agent(&rec.body.agent_id)
+            .and_then(|r| r.role.clone());
+        let Some(obs) = Observation::from_record(&rec.body, &rec.event, role) else {
+            return;
+        };
+        let now = Timestamp::now();
+        let emitted = self.detector.observe(&obs, &now.to_rfc3339_millis());
+        let m = crate::telemetry::metrics();
+        let lag_ms = (now.0 / 1_000_000) as i64 - obs.received_ms;
+        m.detection_lag_seconds
+            .observe(lag_ms.max(0) as f64 / 1000.0);
+        let Some(emitted) = emitted else {
+            return;
+        };
+        self.shared.board().push(emitted.anomaly.clone());
+        m.anomalies_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if emitted.publish {
+            if let Err(e) = publish(pipeline, &emitted.anomaly).await {
+                tracing::error!(anomaly = %emitted.anomaly.anomaly_id, "Cannot receipt the anomaly: {e}");
+            }
+        }
+    }
+
+    /// Applies an analyst's verdict found in the log.
+    fn pipeline_event(&mut self, rec: &LogRecord) {
+        let Ok(event) = crate::event::Event::parse(&rec.event) else {
+            return;
+        };
+        if event.str_field("action") != FEEDBACK_ACTION {
+            return;
+        }
+        let attrs = event.value.get("attributes");
+        let field = |n: &str| attrs.and_then(|a| a.get(n)).and_then(Value::as_str);
+        let (Some(id), Some(verdict)) = (field("anomaly_id"), field("verdict")) else {
+            return;
+        };
+        self.detector.feedback(id, verdict);
+        let feedback = Feedback {
+            verdict: verdict.to_string(),
+            note: field("note").map(str::to_string),
+            index: rec.index,
+        };
+        self.shared.board().feedback(id, feedback);
+    }
+
+    async fn save(&self) {
+        let saved = Saved {
+            format: FORMAT,
+            position: self.position,
+            detector: self.detector.clone(),
+            board: self.shared.board().save(),
+        };
+        let path = self.path.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let bytes = serde_json::to_vec(&saved).expect("the state serialises");
+            crate::store::fsutil::write_file_durably(&path, &bytes, 0o644)
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(path = %self.path.display(), "Cannot save the detection state ({e}); it is rebuilt from the log if need be")
+            }
+            Err(e) => tracing::warn!("The detection state's save task failed: {e}"),
+        }
+    }
+}
+
+/// The log's event id of an anomaly's version.
+pub fn version_event_id(a: &Anomaly) -> String {
+    if a.revision == 0 {
+        a.anomaly_id.clone()
+    } else {
+        format!("{}.r{}", a.anomaly_id, a.revision)
+    }
+}
+
+/// Why an anomaly could not be receipted.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The pipeline refused or failed.
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    /// The event was answered without a receipt.
+    #[error("the anomaly's event got no receipt")]
+    NoReceipt,
+}
+
+/// Receipts a version of an anomaly, unless the log already has it.
+async fn publish(pipeline: &Pipeline, a: &Anomaly) -> Result<(), PublishError> {
+    let event_id = version_event_id(a);
+    if let Ok(Some(_)) = pipeline.view().find_receipt(PIPELINE_AGENT, &event_id) {
+        return Ok(());
+    }
+    let json = serde_json::to_vec(a).expect("an anomaly serialises");
+    let object = crate::json::parse(&json).expect("an anomaly is I-JSON");
+    let fields = vec![
+        ("event_id".to_string(), Value::String(event_id)),
+        (
+            "correlation_id".into(),
+            Value::String(a.correlation_id.clone().unwrap_or(a.anomaly_id.clone())),
+        ),
+        (
+            "resource".into(),
+            Value::String(format!("agent:{}", a.agent_id)),
+        ),
+        (
+            "attributes".into(),
+            Value::Object(vec![("anomaly".into(), object)]),
+        ),
+    ];
+    let result = pipeline.append_own(ANOMALY_ACTION, fields).await?;
+    result.receipt.map(|_| ()).ok_or(PublishError::NoReceipt)
+}

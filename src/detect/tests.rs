@@ -1,0 +1,241 @@
+//! The detectors on hand-made event streams (no I/O).
+
+use super::*;
+
+const MIN: i64 = 60_000;
+/// Monday 2026-11-30 09:00 UTC.
+const MONDAY_9: i64 = 1_796_029_200_000;
+
+fn event(agent: &str, n: u64, t: i64, action: &str, resource: &str) -> Observation {
+    Observation {
+        index: n,
+        agent_id: agent.into(),
+        event_id: format!("{agent}-e{n}"),
+        correlation_id: format!("c{}", n / 5),
+        received_ms: t,
+        role: Some("hr".into()),
+        judged: Judged::Accepted(Fields {
+            occurred_ms: t,
+            action: action.into(),
+            resource: Some(resource.into()),
+            principal: Some("alice@example.com".into()),
+            source_ip: Some("10.0.0.7".into()),
+            ..Fields::default()
+        }),
+    }
+}
+
+/// An agent that reads one employee record every ten minutes during work
+/// hours, for `days` weekdays.
+fn routine(d: &mut Detector, agent: &str, days: i64) -> (u64, i64) {
+    let mut n = 0;
+    let mut t = MONDAY_9;
+    for day in 0..days {
+        for slot in 0..48 {
+            t = MONDAY_9 + day * 24 * 60 * MIN + slot * 10 * MIN;
+            let e = event(
+                agent,
+                n,
+                t,
+                "hr.read_employee",
+                &format!("hris://employees/E{}", n % 7),
+            );
+            assert_eq!(d.observe(&e, "now"), None, "routine event {n} alarmed");
+            n += 1;
+        }
+    }
+    (n, t)
+}
+
+#[test]
+fn a_routine_agent_raises_nothing_and_stays_within_4_kib() {
+    let mut d = Detector::default();
+    routine(&mut d, "hr-bot", 5);
+    let (max, _) = d.agent_memory();
+    eprintln!("a full agent state: {max} bytes");
+    assert!(max <= 4096, "{max} bytes");
+}
+
+#[test]
+fn an_offboarding_sweep_alerts_within_three_events_and_merges() {
+    let mut d = Detector::default();
+    let (mut n, t0) = routine(&mut d, "hr-bot", 5);
+    let mut first = None;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let mut e = event(
+            "hr-bot",
+            n,
+            t0 + MIN + i * 2000,
+            "hr.offboard_employee",
+            &format!("hris://employees/X{i}"),
+        );
+        e.correlation_id = "inject-1".into();
+        n += 1;
+        if let Some(em) = d.observe(&e, "now") {
+            first.get_or_insert(i);
+            ids.push(em.anomaly.anomaly_id.clone());
+        }
+    }
+    assert_eq!(first, Some(0), "the first never-seen action alerts");
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one anomaly, merged: {ids:?}");
+    let open = d.agents["hr-bot"].open.clone().unwrap();
+    let open = *open;
+    assert!(open.score >= 70, "{open:?}");
+    assert!(
+        open.kinds
+            .iter()
+            .any(|k| k == "rate_spike" || k == "resource_sweep"),
+        "{open:?}"
+    );
+    assert_eq!(open.event_ids[0], "hr-bot-e240");
+}
+
+#[test]
+fn the_same_stream_gives_the_same_anomalies_and_rejected_events_teach_nothing() {
+    let run = || {
+        let mut d = Detector::default();
+        let (n, t) = routine(&mut d, "a1", 3);
+        let before = d.agents["a1"].profile.clone();
+        let mut out = Vec::new();
+        for i in 0..8 {
+            let forged = Observation {
+                judged: Judged::Rejected("bad_signature".into()),
+                ..event("a1", n + i, t + i as i64 * 1000, "hr.delete_all", "x")
+            };
+            out.extend(d.observe(&forged, "now"));
+        }
+        assert_eq!(
+            d.agents["a1"].profile, before,
+            "forgeries changed the baseline"
+        );
+        (out, d)
+    };
+    let (a, _) = run();
+    let (b, _) = run();
+    assert_eq!(a, b);
+    let last = a.last().unwrap();
+    assert!(
+        last.anomaly.from_rejected && last.anomaly.kinds == ["forged_events"],
+        "{last:?}"
+    );
+    assert!(last.anomaly.score >= 50);
+}
+
+#[test]
+fn a_new_agent_is_judged_by_its_role_from_its_first_event() {
+    let mut d = Detector::default();
+    let (n, t) = routine(&mut d, "hr-1", 3);
+    let e = event(
+        "hr-2",
+        n,
+        t + MIN,
+        "hr.read_employee",
+        "hris://employees/E1",
+    );
+    assert_eq!(d.observe(&e, "now"), None, "the role's usual action");
+    let e = event(
+        "hr-2",
+        n + 1,
+        t + 2 * MIN,
+        "db.export_table",
+        "db://prod/payroll",
+    );
+    let em = d.observe(&e, "now").expect("new to the role");
+    assert!(
+        em.anomaly.kinds.contains(&"rare_action".to_string()),
+        "{em:?}"
+    );
+}
+
+#[test]
+fn an_expired_or_foreign_lease_is_misuse() {
+    let mut d = Detector::default();
+    let mut e = event("a", 0, MONDAY_9, "db.query", "db://x");
+    if let Judged::Accepted(f) = &mut e.judged {
+        f.lease_id = Some("lease-1".into());
+        f.lease_expires_ms = Some(MONDAY_9 - 1000);
+    }
+    let em = d.observe(&e, "now").unwrap();
+    assert!(em.anomaly.kinds.contains(&"expired_lease".to_string()));
+    let mut e2 = event("b", 1, MONDAY_9 + 1000, "db.query", "db://x");
+    if let Judged::Accepted(f) = &mut e2.judged {
+        f.lease_id = Some("lease-1".into());
+    }
+    let em = d.observe(&e2, "now").unwrap();
+    assert!(
+        em.anomaly.kinds.contains(&"foreign_lease".to_string()),
+        "{em:?}"
+    );
+    assert!(em.anomaly.score >= 85);
+}
+
+#[test]
+fn activity_at_three_in_the_morning_is_off_hours_and_feedback_teaches_it() {
+    let mut d = Detector::default();
+    let (n, t) = routine(&mut d, "a", 5);
+    // Next day, 03:00.
+    let night = t - (t - MONDAY_9) % (24 * 60 * MIN) + 24 * 60 * MIN - 6 * 60 * MIN;
+    let e = event("a", n, night, "hr.read_employee", "hris://employees/E1");
+    let em = d.observe(&e, "now").expect("off hours");
+    assert!(
+        em.anomaly.kinds.contains(&"off_hours".to_string()),
+        "{em:?}"
+    );
+    d.feedback(&em.anomaly.anomaly_id, "false_positive");
+    let e = event(
+        "a",
+        n + 1,
+        night + 7 * 24 * 60 * MIN,
+        "hr.read_employee",
+        "hris://employees/E1",
+    );
+    assert_eq!(d.observe(&e, "now"), None, "taught by feedback");
+}
+
+#[test]
+fn a_late_event_is_not_counted_in_windows_and_teaches_nothing() {
+    let mut d = Detector::default();
+    let (n, t) = routine(&mut d, "a", 2);
+    let before = d.agents["a"].profile.clone();
+    let e = event(
+        "a",
+        n,
+        t - 3 * 60 * MIN,
+        "hr.read_employee",
+        "hris://employees/E1",
+    );
+    assert_eq!(d.observe(&e, "now"), None);
+    assert_eq!(d.agents["a"].profile, before);
+}
+
+#[test]
+fn an_agent_state_with_every_set_full_stays_within_4_kib() {
+    let mut d = Detector::default();
+    for n in 0..2000u64 {
+        let t = MONDAY_9 + n as i64 * 7 * MIN;
+        let mut e = event(
+            "busy",
+            n,
+            t,
+            &format!("act.{}", n % 50),
+            &format!("r{}://x/{n}", n % 60),
+        );
+        if let Judged::Accepted(f) = &mut e.judged {
+            f.principal = Some(format!("p{}", n % 40));
+            f.source_ip = Some(format!("10.0.{}.1", n % 30));
+            f.volume = Some(n as f64);
+        }
+        d.observe(&e, "now");
+        if n % 3 == 0 {
+            d.feedback(&anomaly::anomaly_id("busy", &e.event_id), "false_positive");
+        }
+    }
+    let s = &d.agents["busy"];
+    assert_eq!(s.profile.actions.len(), AGENT_CAPS.actions);
+    assert_eq!(s.profile.principals.len(), AGENT_CAPS.principals);
+    let (max, _) = d.agent_memory();
+    eprintln!("a full agent state: {max} bytes");
+    assert!(max <= 4096, "{max} bytes");
+}
