@@ -91,6 +91,11 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Write a signed simulated fleet over days, with labelled attacks.
+    Simulate(crate::simulate::SimulateArgs),
+    /// Replay simulations through a real server and score detection
+    /// against the labels, beside a simple baseline.
+    Eval(crate::simulate::eval::EvalArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -199,6 +204,8 @@ fn run(cli: Cli) -> Result<(), Exit> {
             eprintln!("vigil: {dropped} older entries were dropped to keep the quarantine's bound");
             Ok(())
         }
+        Command::Simulate(args) => crate::simulate::run(args).map_err(Exit::from),
+        Command::Eval(args) => crate::simulate::eval::run(args).map_err(Exit::from),
         Command::Bench {
             what: BenchCommand::Ingest(args),
         } => crate::loadgen::run(args).map_err(Exit::from),

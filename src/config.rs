@@ -25,6 +25,9 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Kafka ingestion (absent = none).
     pub kafka: Option<KafkaConfig>,
+    /// Anomaly detection.
+    #[serde(default)]
+    pub detection: DetectionConfig,
     /// OpenID provider for CIBA step-up (used by the response capability).
     pub ciba: Option<toml::Table>,
     /// Vault lease revocation (used by the response capability).
@@ -119,6 +122,20 @@ impl Default for KeysConfig {
             jwks: Vec::new(),
             poll_s: 60,
         }
+    }
+}
+
+/// `[detection]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectionConfig {
+    /// Whether the detection stage runs (default true).
+    pub enabled: bool,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        DetectionConfig { enabled: true }
     }
 }
 

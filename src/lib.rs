@@ -26,7 +26,8 @@
 //! - [`verify`]: the offline auditor (`vigil verify`).
 //! - [`server`]: `vigil serve` put together; [`shutdown`] the stop signal
 //!   its background tasks obey; [`config`], [`telemetry`], [`cli`],
-//!   [`demo`], [`loadgen`], [`failpoint`] (fault injection for tests).
+//!   [`demo`], [`loadgen`], [`failpoint`] (fault injection for tests),
+//!   [`simulate`] (a labelled fleet, and `vigil eval` that scores detection).
 
 #![forbid(unsafe_code)]
 
@@ -46,6 +47,7 @@ pub mod log;
 pub mod pipeline;
 pub mod server;
 pub mod shutdown;
+pub mod simulate;
 pub mod store;
 pub mod telemetry;
 pub mod time;

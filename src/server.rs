@@ -234,7 +234,7 @@ impl Server {
             metrics_listen: settings.config.server.metrics_listen.clone(),
             kafka: settings.config.kafka.clone(),
             hup: Some(hup),
-            detection: Some(stage),
+            detection: settings.config.detection.enabled.then_some(stage),
         })
     }
 

@@ -103,11 +103,27 @@ pub struct Anomaly {
 /// Most event ids one anomaly names.
 pub const MAX_EVENT_IDS: usize = 100;
 
-/// Combines independent signals: 100 * (1 - prod(1 - s/100)).
+/// Points a second, third... new value adds to the strongest one.
+const NOVELTY_EXTRA: f64 = 5.0;
+
+/// Combines signals into a score. New values (`rare_*`) go together (a
+/// new tool brings a new kind of resource with it), so they count as one
+/// signal: the strongest plus [`NOVELTY_EXTRA`] for each other. The rest
+/// are independent: 100 * (1 - prod(1 - s/100)).
 pub fn combine(signals: &[Signal]) -> u8 {
+    let novel: Vec<f64> = signals
+        .iter()
+        .filter(|s| s.kind.starts_with("rare_"))
+        .map(|s| s.score)
+        .collect();
+    let novelty = novel.iter().copied().fold(0.0, f64::max)
+        + NOVELTY_EXTRA * novel.len().saturating_sub(1) as f64;
     let miss: f64 = signals
         .iter()
-        .map(|s| 1.0 - (s.score / 100.0).clamp(0.0, 1.0))
+        .filter(|s| !s.kind.starts_with("rare_"))
+        .map(|s| s.score)
+        .chain(std::iter::once(novelty))
+        .map(|x| 1.0 - (x / 100.0).clamp(0.0, 1.0))
         .product();
     (100.0 * (1.0 - miss)).round().clamp(0.0, 100.0) as u8
 }
@@ -160,7 +176,7 @@ mod tests {
 
     fn signal(score: f64) -> Signal {
         Signal {
-            kind: "rate_spike",
+            kind: "off_hours",
             feature: "rate",
             observed: J::from(1),
             expected: J::from(1),
@@ -175,6 +191,12 @@ mod tests {
         assert_eq!(combine(&[signal(50.0), signal(50.0)]), 75);
         assert_eq!(combine(&[signal(100.0), signal(10.0)]), 100);
         assert_eq!(severity(75), "high");
+        let rare = |kind, score| Signal {
+            kind,
+            ..signal(score)
+        };
+        let novel = [rare("rare_action", 40.0), rare("rare_resource", 30.0)];
+        assert_eq!(combine(&novel), 45, "new values count as one signal");
         assert_eq!(severity(49), "low");
     }
 

@@ -24,6 +24,7 @@ pub mod board;
 pub mod observation;
 pub mod profile;
 pub mod rules;
+pub mod simple;
 pub mod stage;
 
 use std::collections::{HashMap, VecDeque};

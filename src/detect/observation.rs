@@ -1,7 +1,6 @@
 //! One log record as detection sees it: the receipt's verdict and the
 //! event's fields that features are made of.
 
-use crate::event::Event;
 use crate::json::Value;
 use crate::log::receipt::{ReceiptBody, Verdict};
 use crate::time::Timestamp;
@@ -32,6 +31,8 @@ pub struct Fields {
     pub failed: bool,
     /// `sensitivity` is `high` or `critical`.
     pub sensitive: bool,
+    /// `sensitivity`: 0 low (the default), 1 medium, 2 high, 3 critical.
+    pub sensitivity: u8,
     /// `bytes` + `records`, when either is given.
     pub volume: Option<f64>,
     /// `lease_id`.
@@ -74,7 +75,7 @@ impl Observation {
         }
         let received_ms = millis(Timestamp::parse_event_time(&body.received_at)?);
         let judged = match Verdict::parse(&body.verdict)? {
-            Verdict::Accepted => Judged::Accepted(fields(&Event::parse(event).ok()?)?),
+            Verdict::Accepted => Judged::Accepted(fields(&crate::json::parse(event).ok()?)?),
             Verdict::Rejected(reason) => Judged::Rejected(reason.as_str().to_string()),
         };
         Some(Observation {
@@ -89,12 +90,20 @@ impl Observation {
     }
 }
 
-fn fields(e: &Event) -> Option<Fields> {
-    let text = |name: &str| match e.value.get(name) {
+impl Fields {
+    /// The fields of a parsed event (`None` without a valid `occurred_at`).
+    pub fn of(e: &Value) -> Option<Fields> {
+        fields(e)
+    }
+}
+
+fn fields(e: &Value) -> Option<Fields> {
+    let str_field = |name: &str| e.get(name).and_then(Value::as_str).unwrap_or("");
+    let text = |name: &str| match e.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     };
-    let number = |name: &str| match e.value.get(name) {
+    let number = |name: &str| match e.get(name) {
         Some(Value::Number(n)) => Some(*n),
         _ => None,
     };
@@ -102,18 +111,24 @@ fn fields(e: &Event) -> Option<Fields> {
         (None, None) => None,
         (b, r) => Some(b.unwrap_or(0.0) + r.unwrap_or(0.0)),
     };
-    let depth = match e.value.get("delegation") {
+    let depth = match e.get("delegation") {
         Some(Value::Array(a)) => a.len().min(255) as u8,
         _ => 0,
     };
     Some(Fields {
-        occurred_ms: millis(Timestamp::parse_event_time(e.str_field("occurred_at"))?),
-        action: e.str_field("action").to_string(),
+        occurred_ms: millis(Timestamp::parse_event_time(str_field("occurred_at"))?),
+        action: str_field("action").to_string(),
         resource: text("resource"),
         principal: text("principal"),
         source_ip: text("source_ip"),
-        failed: matches!(e.str_field("outcome"), "failure" | "denied"),
-        sensitive: matches!(e.str_field("sensitivity"), "high" | "critical"),
+        failed: matches!(str_field("outcome"), "failure" | "denied"),
+        sensitive: matches!(str_field("sensitivity"), "high" | "critical"),
+        sensitivity: match str_field("sensitivity") {
+            "medium" => 1,
+            "high" => 2,
+            "critical" => 3,
+            _ => 0,
+        },
         volume,
         lease_id: text("lease_id"),
         lease_expires_ms: text("lease_expires_at")

@@ -6,7 +6,7 @@ use serde_json::{json, Value as J};
 
 use super::anomaly::Signal;
 use super::observation::Fields;
-use super::profile::{Lesson, Profile, ValueSet};
+use super::profile::{Caps, Lesson, Profile, ValueSet, AGENT_CAPS, ROLE_CAPS};
 
 /// Events after which an agent is judged by its own baseline.
 pub const WARM_EVENTS: u64 = 30;
@@ -55,48 +55,27 @@ pub fn judge(cx: &Context) -> Vec<Signal> {
     let mut out = Vec::new();
     let f = cx.fields;
     let l = cx.lesson;
-    let sens = if f.sensitive { 20.0 } else { 0.0 };
+    let sens = if f.sensitive { 15.0 } else { 0.0 };
+    let action_base = [40.0, 55.0, 70.0, 75.0][usize::from(f.sensitivity.min(3))];
     let mut push = |s: Option<Signal>| out.extend(s);
     push(rare(
         cx,
-        Rare::ACTION,
-        |p| &p.actions,
+        &Rare::ACTION,
         Some(l.action),
         &f.action,
-        50.0 + sens,
+        action_base,
     ));
     if let Some(r) = &f.resource {
-        push(rare(
-            cx,
-            Rare::RESOURCE,
-            |p| &p.resources,
-            l.resource,
-            r,
-            30.0 + sens,
-        ));
+        push(rare(cx, &Rare::RESOURCE, l.resource, r, 30.0 + sens));
     }
     if let Some(p) = &f.principal {
-        push(rare(
-            cx,
-            Rare::PRINCIPAL,
-            |p| &p.principals,
-            l.principal,
-            p,
-            35.0,
-        ));
+        push(rare(cx, &Rare::PRINCIPAL, l.principal, p, 35.0));
     }
     if let Some(ip) = &f.source_ip {
-        push(rare(cx, Rare::IP, |p| &p.ips, l.ip, ip, 40.0));
+        push(rare(cx, &Rare::IP, l.ip, ip, 40.0));
     }
     if cx.agent.events >= 100 && cx.agent.actions.count(l.action) > 0 {
-        push(rare(
-            cx,
-            Rare::TRANSITION,
-            |p| &p.transitions,
-            l.transition,
-            &f.action,
-            25.0,
-        ));
+        push(rare(cx, &Rare::TRANSITION, l.transition, &f.action, 25.0));
     }
     push(lease_expired(f));
     push(off_hours(cx));
@@ -115,6 +94,8 @@ struct Rare {
     kind: &'static str,
     feature: &'static str,
     noun: &'static str,
+    set: fn(&Profile) -> &ValueSet,
+    cap: fn(&Caps) -> usize,
 }
 
 impl Rare {
@@ -122,47 +103,52 @@ impl Rare {
         kind: "rare_action",
         feature: "action",
         noun: "action",
+        set: |p| &p.actions,
+        cap: |c| c.actions,
     };
     const RESOURCE: Rare = Rare {
         kind: "rare_resource",
         feature: "resource_pattern",
         noun: "kind of resource",
+        set: |p| &p.resources,
+        cap: |c| c.resources,
     };
     const PRINCIPAL: Rare = Rare {
         kind: "rare_principal",
         feature: "principal",
         noun: "principal",
+        set: |p| &p.principals,
+        cap: |c| c.principals,
     };
     const IP: Rare = Rare {
         kind: "rare_source_ip",
         feature: "source_ip",
         noun: "source address",
+        set: |p| &p.ips,
+        cap: |c| c.ips,
     };
     const TRANSITION: Rare = Rare {
         kind: "rare_transition",
         feature: "action_transition",
         noun: "sequence of actions",
+        set: |p| &p.transitions,
+        cap: |c| c.transitions,
     };
 }
 
 /// A value never seen by the agent (or by its role while it is new).
 /// A value its role does often is context, not an alert: a tool rolled
-/// out to the whole role must not alarm.
-fn rare(
-    cx: &Context,
-    what: Rare,
-    set: impl Fn(&Profile) -> &ValueSet,
-    fp: Option<u64>,
-    shown: &str,
-    base: f64,
-) -> Option<Signal> {
+/// out to the whole role must not alarm. A feature with many values (its
+/// set three quarters full) says nothing by a new one.
+fn rare(cx: &Context, what: &Rare, fp: Option<u64>, shown: &str, base: f64) -> Option<Signal> {
     let fp = fp?;
     let reference = cx.reference()?;
-    let refset = set(reference);
-    if refset.count(fp) > 0 {
+    let caps = if cx.warm() { &AGENT_CAPS } else { &ROLE_CAPS };
+    let refset = (what.set)(reference);
+    if refset.count(fp) > 0 || refset.len() * 4 >= (what.cap)(caps) * 3 {
         return None;
     }
-    let role_count = cx.role.map_or(0, |r| set(r).count(fp));
+    let role_count = cx.role.map_or(0, |r| (what.set)(r).count(fp));
     let (score, whose) = if role_count >= ROLE_NORMAL {
         (base * 0.3, "usual for its role")
     } else if cx.warm() {
@@ -207,7 +193,11 @@ fn off_hours(cx: &Context) -> Option<Signal> {
     };
     let h = usize::from(cx.lesson.hour);
     let share = reference.hour_of_day_share(cx.lesson.hour);
-    if reference.hours[h] > 0 || share >= 0.005 {
+    let around: f64 = [167, 0, 1]
+        .iter()
+        .map(|d| reference.hour_of_day_share((cx.lesson.hour + d) % 168))
+        .sum();
+    if reference.hours[h] > 0 || around >= 0.01 {
         return None;
     }
     let hod = h % 24;

@@ -67,7 +67,13 @@ pub struct Stage {
     detector: Detector,
     position: u64,
     path: PathBuf,
+    /// Anomaly versions being receipted; all are finished before a save,
+    /// so a saved position never skips an anomaly that is not in the log.
+    publishing: tokio::task::JoinSet<()>,
 }
+
+/// Anomaly versions receipted at once before detection waits for one.
+const PUBLISHING_MAX: usize = 64;
 
 impl Stage {
     /// Loads the saved state (or starts from the log's first record).
@@ -97,6 +103,7 @@ impl Stage {
             detector,
             position,
             path,
+            publishing: tokio::task::JoinSet::new(),
         };
         (stage, shared)
     }
@@ -139,7 +146,7 @@ impl Stage {
         self.save().await;
     }
 
-    async fn handle(&mut self, pipeline: &Pipeline, rec: &LogRecord) {
+    async fn handle(&mut self, pipeline: &Arc<Pipeline>, rec: &LogRecord) {
         if rec.body.agent_id == PIPELINE_AGENT {
             self.pipeline_event(rec);
             return;
@@ -165,9 +172,15 @@ impl Stage {
         m.anomalies_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if emitted.publish {
-            if let Err(e) = publish(pipeline, &emitted.anomaly).await {
-                tracing::error!(anomaly = %emitted.anomaly.anomaly_id, "Cannot receipt the anomaly: {e}");
+            if self.publishing.len() >= PUBLISHING_MAX {
+                self.publishing.join_next().await;
             }
+            let (pipeline, anomaly) = (pipeline.clone(), emitted.anomaly);
+            self.publishing.spawn(async move {
+                if let Err(e) = publish(&pipeline, &anomaly).await {
+                    tracing::error!(anomaly = %anomaly.anomaly_id, "Cannot receipt the anomaly: {e}");
+                }
+            });
         }
     }
 
@@ -193,7 +206,8 @@ impl Stage {
         self.shared.board().feedback(id, feedback);
     }
 
-    async fn save(&self) {
+    async fn save(&mut self) {
+        while self.publishing.join_next().await.is_some() {}
         let saved = Saved {
             format: FORMAT,
             position: self.position,

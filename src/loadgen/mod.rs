@@ -222,6 +222,16 @@ pub(crate) struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// Where it listens.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its admin token.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
     /// SIGTERM, then waits for it to exit.
     pub(crate) fn stop(mut self) -> anyhow::Result<()> {
         Command::new("kill")
@@ -428,8 +438,50 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         srv_cpu3 - srv_cpu2,
         self_cpu3 - self_cpu2
     );
+    if let Some(lag) = rt.block_on(detection_lag(server.addr, &server.token))? {
+        println!("{lag}");
+    }
     drop(server);
     Ok(())
+}
+
+/// The server's detection lag (receipt to judged) from its histogram, or
+/// `None` when detection is off.
+async fn detection_lag(addr: SocketAddr, token: &str) -> anyhow::Result<Option<String>> {
+    // Let detection judge the last events sent.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut client = Client::connect(addr, token).await?;
+    let (_, body) = client.send("GET", "/metrics", None, Bytes::new()).await?;
+    let text = String::from_utf8_lossy(&body);
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("vigil_detection_lag_seconds_bucket{le=\"") else {
+            continue;
+        };
+        let Some((le, n)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse()?
+        };
+        buckets.push((le, n.trim().parse()?));
+    }
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total == 0.0 {
+        return Ok(None);
+    }
+    let within = |bound: f64| buckets.iter().find(|b| b.0 >= bound).map_or(total, |b| b.1) / total;
+    let p99 = buckets
+        .iter()
+        .find(|b| b.1 / total >= 0.99)
+        .map_or(f64::INFINITY, |b| b.0);
+    Ok(Some(format!(
+        "detection: {:.1}% of {total:.0} events judged within 100 ms of their receipt time, p99 at most {:.0} ms",
+        within(0.1) * 100.0,
+        p99 * 1e3
+    )))
 }
 
 async fn post_checked(client: &mut Client, body: Bytes, expect: usize) -> anyhow::Result<()> {

@@ -353,3 +353,57 @@ fn a_replay_gives_the_same_anomalies_even_with_a_kill_in_the_middle() {
     drop(resumed);
     assert_log_verifies(&dir.path().join("crashed"));
 }
+
+#[test]
+fn simulate_writes_the_same_bytes_for_a_seed_and_eval_scores_it_through_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| {
+        let p = dir.path().join(name);
+        let args = [
+            "simulate",
+            "--out",
+            p.to_str().unwrap(),
+            "--seed",
+            "7",
+            "--days",
+            "9",
+            "--per-role",
+            "2",
+        ];
+        let o = run_vigil(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        p
+    };
+    let (a, b) = (out("a"), out("b"));
+    for f in ["events.ndjson", "labels.json", "agents.jwks.json"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let labels: J = serde_json::from_slice(&std::fs::read(a.join("labels.json")).unwrap()).unwrap();
+    assert_eq!(labels["episodes"].as_array().unwrap().len(), 9, "{labels}");
+    // The simulated events are accepted by a server that knows their keys.
+    let server = start(dir.path(), &a.join("agents.jwks.json"), "data");
+    let text = std::fs::read_to_string(a.join("events.ndjson")).unwrap();
+    let lines: Vec<Vec<u8>> = text
+        .lines()
+        .take(300)
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    assert_eq!(server.post_ndjson(&lines)["accepted"], 300);
+
+    let o = run_vigil(&["eval", "--seeds", "7", "--days", "9", "--per-role", "2"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("| vigil | ") && stdout.contains("| simple baseline | "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| forged_burst | "), "{stdout}");
+}
