@@ -131,11 +131,17 @@ impl Default for KeysConfig {
 pub struct DetectionConfig {
     /// Whether the detection stage runs (default true).
     pub enabled: bool,
+    /// Whether the multivariate model judges events (default true; it
+    /// learns either way).
+    pub model: bool,
 }
 
 impl Default for DetectionConfig {
     fn default() -> Self {
-        DetectionConfig { enabled: true }
+        DetectionConfig {
+            enabled: true,
+            model: true,
+        }
     }
 }
 

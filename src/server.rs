@@ -208,6 +208,7 @@ impl Server {
         .context("cannot write listen.addr")?;
         let (stage, detection) = crate::detect::stage::Stage::open(
             crate::store::layout::Layout::new(&data).detect_state(),
+            settings.config.detection.model,
         );
         let pipeline = Arc::new(pipeline);
         let kafka_assigned = settings

@@ -7,11 +7,11 @@ use super::anomaly::Anomaly;
 use super::profile::Profile;
 
 /// Event times kept for the rate window.
-const TIMES: usize = 32;
+const TIMES: usize = 24;
 /// Resources kept for the sweep window.
-const RESOURCES: usize = 32;
+const RESOURCES: usize = 24;
 /// Rejected events kept for the forged-burst window.
-const REJECTED: usize = 16;
+const REJECTED: usize = 12;
 /// The rate window.
 pub const RATE_WINDOW_MS: i64 = 60_000;
 /// The sweep window.
@@ -45,6 +45,8 @@ pub struct AgentState {
     pub open_rejected: Option<Box<Anomaly>>,
     /// Received time of the open rejected anomaly's latest event.
     pub open_rejected_last_ms: i64,
+    /// Its multivariate model.
+    pub model: super::model::AgentModel,
 }
 
 fn push_bounded<T>(v: &mut Vec<T>, x: T, cap: usize) {
@@ -103,6 +105,7 @@ impl AgentState {
             + self.times.capacity() * 8
             + self.resources.capacity() * 16
             + self.rejected.capacity() * 8
+            + self.model.memory_bytes()
     }
 }
 

@@ -21,6 +21,7 @@
 pub mod agent;
 pub mod anomaly;
 pub mod board;
+pub mod model;
 pub mod observation;
 pub mod profile;
 pub mod rules;
@@ -77,13 +78,35 @@ struct Taught {
 }
 
 /// The detection state of every agent and role.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Detector {
     agents: HashMap<String, AgentState>,
     roles: HashMap<String, Profile>,
     leases: HashMap<u64, LeaseUse>,
     lessons: VecDeque<Taught>,
+    /// Whether the multivariate model judges (it always learns).
+    #[serde(skip, default = "yes")]
+    model: bool,
 }
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Detector {
+    fn default() -> Self {
+        Detector {
+            agents: HashMap::new(),
+            roles: HashMap::new(),
+            leases: HashMap::new(),
+            lessons: VecDeque::new(),
+            model: true,
+        }
+    }
+}
+
+/// Excess negative log-likelihood from which the model signals.
+const MODEL_EXCESS: f32 = 5.0;
 
 impl Detector {
     /// Looks at one record; returns the anomaly it made or revised.
@@ -108,6 +131,12 @@ impl Detector {
             state.profile.learn(&t.lesson, 5, AGENT_CAPS);
             state.flagged_until_ms = 0;
         }
+    }
+
+    /// Turns the multivariate model's judgement on or off (for
+    /// measuring what it adds).
+    pub fn use_model(&mut self, on: bool) {
+        self.model = on;
     }
 
     /// Agents with state.
@@ -145,10 +174,15 @@ impl Detector {
         };
         let mut signals = rules::judge(&cx);
         signals.extend(lease);
+        let x = features(f, windows);
+        if self.model && !late {
+            signals.extend(state.model.surprise(&x).and_then(|s| model_signal(&s, &x)));
+        }
         state.last_action = Some(lesson.action);
         let score = anomaly::combine(&signals);
         if !late && score < ALERT_SCORE && t >= state.flagged_until_ms {
             state.profile.learn(&lesson, 1, AGENT_CAPS);
+            state.model.learn(x);
             if let Some(r) = &obs.role {
                 self.roles
                     .entry(r.clone())
@@ -260,6 +294,49 @@ impl Detector {
             lesson,
         });
     }
+}
+
+/// The model's features of an event.
+fn features(f: &Fields, w: Windows) -> model::Vector {
+    [
+        w.rate.ln_1p() as f32,
+        w.sweep.ln_1p() as f32,
+        f.volume.unwrap_or(0.0).ln_1p() as f32,
+        w.failures as f32 / 20.0,
+        f32::from(f.sensitivity),
+    ]
+}
+
+/// A signal from the model when the event is well beyond its training,
+/// explained by the two features furthest from the nearest habit.
+fn model_signal(s: &model::Surprise, x: &model::Vector) -> Option<Signal> {
+    if s.excess < MODEL_EXCESS {
+        return None;
+    }
+    let mut dims: Vec<usize> = (0..model::DIMS).collect();
+    dims.sort_by(|a, b| s.z[*b].abs().total_cmp(&s.z[*a].abs()));
+    let top = &dims[..2];
+    let round = |v: f32| (f64::from(v) * 100.0).round() / 100.0;
+    let observed: serde_json::Map<String, serde_json::Value> = top
+        .iter()
+        .map(|&d| (model::FEATURES[d].to_string(), json!(round(x[d]))))
+        .collect();
+    let expected: serde_json::Map<String, serde_json::Value> = top
+        .iter()
+        .map(|&d| (model::FEATURES[d].to_string(), json!(round(s.expected[d]))))
+        .collect();
+    Some(Signal {
+        kind: "multivariate",
+        feature: "window_features",
+        observed: serde_json::Value::Object(observed),
+        expected: serde_json::Value::Object(expected),
+        score: f64::from((50.0 + 3.0 * (s.excess - MODEL_EXCESS)).min(80.0)),
+        says: format!(
+            "behaved unlike any of its habits ({} and {} together)",
+            model::FEATURES[top[0]],
+            model::FEATURES[top[1]]
+        ),
+    })
 }
 
 fn lesson(f: &Fields, last_action: Option<u64>, w: Windows) -> Lesson {

@@ -111,11 +111,11 @@ pub struct Caps {
 
 /// Caps for one agent (keeps its state within about 4 KiB).
 pub const AGENT_CAPS: Caps = Caps {
-    actions: 24,
-    resources: 32,
-    principals: 16,
-    ips: 12,
-    transitions: 40,
+    actions: 20,
+    resources: 24,
+    principals: 12,
+    ips: 8,
+    transitions: 24,
 };
 
 /// Caps for a role, which sees the values of all its agents.

@@ -76,8 +76,9 @@ pub struct Stage {
 const PUBLISHING_MAX: usize = 64;
 
 impl Stage {
-    /// Loads the saved state (or starts from the log's first record).
-    pub fn open(path: PathBuf) -> (Stage, Arc<Detection>) {
+    /// Loads the saved state (or starts from the log's first record);
+    /// `model` turns the multivariate model's judgement on.
+    pub fn open(path: PathBuf, model: bool) -> (Stage, Arc<Detection>) {
         let saved = std::fs::read(&path).ok().and_then(|b| {
             match serde_json::from_slice::<Saved>(&b) {
                 Ok(s) if s.format == FORMAT => Some(s),
@@ -91,10 +92,11 @@ impl Stage {
                 }
             }
         });
-        let (detector, position, board) = match saved {
+        let (mut detector, position, board) = match saved {
             Some(s) => (s.detector, s.position, Board::restore(s.board)),
             None => (Detector::default(), 0, Board::default()),
         };
+        detector.use_model(model);
         let shared = Arc::new(Detection {
             board: Mutex::new(board),
         });

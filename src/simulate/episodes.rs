@@ -85,6 +85,7 @@ const KINDS: &[(&str, &[&str])] = &[
     ("expired_lease", &[]),
     ("forged_burst", &[]),
     ("privilege_escalation", &["it-ops"]),
+    ("misused_tool", &["db-analyst"]),
 ];
 
 /// One episode of every kind, each on a random eligible agent at a
@@ -213,6 +214,17 @@ fn build(rng: &mut Rng, kind: &str, agents: &[Agent], i: usize, t: i64, ep: f64)
             }
         }
         "stolen_lease" => return stolen_lease(rng, agents, i, t, ep),
+        "misused_tool" => {
+            // A metadata tool made to return data: each value is usual for
+            // the agent, the combination is not.
+            let describe = a.role().tools[1];
+            for k in 0..5 {
+                let mut m = s.members(rng, &describe);
+                let bytes = 40_000.0 + rng.below(40_000) as f64;
+                set(&mut m, "bytes", Value::Number(bytes));
+                push(t + k * 40_000, m);
+            }
+        }
         "expired_lease" => {
             for k in 0..4 {
                 let mut m = {

@@ -171,12 +171,23 @@ pub fn simple_alerts(sim: &Simulation) -> Vec<Alert> {
         .collect()
 }
 
-/// Replays a simulation through a fresh server; returns its alerts.
-async fn replay(sim: &Simulation, data: &std::path::Path) -> anyhow::Result<Vec<Anomaly>> {
+/// Replays a simulation through a fresh server (with the multivariate
+/// model judging, or not); returns its alerts.
+async fn replay(
+    sim: &Simulation,
+    data: &std::path::Path,
+    model: bool,
+) -> anyhow::Result<Vec<Alert>> {
     std::fs::create_dir_all(data)?;
     let jwks = data.join("agents.jwks.json");
     std::fs::write(&jwks, serde_json::to_vec(&super::jwks(&sim.agents))?)?;
-    let server = start_server(&data.join("data"), &jwks, &[])?;
+    let config = data.join("vigil.toml");
+    std::fs::write(&config, format!("[detection]\nmodel = {model}\n"))?;
+    let server = start_server(
+        &data.join("data"),
+        &jwks,
+        &["--config", config.to_str().unwrap_or_default()],
+    )?;
     let (addr, token) = (server.addr(), server.token().to_string());
     let mut client = Client::connect(addr, &token).await?;
     for body in batches(&sim.events, 500) {
@@ -198,7 +209,14 @@ async fn replay(sim: &Simulation, data: &std::path::Path) -> anyhow::Result<Vec<
     let list: Vec<Anomaly> = serde_json::from_value(j["anomalies"].clone())
         .context("the anomalies are not what the contract says")?;
     server.stop()?;
-    Ok(list)
+    Ok(list
+        .into_iter()
+        .filter(|a| a.score >= ALERT_SCORE)
+        .map(|a| Alert {
+            kinds: a.kinds,
+            event_ids: a.event_ids,
+        })
+        .collect())
 }
 
 /// Waits until detection has judged every durable record.
@@ -239,33 +257,38 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         .data
         .clone()
         .unwrap_or_else(|| tmp.path().to_path_buf());
-    let (mut vigil, mut simple) = (Score::default(), Score::default());
+    let mut rows = Rows::default();
     let mut events = 0;
     for &seed in &args.seeds {
         let sim = simulate(seed, args.days, args.per_role);
         events += sim.events.len();
-        let anomalies = rt.block_on(replay(&sim, &root.join(format!("seed-{seed}"))))?;
-        let alerts: Vec<Alert> = anomalies
-            .iter()
-            .filter(|a| a.score >= ALERT_SCORE)
-            .map(|a| Alert {
-                kinds: a.kinds.clone(),
-                event_ids: a.event_ids.clone(),
-            })
-            .collect();
-        vigil.add(&sim.labels, &alerts);
-        simple.add(&sim.labels, &simple_alerts(&sim));
+        let dir = root.join(format!("seed-{seed}"));
+        let alerts = rt.block_on(replay(&sim, &dir.join("model"), true))?;
+        rows.vigil.add(&sim.labels, &alerts);
+        let without = rt.block_on(replay(&sim, &dir.join("rules"), false))?;
+        rows.rules_only.add(&sim.labels, &without);
+        rows.simple.add(&sim.labels, &simple_alerts(&sim));
         eprintln!(
-            "seed {seed}: {} events, {} alerts",
+            "seed {seed}: {} events, {} alerts ({} without the model)",
             sim.events.len(),
-            alerts.len()
+            alerts.len(),
+            without.len()
         );
     }
-    print_table(&args, events, &vigil, &simple);
+    print_table(&args, events, &rows);
     Ok(())
 }
 
-fn print_table(args: &EvalArgs, events: usize, vigil: &Score, simple: &Score) {
+/// The rows of the table.
+#[derive(Default)]
+struct Rows {
+    vigil: Score,
+    rules_only: Score,
+    simple: Score,
+}
+
+fn print_table(args: &EvalArgs, events: usize, rows: &Rows) {
+    let (vigil, simple) = (&rows.vigil, &rows.simple);
     let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
     println!(
         "vigil eval: seeds {}, {} days, {} agents each, {events} events in all",
@@ -277,13 +300,20 @@ fn print_table(args: &EvalArgs, events: usize, vigil: &Score, simple: &Score) {
     println!("| detector | recall | precision | F1 | false alarms per agent-day | median delay (events) | alerts |");
     println!("|---|---|---|---|---|---|---|");
     println!("{}", vigil.row("vigil"));
+    println!("{}", rows.rules_only.row("vigil without the linfa model"));
     println!("{}", simple.row("simple baseline"));
     println!();
-    println!("| attack kind | vigil | simple baseline |");
-    println!("|---|---|---|");
+    println!("| attack kind | vigil | without the model | simple baseline |");
+    println!("|---|---|---|---|");
     for (kind, (d, t)) in &vigil.by_kind {
+        let (rd, rt) = rows
+            .rules_only
+            .by_kind
+            .get(kind)
+            .copied()
+            .unwrap_or_default();
         let (sd, st) = simple.by_kind.get(kind).copied().unwrap_or_default();
-        println!("| {kind} | {d}/{t} | {sd}/{st} |");
+        println!("| {kind} | {d}/{t} | {rd}/{rt} | {sd}/{st} |");
     }
     if !vigil.false_kinds.is_empty() {
         println!();

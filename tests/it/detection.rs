@@ -383,7 +383,7 @@ fn simulate_writes_the_same_bytes_for_a_seed_and_eval_scores_it_through_a_server
         );
     }
     let labels: J = serde_json::from_slice(&std::fs::read(a.join("labels.json")).unwrap()).unwrap();
-    assert_eq!(labels["episodes"].as_array().unwrap().len(), 9, "{labels}");
+    assert_eq!(labels["episodes"].as_array().unwrap().len(), 10, "{labels}");
     // The simulated events are accepted by a server that knows their keys.
     let server = start(dir.path(), &a.join("agents.jwks.json"), "data");
     let text = std::fs::read_to_string(a.join("events.ndjson")).unwrap();
