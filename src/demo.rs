@@ -1,8 +1,10 @@
-//! `vigil demo`: the pipeline on a local data directory with simulated
-//! agents, no configuration needed. It starts the server, registers three
-//! agents, feeds their signed events (with the occasional forgery, which is
-//! receipted as `rejected:bad_signature`), and prints where to look and how
-//! to verify a receipt offline.
+//! `vigil demo`: the pipeline on a local data directory with the simulated
+//! fleet of `vigil simulate`, no configuration needed. It starts the
+//! server, replays a week of history at once (baselines learn it in event
+//! time), sends a forgery (receipted as `rejected:bad_signature`), then
+//! plays the second week faster than life, with its attacks, printing each
+//! alert as detection raises it, and prints how to verify a receipt
+//! offline.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,10 +15,9 @@ use clap::Args;
 
 use crate::cli::ServeArgs;
 use crate::client::Client;
-use crate::event::signature::{b64url, generate_key, sign};
 use crate::json::{self, Value};
-use crate::keys::private::PrivateJwk;
 use crate::server::{serve_settings, Server};
+use crate::simulate::{monday_before, simulate_with, Options, Simulation};
 use crate::store::fsutil::{create_dir_durably, write_file_durably};
 use crate::time::Timestamp;
 
@@ -32,146 +33,39 @@ pub struct DemoArgs {
     /// Stop after this many seconds (0 = run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
-    /// Events per second from the simulated agents.
-    #[arg(long, default_value_t = 20)]
-    pub rate: u32,
+    /// Simulated seconds per second in the live week (720: an hour every
+    /// 5 s, an attack every minute or two).
+    #[arg(long, default_value_t = 720)]
+    pub speed: u64,
 }
 
-struct Agent {
-    key: PrivateJwk,
-    role: &'static str,
-    actions: &'static [(&'static str, &'static str)],
-    principal: &'static str,
-}
+/// Days of history replayed at once before the live week.
+const HISTORY_DAYS: i64 = 7;
+/// Simulated days in all.
+const DAYS: i64 = 14;
+/// The demo's fleet (agents and keys) is the same on every run.
+const FLEET_SEED: u64 = 1;
 
-/// An agent of the demo.
-struct DemoAgent {
-    id: &'static str,
-    role: &'static str,
-    /// (action, resource prefix) pairs it takes in turn.
-    actions: &'static [(&'static str, &'static str)],
-    /// The user it acts for.
-    principal: &'static str,
-}
-
-const AGENTS: [DemoAgent; 3] = [
-    DemoAgent {
-        id: "hr-assistant-1",
-        role: "hr-assistant",
-        actions: &[
-            ("hris.lookup_employee", "hris://employees/E"),
-            ("hris.update_address", "hris://employees/E"),
-        ],
-        principal: "alice@corp.example",
-    },
-    DemoAgent {
-        id: "support-bot-1",
-        role: "support-bot",
-        actions: &[
-            ("crm.read_ticket", "crm://tickets/T"),
-            ("llm.chat", "llm://models/support-"),
-        ],
-        principal: "bob@corp.example",
-    },
-    DemoAgent {
-        id: "db-reporter-1",
-        role: "db-reporter",
-        actions: &[("db.query", "postgres://analytics/table_")],
-        principal: "carol@corp.example",
-    },
-];
-
-/// The demo's agents with their keys, and the JWKS file that registers
-/// them (made on the first run, reused after).
-fn load_agents(dir: &Path) -> anyhow::Result<(Vec<Agent>, PathBuf)> {
+/// The demo's simulation: two agents of each role over two weeks ending
+/// about a day ago, with an attack of every kind in the second week.
+fn demo_simulation(dir: &Path) -> anyhow::Result<(Simulation, PathBuf)> {
     create_dir_durably(dir)?;
-    let mut agents = Vec::new();
-    let mut jwks = Vec::new();
-    for DemoAgent {
-        id,
-        role,
-        actions,
-        principal,
-    } in AGENTS
-    {
-        let path = dir.join(format!("{id}.key.jwk"));
-        let key = if path.exists() {
-            PrivateJwk::parse(&std::fs::read(&path)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-        } else {
-            let k = PrivateJwk {
-                kid: format!("{id}#demo"),
-                agent_id: Some(id.into()),
-                key: generate_key()?,
-            };
-            write_file_durably(&path, k.to_json().as_bytes(), 0o600)?;
-            k
-        };
-        let mut public = key.public_jwk();
-        public["role"] = role.into();
-        public["owner"] = "demo@vigil.local".into();
-        public["status"] = "active".into();
-        jwks.push(public);
-        agents.push(Agent {
-            key,
-            role,
-            actions,
-            principal,
-        });
-    }
+    let now_ms = (Timestamp::now().0 / 1_000_000) as i64;
+    let seed = (now_ms / 1000) as u64;
+    let sim = simulate_with(Options {
+        fleet_seed: FLEET_SEED,
+        seed,
+        start_ms: monday_before(now_ms, DAYS + 1),
+        days: DAYS,
+        per_role: 2,
+    });
     let jwks_path = dir.join("agents.jwks.json");
     write_file_durably(
         &jwks_path,
-        serde_json::to_vec_pretty(&serde_json::json!({ "keys": jwks }))?.as_slice(),
+        &serde_json::to_vec_pretty(&crate::simulate::jwks(&sim.agents))?,
         0o644,
     )?;
-    Ok((agents, jwks_path))
-}
-
-fn signed_event(agent: &Agent, n: u64, forge: bool) -> (String, Vec<u8>) {
-    let (action, resource) = agent.actions[(n as usize) % agent.actions.len()];
-    let event_id = uuid::Uuid::now_v7().to_string();
-    let members = vec![
-        (
-            "spec".to_string(),
-            Value::String(crate::event::EVENT_SPEC.into()),
-        ),
-        ("event_id".into(), Value::String(event_id.clone())),
-        (
-            "occurred_at".into(),
-            Value::String(Timestamp::now().to_rfc3339_millis()),
-        ),
-        (
-            "agent_id".into(),
-            Value::String(agent.key.agent_id.clone().unwrap_or_default()),
-        ),
-        ("key_id".into(), Value::String(agent.key.kid.clone())),
-        (
-            "correlation_id".into(),
-            Value::String(format!("demo-{}-{}", agent.role, n / 5)),
-        ),
-        ("action".into(), Value::String(action.into())),
-        ("principal".into(), Value::String(agent.principal.into())),
-        (
-            "resource".into(),
-            Value::String(format!("{resource}{}", 1000 + n % 37)),
-        ),
-        ("records".into(), Value::Number((n % 7) as f64)),
-    ];
-    let canonical = json::Canonical::of_object(&members, "signature");
-    let signer = if forge {
-        generate_key().expect("the OS has randomness")
-    } else {
-        agent.key.key.clone()
-    };
-    let mut members = members;
-    members.push((
-        "signature".into(),
-        Value::String(b64url(&sign(&signer, &canonical.without))),
-    ));
-    let mut out = Vec::new();
-    json::write_jcs(&Value::Object(members), &mut out);
-    (event_id, out)
+    Ok((sim, jwks_path))
 }
 
 /// Runs the demo.
@@ -184,7 +78,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    let (agents, jwks) = load_agents(&args.data.join("demo-agents"))?;
+    let (sim, jwks) = demo_simulation(&args.data.join("demo-agents"))?;
     let serve = ServeArgs {
         data: Some(args.data.clone()),
         listen: Some(args.listen.clone()),
@@ -208,61 +102,52 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         std::fs::read_to_string(crate::store::layout::Layout::new(&args.data).admin_token())?
             .trim()
             .to_string();
-    let mut feed = Feed {
-        client: Client::connect(addr, &token).await?,
-        agents,
-        n: 0,
-        accepted: 0,
-        rejected: 0,
-    };
     let dir = args.data.display().to_string();
-    println!("Vigil demo: 3 simulated agents sign their actions; the pipeline verifies and receipts each one.");
+    println!(
+        "Vigil demo: {} simulated agents in {} roles sign their actions; the pipeline verifies, receipts and watches each one.",
+        sim.agents.len(),
+        crate::simulate::fleet::ROLES.len()
+    );
     println!("  server       http://{addr}   (token: {dir}/admin.token, e.g. curl -H \"Authorization: Bearer $(cat {dir}/admin.token)\" http://{addr}/v1/checkpoint)");
-    let per_tick = (args.rate / 4).max(1) as u64;
-    let deadline = (args.duration > 0)
-        .then(|| tokio::time::Instant::now() + Duration::from_secs(args.duration));
-    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
-    let mut shown = false;
-    loop {
-        let first = feed.tick(per_tick).await?;
-        if let Some(first) = first.filter(|_| !shown) {
-            show_receipt(&args, addr, &mut feed.client, &pipeline, &first).await?;
-            println!(
-                "  {}",
-                if deadline.is_some() {
-                    format!("Running for {} s.", args.duration)
-                } else {
-                    "Press Ctrl-C to stop.".into()
-                }
-            );
-            shown = true;
-        }
-        let tick = tokio::time::sleep(Duration::from_millis(250));
-        tokio::select! {
-            _ = tick => {}
-            _ = &mut ctrl_c => break,
-        }
-        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            break;
-        }
+    println!("  anomalies    GET http://{addr}/v1/anomalies, live as Server-Sent Events at GET http://{addr}/v1/anomalies/stream");
+    let mut feed = Feed::new(Client::connect(addr, &token).await?, sim);
+    let first = feed.history().await?;
+    feed.forgery().await?;
+    if let Some(first) = first {
+        show_receipt(&args, addr, &mut feed.client, &pipeline, &first).await?;
     }
+    println!(
+        "  live week    simulated time runs {}x faster; {} attacks are coming. {}",
+        args.speed,
+        feed.sim.labels.episodes.len(),
+        if args.duration > 0 {
+            format!("Running for {} s.", args.duration)
+        } else {
+            "Press Ctrl-C to stop.".into()
+        }
+    );
+    feed.live(&args).await?;
     let _ = stop_tx.send(());
     served.await.context("the demo server task failed")??;
     println!(
-        "Stopped: {} events accepted, {} rejected, all receipted in {dir}.",
-        feed.accepted, feed.rejected
+        "Stopped: {} events accepted, {} rejected, all receipted in {dir}; {} alerts shown.",
+        feed.accepted,
+        feed.rejected,
+        feed.alerts_shown.len()
     );
     Ok(())
 }
 
-/// The simulated agents' stream of events, sent to the server.
+/// The simulation sent to the server: history at once, then the live
+/// week paced by its event times.
 struct Feed {
     client: Client,
-    agents: Vec<Agent>,
-    /// Events made so far.
-    n: u64,
+    sim: Simulation,
+    /// Events sent so far.
+    next: usize,
     accepted: u64,
     rejected: u64,
+    alerts_shown: std::collections::HashSet<String>,
 }
 
 /// An event that was sent and accepted.
@@ -272,25 +157,108 @@ struct Sent {
 }
 
 impl Feed {
-    /// Sends `count` events in one NDJSON body (every 25th a forgery);
-    /// returns the first genuine one.
-    async fn tick(&mut self, count: u64) -> anyhow::Result<Option<Sent>> {
-        let mut body = Vec::new();
-        let mut first = None;
-        for _ in 0..count {
-            let agent = &self.agents[(self.n % self.agents.len() as u64) as usize];
-            let agent_id = agent.key.agent_id.clone().unwrap_or_default();
-            let forge = self.n % 25 == 24;
-            let (event_id, ev) = signed_event(agent, self.n, forge);
-            if forge {
-                println!("  forgery      event {event_id} claims {agent_id} but is signed with another key -> rejected:bad_signature (receipted)");
-            } else if first.is_none() {
-                first = Some(Sent { event_id, agent_id });
-            }
-            body.extend_from_slice(&ev);
-            body.push(b'\n');
-            self.n += 1;
+    fn new(client: Client, sim: Simulation) -> Feed {
+        Feed {
+            client,
+            sim,
+            next: 0,
+            accepted: 0,
+            rejected: 0,
+            alerts_shown: Default::default(),
         }
+    }
+
+    /// Sends the first week at once (baselines learn it in event time);
+    /// returns an accepted event to show the receipt of.
+    async fn history(&mut self) -> anyhow::Result<Option<Sent>> {
+        let end = self.sim.times[0] + HISTORY_DAYS * crate::simulate::DAY_MS;
+        let upto = self.sim.times.partition_point(|&t| t < end);
+        let started = std::time::Instant::now();
+        while self.next < upto {
+            let n = (upto - self.next).min(500);
+            self.send(n).await?;
+        }
+        println!(
+            "  history      replayed {HISTORY_DAYS} days ({upto} events) in {:.1} s: every agent now has a baseline, learnt in event time",
+            started.elapsed().as_secs_f64()
+        );
+        let first = &self.sim.events[0];
+        let v = json::parse(first)?;
+        let field = |n: &str| v.get(n).and_then(Value::as_str).unwrap_or("").to_string();
+        Ok(Some(Sent {
+            event_id: field("event_id"),
+            agent_id: field("agent_id"),
+        }))
+    }
+
+    /// Sends one event whose signature no longer matches (its action was
+    /// changed after signing).
+    async fn forgery(&mut self) -> anyhow::Result<()> {
+        let i = self.next.min(self.sim.events.len() - 1);
+        let mut v = json::parse(&self.sim.events[i])?
+            .into_members()
+            .unwrap_or_default();
+        let agent = v
+            .iter()
+            .find(|(k, _)| k == "agent_id")
+            .and_then(|(_, a)| a.as_str().map(str::to_string))
+            .unwrap_or_default();
+        for (k, val) in v.iter_mut() {
+            match k.as_str() {
+                "event_id" => *val = Value::String(format!("forged-{}", uuid::Uuid::now_v7())),
+                "action" => *val = Value::String("hr.delete_all_records".into()),
+                _ => {}
+            }
+        }
+        let mut body = Vec::new();
+        json::write_jcs(&Value::Object(v), &mut body);
+        self.post(body).await?;
+        println!("  forgery      an event claiming {agent} was altered after signing -> rejected:bad_signature (receipted)");
+        Ok(())
+    }
+
+    /// Sends the rest paced by event time, showing alerts as they come.
+    async fn live(&mut self, args: &DemoArgs) -> anyhow::Result<()> {
+        let deadline = (args.duration > 0)
+            .then(|| tokio::time::Instant::now() + Duration::from_secs(args.duration));
+        let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+        let wall0 = tokio::time::Instant::now();
+        let sim0 = self.sim.times.get(self.next).copied().unwrap_or(0);
+        let speed = args.speed.max(1) as f64;
+        while self.next < self.sim.events.len() {
+            let elapsed_ms = wall0.elapsed().as_secs_f64() * 1000.0 * speed;
+            let due =
+                self.sim.times[self.next..].partition_point(|&t| ((t - sim0) as f64) <= elapsed_ms);
+            if due > 0 {
+                self.send(due.min(500)).await?;
+            }
+            self.show_alerts().await?;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = &mut ctrl_c => return Ok(()),
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Ok(());
+            }
+        }
+        println!("  the simulated fortnight is over; the server keeps serving until Ctrl-C");
+        if deadline.is_none() {
+            let _ = ctrl_c.await;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, n: usize) -> anyhow::Result<()> {
+        let mut body = Vec::new();
+        for e in &self.sim.events[self.next..self.next + n] {
+            body.extend_from_slice(e);
+            body.push(b'\n');
+        }
+        self.next += n;
+        self.post(body).await
+    }
+
+    async fn post(&mut self, body: Vec<u8>) -> anyhow::Result<()> {
         let (status, answer) = self
             .client
             .send(
@@ -308,7 +276,37 @@ impl Feed {
         let a: serde_json::Value = serde_json::from_slice(&answer)?;
         self.accepted += a["accepted"].as_u64().unwrap_or(0);
         self.rejected += a["rejected"].as_u64().unwrap_or(0);
-        Ok(first)
+        Ok(())
+    }
+
+    /// Prints alerts not shown yet.
+    async fn show_alerts(&mut self) -> anyhow::Result<()> {
+        let (_, body) = self
+            .client
+            .send(
+                "GET",
+                "/v1/anomalies?min_score=50&limit=50",
+                None,
+                Bytes::new(),
+            )
+            .await?;
+        let list: serde_json::Value = serde_json::from_slice(&body)?;
+        let Some(items) = list["anomalies"].as_array() else {
+            return Ok(());
+        };
+        for a in items.iter().rev() {
+            let id = a["anomaly_id"].as_str().unwrap_or("").to_string();
+            if self.alerts_shown.insert(id.clone()) {
+                println!(
+                    "  ALERT {:>3} {:<8} {} {}",
+                    a["score"],
+                    a["severity"].as_str().unwrap_or(""),
+                    a["event_time"].as_str().unwrap_or(""),
+                    a["summary"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Ok(())
     }
 }
 

@@ -303,7 +303,10 @@ impl Server {
     /// Starts the background tasks, each obeying the stop signal: key
     /// reloads, detection, the metrics listener, the Kafka consumer.
     async fn spawn_tasks(&mut self, tasks: &mut crate::shutdown::Shutdown) -> anyhow::Result<()> {
-        if let Some(stage) = self.detection.take() {
+        if let Some(mut stage) = self.detection.take() {
+            if let Some(k) = &self.kafka {
+                stage.publish_to(crate::ingest::kafka::KafkaSink::new(k)?);
+            }
             tasks.spawn("detection", stage.run(self.pipeline.clone(), tasks.stop()));
         }
         if let Some(hup) = self.hup.take() {

@@ -182,7 +182,9 @@ impl Detector {
         let score = anomaly::combine(&signals);
         if !late && score < ALERT_SCORE && t >= state.flagged_until_ms {
             state.profile.learn(&lesson, 1, AGENT_CAPS);
-            state.model.learn(x);
+            state
+                .model
+                .learn(x, fingerprint("agent", &obs.agent_id) as u32);
             if let Some(r) = &obs.role {
                 self.roles
                     .entry(r.clone())

@@ -4,8 +4,8 @@
 //! and a failure ratio each within bounds, together unlike the agent).
 //!
 //! Each agent keeps a reservoir of [`RESERVOIR`] feature vectors of events
-//! that taught its baseline; every [`RETRAIN_EVERY`] such events the model
-//! is fitted again (deterministically: linfa's fixed seed) and keeps only
+//! that taught its baseline; the model is first fitted once the reservoir
+//! is full, then again every [`RETRAIN_EVERY`] such events (deterministically: linfa's fixed seed) and keeps only
 //! its parameters, in `f32`. An event scores by its negative
 //! log-likelihood against the worst of the training samples.
 
@@ -27,7 +27,7 @@ pub const FEATURES: [&str; DIMS] = [
 /// Training vectors kept per agent.
 pub const RESERVOIR: usize = 64;
 /// Taught events between fits.
-pub const RETRAIN_EVERY: u32 = 128;
+pub const RETRAIN_EVERY: u32 = 1024;
 const COMPONENTS: usize = 2;
 /// Entries of a lower triangle.
 const TRI: usize = DIMS * (DIMS + 1) / 2;
@@ -83,8 +83,9 @@ pub struct Surprise {
 }
 
 impl AgentModel {
-    /// Takes a taught event's features; refits when due.
-    pub fn learn(&mut self, x: Vector) {
+    /// Takes a taught event's features; refits when due. `jitter` (from
+    /// the agent's id) spreads the fits of agents that learn in step.
+    pub fn learn(&mut self, x: Vector, jitter: u32) {
         self.seen = self.seen.saturating_add(1);
         let q = quantise(&x);
         if self.reservoir.len() < RESERVOIR {
@@ -99,7 +100,14 @@ impl AgentModel {
             self.reservoir[i] = q;
         }
         self.since_fit += 1;
-        if self.reservoir.len() == RESERVOIR && self.since_fit >= RETRAIN_EVERY {
+        let due = match self.fitted {
+            None => {
+                self.reservoir.len() == RESERVOIR
+                    && self.since_fit >= RESERVOIR as u32 + jitter % RESERVOIR as u32
+            }
+            Some(_) => self.since_fit >= RETRAIN_EVERY + jitter % RETRAIN_EVERY,
+        };
+        if due {
             self.since_fit = 0;
             let samples: Vec<Vector> = self.reservoir.iter().map(restore).collect();
             self.fitted = fit(&samples);
@@ -242,14 +250,14 @@ mod tests {
     fn a_combination_unlike_the_training_is_surprising() {
         let mut m = AgentModel::default();
         // Two habits: quiet reads, and busier small writes.
-        for i in 0..(RESERVOIR as u32 + RETRAIN_EVERY) {
+        for i in 0..(3 * RESERVOIR as u32) {
             let j = (i % 7) as f32 / 7.0;
             let x = if i % 2 == 0 {
                 [0.7 + 0.1 * j, 1.0 + 0.1 * j, 0.0, 0.0, 0.0]
             } else {
                 [1.6 + 0.1 * j, 0.7, 3.0 + 0.2 * j, 0.05, 1.0]
             };
-            m.learn(x);
+            m.learn(x, 0);
         }
         assert!(m.fitted.is_some());
         let usual = m.surprise(&[0.75, 1.05, 0.0, 0.0, 0.0]).unwrap();

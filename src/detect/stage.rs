@@ -70,7 +70,15 @@ pub struct Stage {
     /// Anomaly versions being receipted; all are finished before a save,
     /// so a saved position never skips an anomaly that is not in the log.
     publishing: tokio::task::JoinSet<()>,
+    /// Where anomalies are also published (`vigil.anomalies`), if Kafka is
+    /// configured.
+    kafka: Option<crate::ingest::kafka::KafkaSink>,
+    /// The save running in the background, if any.
+    saving: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// The Kafka topic anomalies are published to.
+pub const ANOMALY_TOPIC: &str = "vigil.anomalies";
 
 /// Anomaly versions receipted at once before detection waits for one.
 const PUBLISHING_MAX: usize = 64;
@@ -106,8 +114,15 @@ impl Stage {
             position,
             path,
             publishing: tokio::task::JoinSet::new(),
+            kafka: None,
+            saving: None,
         };
         (stage, shared)
+    }
+
+    /// Also publishes each receipted anomaly version to Kafka.
+    pub fn publish_to(&mut self, sink: crate::ingest::kafka::KafkaSink) {
+        self.kafka = Some(sink);
     }
 
     /// Follows the log until `stop` fires (or the log closes), then saves.
@@ -140,12 +155,14 @@ impl Stage {
                 }
                 None => {}
             }
-            if self.position != saved_at.1 && saved_at.0.elapsed() >= SAVE_EVERY {
-                self.save().await;
+            if self.position != saved_at.1
+                && saved_at.0.elapsed() >= SAVE_EVERY
+                && self.save_in_background()
+            {
                 saved_at = (Instant::now(), self.position);
             }
         }
-        self.save().await;
+        self.save_last().await;
     }
 
     async fn handle(&mut self, pipeline: &Arc<Pipeline>, rec: &LogRecord) {
@@ -178,9 +195,18 @@ impl Stage {
                 self.publishing.join_next().await;
             }
             let (pipeline, anomaly) = (pipeline.clone(), emitted.anomaly);
+            let kafka = self.kafka.clone();
             self.publishing.spawn(async move {
-                if let Err(e) = publish(&pipeline, &anomaly).await {
-                    tracing::error!(anomaly = %anomaly.anomaly_id, "Cannot receipt the anomaly: {e}");
+                match publish(&pipeline, &anomaly).await {
+                    Ok(true) => {
+                        if let Some(k) = kafka {
+                            to_kafka(&k, &anomaly).await;
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(anomaly = %anomaly.anomaly_id, "Cannot receipt the anomaly: {e}")
+                    }
                 }
             });
         }
@@ -208,27 +234,54 @@ impl Stage {
         self.shared.board().feedback(id, feedback);
     }
 
-    async fn save(&mut self) {
-        while self.publishing.join_next().await.is_some() {}
-        let saved = Saved {
+    /// Starts saving the state as it is now, unless a save is still
+    /// running. The save first waits for the anomaly versions being
+    /// receipted (so the saved position never skips one that is not in
+    /// the log), then writes durably; detection goes on meanwhile.
+    fn save_in_background(&mut self) -> bool {
+        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+            return false;
+        }
+        let pending = std::mem::take(&mut self.publishing);
+        let saved = self.snapshot();
+        let path = self.path.clone();
+        self.saving = Some(tokio::spawn(write_state(pending, saved, path)));
+        true
+    }
+
+    /// Saves at stop: waits for the running save, then saves the end.
+    async fn save_last(&mut self) {
+        if let Some(h) = self.saving.take() {
+            let _ = h.await;
+        }
+        let pending = std::mem::take(&mut self.publishing);
+        write_state(pending, self.snapshot(), self.path.clone()).await;
+    }
+
+    fn snapshot(&self) -> Saved {
+        Saved {
             format: FORMAT,
             position: self.position,
             detector: self.detector.clone(),
             board: self.shared.board().save(),
-        };
-        let path = self.path.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let bytes = serde_json::to_vec(&saved).expect("the state serialises");
-            crate::store::fsutil::write_file_durably(&path, &bytes, 0o644)
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(path = %self.path.display(), "Cannot save the detection state ({e}); it is rebuilt from the log if need be")
-            }
-            Err(e) => tracing::warn!("The detection state's save task failed: {e}"),
         }
+    }
+}
+
+async fn write_state(mut pending: tokio::task::JoinSet<()>, saved: Saved, path: PathBuf) {
+    while pending.join_next().await.is_some() {}
+    let shown = path.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let bytes = serde_json::to_vec(&saved).expect("the state serialises");
+        crate::store::fsutil::write_file_durably(&path, &bytes, 0o644)
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(path = %shown.display(), "Cannot save the detection state ({e}); it is rebuilt from the log if need be")
+        }
+        Err(e) => tracing::warn!("The detection state's save task failed: {e}"),
     }
 }
 
@@ -252,11 +305,31 @@ pub enum PublishError {
     NoReceipt,
 }
 
-/// Receipts a version of an anomaly, unless the log already has it.
-async fn publish(pipeline: &Pipeline, a: &Anomaly) -> Result<(), PublishError> {
+/// Publishes a receipted version to Kafka (key: the agent), trying three
+/// times. A crash between the receipt and this loses the Kafka copy (the
+/// log has it; a replay does not publish versions the log already has).
+async fn to_kafka(sink: &crate::ingest::kafka::KafkaSink, a: &Anomaly) {
+    let json = serde_json::to_vec(a).expect("an anomaly serialises");
+    for attempt in 1..=3 {
+        match sink
+            .publish(ANOMALY_TOPIC, Some(a.agent_id.as_bytes()), &json, &[])
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(anomaly = %a.anomaly_id, attempt, "Cannot publish the anomaly to {ANOMALY_TOPIC}: {e}");
+                tokio::time::sleep(Duration::from_secs(attempt)).await;
+            }
+        }
+    }
+}
+
+/// Receipts a version of an anomaly, unless the log already has it;
+/// returns whether it was receipted now.
+async fn publish(pipeline: &Pipeline, a: &Anomaly) -> Result<bool, PublishError> {
     let event_id = version_event_id(a);
     if let Ok(Some(_)) = pipeline.view().find_receipt(PIPELINE_AGENT, &event_id) {
-        return Ok(());
+        return Ok(false);
     }
     let json = serde_json::to_vec(a).expect("an anomaly serialises");
     let object = crate::json::parse(&json).expect("an anomaly is I-JSON");
@@ -276,5 +349,5 @@ async fn publish(pipeline: &Pipeline, a: &Anomaly) -> Result<(), PublishError> {
         ),
     ];
     let result = pipeline.append_own(ANOMALY_ACTION, fields).await?;
-    result.receipt.map(|_| ()).ok_or(PublishError::NoReceipt)
+    result.receipt.map(|_| true).ok_or(PublishError::NoReceipt)
 }

@@ -95,14 +95,43 @@ pub struct Simulation {
     pub agents: Vec<Agent>,
     /// Events in event-time order, signed (one JSON object each).
     pub events: Vec<Vec<u8>>,
+    /// Each event's `occurred_at`, in ms.
+    pub times: Vec<i64>,
     /// The labels.
     pub labels: Labels,
 }
 
-/// Builds a simulation.
+/// What to simulate.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Seed of the fleet (agents and their keys).
+    pub fleet_seed: u64,
+    /// Seed of the events (also part of every event id).
+    pub seed: u64,
+    /// The first day, a Monday 00:00 UTC, in ms ([`START_MS`] by default).
+    pub start_ms: i64,
+    /// Simulated days.
+    pub days: i64,
+    /// Agents of each role.
+    pub per_role: usize,
+}
+
+/// Builds a simulation from one seed, starting at [`START_MS`].
 pub fn simulate(seed: u64, days: i64, per_role: usize) -> Simulation {
+    simulate_with(Options {
+        fleet_seed: seed,
+        seed,
+        start_ms: START_MS,
+        days,
+        per_role,
+    })
+}
+
+/// Builds a simulation.
+pub fn simulate_with(o: Options) -> Simulation {
+    let (seed, days) = (o.seed, o.days);
+    let agents = fleet::agents(&mut Rng::new(o.fleet_seed), o.per_role);
     let mut rng = Rng::new(seed);
-    let agents = fleet::agents(&mut rng, per_role);
     let mut events: Vec<SimEvent> = Vec::new();
     for (i, a) in agents.iter().enumerate() {
         routine(&mut rng, i, a, days, &mut events);
@@ -115,9 +144,15 @@ pub fn simulate(seed: u64, days: i64, per_role: usize) -> Simulation {
     let mut counters = vec![0u64; agents.len()];
     let mut signed = Vec::with_capacity(events.len());
     let mut by_episode: Vec<Vec<String>> = vec![Vec::new(); plans.len()];
+    let shift = o.start_ms - START_MS;
+    let mut times = Vec::with_capacity(events.len());
     for e in events.iter_mut() {
         counters[e.agent] += 1;
-        e.event_id = format!("{}-{:06}", agents[e.agent].id, counters[e.agent]);
+        e.event_id = format!("{}-{seed}-{:06}", agents[e.agent].id, counters[e.agent]);
+        if shift != 0 {
+            shift_times(e, shift);
+        }
+        times.push(e.t_ms);
         if let Some(Value::Number(ep)) = take_member(&mut e.members, "_episode") {
             by_episode[ep as usize].push(e.event_id.clone());
         }
@@ -144,8 +179,30 @@ pub fn simulate(seed: u64, days: i64, per_role: usize) -> Simulation {
     Simulation {
         agents,
         events: signed,
+        times,
         labels,
     }
+}
+
+/// Moves an event by `shift` ms (whole weeks keep weekdays and hours).
+fn shift_times(e: &mut SimEvent, shift: i64) {
+    e.t_ms += shift;
+    for (k, v) in e.members.iter_mut() {
+        if k == "lease_expires_at" {
+            if let Some(t) = v.as_str().and_then(Timestamp::parse_event_time) {
+                *v = Value::String(at((t.0 / 1_000_000) as i64 + shift));
+            }
+        }
+    }
+}
+
+/// The Monday 00:00 UTC at least `days_before` days before `now_ms`.
+pub fn monday_before(now_ms: i64, days_before: i64) -> i64 {
+    let t = now_ms - days_before * DAY_MS;
+    let day = t.div_euclid(DAY_MS);
+    // Day 0 (1970-01-01) was a Thursday: Monday is 4 days later.
+    let weekday = (day - 4).rem_euclid(7);
+    (day - weekday) * DAY_MS
 }
 
 fn take_member(members: &mut Vec<(String, Value)>, name: &str) -> Option<Value> {

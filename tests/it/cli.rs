@@ -98,9 +98,9 @@ fn demo_runs_and_its_printed_commands_verify() {
         "--listen",
         "127.0.0.1:0",
         "--duration",
-        "3",
-        "--rate",
-        "40",
+        "8",
+        "--speed",
+        "200000",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -116,6 +116,11 @@ fn demo_runs_and_its_printed_commands_verify() {
     assert!(
         stdout.contains("rejected:bad_signature"),
         "the demo shows a forgery: {stdout}"
+    );
+    assert!(stdout.contains("history      replayed 7 days"), "{stdout}");
+    assert!(
+        stdout.contains("  ALERT "),
+        "the demo's fast live week shows attacks: {stdout}"
     );
     let line = stdout
         .lines()

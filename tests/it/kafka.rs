@@ -225,10 +225,14 @@ fn produce_signed(
     sent
 }
 
+/// Detection is off unless `name` starts with `detect`: these tests count
+/// receipts exactly, and anomaly events would add to them.
 fn config(dir: &Path, name: &str, broker: &Broker) -> PathBuf {
     let p = dir.join(format!("{name}.toml"));
+    let detection = name.starts_with("detect");
     let text = format!(
-        "[kafka]\nbrokers = \"{}\"\ntopic = \"agent-events\"\ngroup = \"vigil-test\"\n[kafka.librdkafka]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\"topic.metadata.refresh.interval.ms\" = \"1000\"\n\"max.poll.interval.ms\" = \"10000\"\n",
+        "[detection]\nenabled = {}\n[kafka]\nbrokers = \"{}\"\ntopic = \"agent-events\"\ngroup = \"vigil-test\"\n[kafka.librdkafka]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\"topic.metadata.refresh.interval.ms\" = \"1000\"\n\"max.poll.interval.ms\" = \"10000\"\n",
+        detection,
         broker.brokers
     );
     std::fs::write(&p, text).unwrap();
@@ -600,4 +604,52 @@ fn an_oversized_rejected_message_is_copied_truncated_and_never_stalls() {
         "SIGTERM took {:?}",
         asked.elapsed()
     );
+}
+
+/// Issue 10: anomalies are published to `vigil.anomalies` (key: the agent)
+/// as well as receipted, whatever the source of the events.
+#[test]
+fn a_burst_of_forgeries_from_kafka_is_an_anomaly_published_to_vigil_anomalies() {
+    let broker = Broker::start();
+    broker.create_topics(&[
+        ("agent-events", 1),
+        ("agent-events.rejected", 1),
+        ("vigil.anomalies", 1),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = vector_jwks(dir.path());
+    let cfg = config(dir.path(), "detect", &broker);
+    let data = dir.path().join("a");
+    let mut server = Server::start(
+        &data,
+        &[
+            "--keys",
+            jwks.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    let hr = Signer::hr();
+    let producer = broker.producer();
+    for i in 0..8 {
+        produce(
+            &producer,
+            "agent-events",
+            &hr.agent,
+            &signed(&hr, &format!("f-{i}"), true),
+        );
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let published = broker.read_all("vigil.anomalies", 1);
+    assert!(!published.is_empty(), "an anomaly is published");
+    let a: serde_json::Value = serde_json::from_slice(&published[0].value).unwrap();
+    assert_eq!(a["kinds"], serde_json::json!(["forged_events"]), "{a}");
+    assert_eq!(a["from_rejected"], true);
+    assert_eq!(published[0].key, hr.agent.as_bytes());
+    let id = a["anomaly_id"].as_str().unwrap();
+    assert_eq!(server.receipt("vigil", id).status, 200, "and receipted");
+    let listed = server.req("GET", "/v1/anomalies", None, b"").json();
+    assert_eq!(listed["anomalies"][0]["anomaly_id"], id);
+    assert_eq!(server.stop(), Some(0));
+    assert_log_verifies(&data);
 }

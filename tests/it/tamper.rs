@@ -226,13 +226,29 @@ fn make_event(signer: &Signer, n: usize, kind: &str) -> Vec<u8> {
     }
 }
 
+/// Starts a server without detection: these tests make and read logs
+/// record by record, and anomaly events would move the records.
+fn start_quiet(data: &Path, jwks: &Path) -> Server {
+    let cfg = data.with_extension("toml");
+    std::fs::write(&cfg, "[detection]\nenabled = false\n").unwrap();
+    Server::start(
+        data,
+        &[
+            "--keys",
+            jwks.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    )
+}
+
 fn build_base() -> Base {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("base");
     let signer = Signer::new(52, "tamper-agent", "tamper-agent#1");
     let jwks = dir.path().join("keys.jwks.json");
     write_jwks(&jwks, &[signer.jwk(json!({"status": "active"}))]);
-    let mut server = Server::start(&data, &["--keys", jwks.to_str().unwrap()]);
+    let mut server = start_quiet(&data, &jwks);
     let first = server.log_size() as usize;
     let spoiled = |n: usize| match n {
         3 | 15 | 19 => "bad_signature",
@@ -795,7 +811,7 @@ fn serve_refuses_damage_in_the_middle_and_cuts_a_torn_tail() {
             "{name}: verify notes the torn tail: {err}"
         );
 
-        let mut server = Server::start(&copy, &["--keys", base.jwks.to_str().unwrap()]);
+        let mut server = start_quiet(&copy, &base.jwks);
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),
             seg.len() as u64,
@@ -831,7 +847,7 @@ fn damaged_tiles_and_index_are_rebuilt_from_the_records() {
     let base = build_base();
     let copy = base.copy("rebuild-tile");
     edited_tile(&base, &copy);
-    let mut server = Server::start(&copy, &["--keys", base.jwks.to_str().unwrap()]);
+    let mut server = start_quiet(&copy, &base.jwks);
     assert!(
         server.log_text().contains("rebuilding them from the log"),
         "{}",
@@ -845,7 +861,7 @@ fn damaged_tiles_and_index_are_rebuilt_from_the_records() {
     edited_index(&base, &copy);
     let (code, err) = verify(&copy, &[]);
     assert_eq!(code, Some(1), "{err}");
-    let mut server = Server::start(&copy, &["--keys", base.jwks.to_str().unwrap()]);
+    let mut server = start_quiet(&copy, &base.jwks);
     // Every event sent again, byte for byte: one of them meets the
     // damaged entry.
     let seg = std::fs::read(base.seg(&base.data)).unwrap();
@@ -870,7 +886,7 @@ fn damaged_tiles_and_index_are_rebuilt_from_the_records() {
         std::thread::sleep(Duration::from_millis(50));
     }
     server.child = None;
-    let mut server = Server::start(&copy, &["--keys", base.jwks.to_str().unwrap()]);
+    let mut server = start_quiet(&copy, &base.jwks);
     let answer = server.post_ndjson(&lines);
     assert_eq!(answer["duplicates"], 15, "{answer}");
     assert_eq!(answer["rejected"], 5, "{answer}");
