@@ -12,6 +12,8 @@ const TIMES: usize = 24;
 const RESOURCES: usize = 24;
 /// Rejected events kept for the forged-burst window.
 const REJECTED: usize = 12;
+/// Sensitive events kept for the sensitive-rate window.
+const SENSITIVE: usize = 12;
 /// The rate window.
 pub const RATE_WINDOW_MS: i64 = 60_000;
 /// The sweep window.
@@ -36,6 +38,9 @@ pub struct AgentState {
     pub flagged_until_ms: i64,
     /// Received times of its latest rejected events.
     pub rejected: Vec<i64>,
+    /// `occurred_at` of its latest high or critical events.
+    #[serde(default)]
+    pub sensitive: Vec<i64>,
     /// The latest anomaly of its accepted events, for merging (dropped
     /// once later events are past the merge window).
     pub open: Option<Box<Anomaly>>,
@@ -47,6 +52,8 @@ pub struct AgentState {
     pub open_rejected_last_ms: i64,
     /// Its multivariate model.
     pub model: super::model::AgentModel,
+    /// Spreads its model's fits (from a hash of its id).
+    pub jitter: Option<u32>,
 }
 
 fn push_bounded<T>(v: &mut Vec<T>, x: T, cap: usize) {
@@ -57,11 +64,19 @@ fn push_bounded<T>(v: &mut Vec<T>, x: T, cap: usize) {
 }
 
 impl AgentState {
-    /// Records an accepted event's time, resource and outcome, and returns
-    /// (events in the trailing minute, distinct resources in the trailing
-    /// ten minutes, failures among the last 20).
-    pub fn record(&mut self, t: i64, resource: Option<u64>, failed: bool) -> Windows {
+    /// Records an accepted event's time, resource, outcome and whether it
+    /// was sensitive, and returns its window features.
+    pub fn record(
+        &mut self,
+        t: i64,
+        resource: Option<u64>,
+        failed: bool,
+        sensitive: bool,
+    ) -> Windows {
         push_bounded(&mut self.times, t, TIMES);
+        if sensitive {
+            push_bounded(&mut self.sensitive, t, SENSITIVE);
+        }
         if let Some(r) = resource {
             push_bounded(&mut self.resources, (t, r), RESOURCES);
         }
@@ -80,9 +95,15 @@ impl AgentState {
             .collect();
         seen.sort_unstable();
         seen.dedup();
+        let sensitive = self
+            .sensitive
+            .iter()
+            .filter(|&&x| x <= t && x > t - SWEEP_WINDOW_MS)
+            .count();
         Windows {
             rate: rate as f64,
             sweep: seen.len() as f64,
+            sensitive: sensitive as f64,
             failures: self.outcomes.count_ones(),
         }
     }
@@ -105,6 +126,7 @@ impl AgentState {
             + self.times.capacity() * 8
             + self.resources.capacity() * 16
             + self.rejected.capacity() * 8
+            + self.sensitive.capacity() * 8
             + self.model.memory_bytes()
     }
 }
@@ -116,6 +138,8 @@ pub struct Windows {
     pub rate: f64,
     /// Distinct resources in the trailing ten minutes.
     pub sweep: f64,
+    /// High or critical events in the trailing ten minutes.
+    pub sensitive: f64,
     /// Failures among the last 20 outcomes.
     pub failures: u32,
 }

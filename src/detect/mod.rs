@@ -162,7 +162,7 @@ impl Detector {
         if t - state.open_last_ms > MERGE_MS {
             state.open = None;
         }
-        let windows = state.record(t, resource, f.failed);
+        let windows = state.record(t, resource, f.failed, f.sensitive);
         let lesson = lesson(f, state.last_action, windows);
         let cx = rules::Context {
             agent: &state.profile,
@@ -361,6 +361,7 @@ fn lesson(f: &Fields, last_action: Option<u64>, w: Windows) -> Lesson {
         hour,
         rate: w.rate,
         sweep: w.sweep,
+        sensitive: if f.sensitive { w.sensitive } else { 0.0 },
         volume: f.volume.map(f64::ln_1p),
         depth: f.depth,
     }

@@ -75,7 +75,7 @@ impl Observation {
         }
         let received_ms = millis(Timestamp::parse_event_time(&body.received_at)?);
         let judged = match Verdict::parse(&body.verdict)? {
-            Verdict::Accepted => Judged::Accepted(fields(&crate::json::parse(event).ok()?)?),
+            Verdict::Accepted => Judged::Accepted(Fields::of_bytes(event)?),
             Verdict::Rejected(reason) => Judged::Rejected(reason.as_str().to_string()),
         };
         Some(Observation {
@@ -90,10 +90,49 @@ impl Observation {
     }
 }
 
+/// The members detection reads.
+const WANTED: [&str; 12] = [
+    "occurred_at",
+    "action",
+    "resource",
+    "principal",
+    "source_ip",
+    "outcome",
+    "sensitivity",
+    "bytes",
+    "records",
+    "lease_id",
+    "lease_expires_at",
+    "delegation",
+];
+
 impl Fields {
     /// The fields of a parsed event (`None` without a valid `occurred_at`).
     pub fn of(e: &Value) -> Option<Fields> {
         fields(e)
+    }
+
+    /// The fields of an accepted event's bytes, parsing only the members
+    /// detection reads (the others, `attributes` above all, are skipped).
+    pub fn of_bytes(raw: &[u8]) -> Option<Fields> {
+        let mut picked = Vec::with_capacity(WANTED.len());
+        for m in crate::json::object_members(raw).ok()? {
+            let quoted = &raw[m.name.clone()];
+            let name = if quoted.contains(&b'\\') {
+                match crate::json::parse(quoted).ok()?.as_str() {
+                    Some(s) => s.to_string(),
+                    None => continue,
+                }
+            } else {
+                std::str::from_utf8(quoted.get(1..quoted.len() - 1)?)
+                    .ok()?
+                    .to_string()
+            };
+            if WANTED.contains(&name.as_str()) {
+                picked.push((name, crate::json::parse(&raw[m.value.clone()]).ok()?));
+            }
+        }
+        fields(&Value::Object(picked))
     }
 }
 

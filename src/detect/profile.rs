@@ -146,6 +146,10 @@ pub struct Lesson {
     pub rate: f64,
     /// Distinct resources in the trailing ten minutes.
     pub sweep: f64,
+    /// High or critical events in the trailing ten minutes (of a
+    /// sensitive event; 0 otherwise).
+    #[serde(default)]
+    pub sensitive: f64,
     /// ln(1 + bytes + records), when the event gave either.
     pub volume: Option<f64>,
     /// Delegation depth.
@@ -173,6 +177,10 @@ pub struct Profile {
     pub rate: Stat,
     /// Distinct resources in the trailing ten minutes, seen at each event.
     pub sweep: Stat,
+    /// High or critical events in the trailing ten minutes, seen at each
+    /// sensitive event.
+    #[serde(default)]
+    pub sensitive: Stat,
     /// ln(1 + bytes + records) of events that gave a volume.
     pub volume: Stat,
     /// The deepest delegation seen.
@@ -191,6 +199,7 @@ impl Default for Profile {
             hours: vec![0; HOURS_OF_WEEK],
             rate: Stat::default(),
             sweep: Stat::default(),
+            sensitive: Stat::default(),
             volume: Stat::default(),
             max_depth: 0,
         }
@@ -219,6 +228,9 @@ impl Profile {
         for _ in 0..times {
             self.rate.learn(l.rate);
             self.sweep.learn(l.sweep);
+            if l.sensitive > 0.0 {
+                self.sensitive.learn(l.sensitive);
+            }
             if let Some(v) = l.volume {
                 self.volume.learn(v);
             }

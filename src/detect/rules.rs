@@ -83,6 +83,7 @@ pub fn judge(cx: &Context) -> Vec<Signal> {
     if !cx.late {
         push(rate_spike(cx));
         push(sweep(cx));
+        push(sensitive_spike(cx));
         push(volume_spike(cx));
         push(denials(cx));
     }
@@ -269,6 +270,26 @@ fn sweep(cx: &Context) -> Option<Signal> {
         )),
         score: (45.0 + sens + 8.0 * times.log2()).min(90.0),
         says: format!("touched {x:.0} distinct resources in ten minutes"),
+    })
+}
+
+fn sensitive_spike(cx: &Context) -> Option<Signal> {
+    if !cx.fields.sensitive {
+        return None;
+    }
+    let r = cx.reference()?;
+    let x = cx.lesson.sensitive;
+    let times = spike(&r.sensitive, x, 4.0, 6.0, 3.0)?;
+    Some(Signal {
+        kind: "sensitive_rate_spike",
+        feature: "sensitive_actions_10m",
+        observed: J::from(x),
+        expected: json!(format!(
+            "{:.1} (at most {:.0} seen)",
+            r.sensitive.mean, r.sensitive.max
+        )),
+        score: (50.0 + 10.0 * times.log2()).min(90.0),
+        says: format!("took {x:.0} high-sensitivity actions in ten minutes"),
     })
 }
 

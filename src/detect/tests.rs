@@ -239,3 +239,16 @@ fn an_agent_state_with_every_set_full_stays_within_4_kib() {
     eprintln!("a full agent state: {max} bytes");
     assert!(max <= 4096, "{max} bytes");
 }
+
+#[test]
+fn reading_only_the_members_detection_needs_gives_the_same_fields() {
+    let sim = crate::simulate::simulate(2, 8, 1);
+    for raw in sim.events.iter().take(3000) {
+        let whole = Fields::of(&crate::json::parse(raw).unwrap());
+        assert!(whole.is_some());
+        assert_eq!(Fields::of_bytes(raw), whole);
+    }
+    let escaped = br#"{"occurred_at":"2026-11-30T09:00:00Z","\u0061ction":"db.query","attributes":{"action":"x"},"delegation":["a","b"]}"#;
+    let f = Fields::of_bytes(escaped).unwrap();
+    assert_eq!((f.action.as_str(), f.depth), ("db.query", 2));
+}

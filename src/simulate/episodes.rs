@@ -152,132 +152,145 @@ fn tool(action: &'static str, sensitivity: &'static str, resource: &'static str)
     }
 }
 
+type Members = Vec<(String, Value)>;
+
+/// Makes the `k`th event of an episode from its session.
+type Maker = fn(&mut Rng, &Session, &Agent, i64, i64) -> Members;
+
+/// An episode's shape: how many events, how far apart, and each one.
+struct Shape {
+    count: i64,
+    every_ms: i64,
+    /// Signed with another key.
+    forged: bool,
+    /// At 02:00 of its day instead of working hours.
+    at_night: bool,
+    make: Maker,
+}
+
+fn shape(kind: &str) -> Shape {
+    let (count, every_ms, make): (i64, i64, Maker) = match kind {
+        "mass_offboarding" => (25, 4000, offboard),
+        "resource_sweep" => (50, 3000, sweep),
+        "exfil_new_tool" => (3, 40_000, export),
+        "volume_exfil" => (4, 30_000, big_query),
+        "off_hours" => (6, 300_000, usual),
+        "misused_tool" => (5, 40_000, describe_with_data),
+        "expired_lease" => (4, 45_000, old_lease),
+        "forged_burst" => (12, 1500, delete_records),
+        _ => (4, 20_000, grant_admin),
+    };
+    Shape {
+        count,
+        every_ms,
+        forged: kind == "forged_burst",
+        at_night: kind == "off_hours",
+        make,
+    }
+}
+
 fn build(rng: &mut Rng, kind: &str, agents: &[Agent], i: usize, t: i64, ep: f64) -> Vec<SimEvent> {
     let a = &agents[i];
     let day = (t - START_MS) / DAY_MS;
+    // Made for every kind, so that each seed keeps its random sequence.
     let s = Session::new(rng, a, day, t, 900_000 + ep as u64);
-    let normal = |rng: &mut Rng| pick_tool(rng, a.role(), day);
-    let mut out = Vec::new();
-    let mut push = |t: i64, m: Vec<(String, Value)>| out.push(tagged(i, t, m, ep));
-    match kind {
-        "mass_offboarding" => {
-            for k in 0..25 {
-                let mut m = s.members(
-                    rng,
-                    &tool("hr.offboard_employee", "high", "hris://employees/E"),
-                );
-                set(
-                    &mut m,
-                    "resource",
-                    Value::String(format!("hris://employees/E{}", 5000 + k)),
-                );
-                push(t + k * 4000, m);
-            }
-        }
-        "resource_sweep" => {
-            let base = a.role().tools[0];
-            for k in 0..50 {
-                let mut m = s.members(rng, &base);
-                let r = base.resource.replace("{}", &(100_000 + k).to_string());
-                set(&mut m, "resource", Value::String(r));
-                push(t + k * 3000, m);
-            }
-        }
-        "exfil_new_tool" => {
-            for k in 0..3 {
-                let mut m = s.members(
-                    rng,
-                    &tool("s3.export_bucket", "high", "s3://corp-exports/dump"),
-                );
-                set(&mut m, "bytes", Value::Number(5e8));
-                push(t + k * 40_000, m);
-            }
-        }
-        "volume_exfil" => {
-            for k in 0..4 {
-                let mut m = {
-                    let tool = normal(rng);
-                    s.members(rng, &tool)
-                };
-                set(&mut m, "bytes", Value::Number(8e8));
-                push(t + k * 30_000, m);
-            }
-        }
-        "off_hours" => {
-            let night = t - t.rem_euclid(DAY_MS) + 2 * HOUR_MS;
-            for k in 0..6 {
-                let m = {
-                    let tool = normal(rng);
-                    s.members(rng, &tool)
-                };
-                push(night + k * 300_000, m);
-            }
-        }
-        "stolen_lease" => return stolen_lease(rng, agents, i, t, ep),
-        "misused_tool" => {
-            // A metadata tool made to return data: each value is usual for
-            // the agent, the combination is not.
-            let describe = a.role().tools[1];
-            for k in 0..5 {
-                let mut m = s.members(rng, &describe);
-                let bytes = 40_000.0 + rng.below(40_000) as f64;
-                set(&mut m, "bytes", Value::Number(bytes));
-                push(t + k * 40_000, m);
-            }
-        }
-        "expired_lease" => {
-            for k in 0..4 {
-                let mut m = {
-                    let tool = normal(rng);
-                    s.members(rng, &tool)
-                };
-                set(
-                    &mut m,
-                    "lease_id",
-                    Value::String(format!("vault:{}/old-{k}", a.id)),
-                );
-                set(
-                    &mut m,
-                    "lease_expires_at",
-                    Value::String(super::at(t - 2 * HOUR_MS)),
-                );
-                set(&mut m, "source_ip", Value::String("198.51.100.7".into()));
-                push(t + k * 45_000, m);
-            }
-        }
-        "forged_burst" => {
-            for k in 0..12 {
-                let m = s.members(
-                    rng,
-                    &tool("hr.delete_records", "critical", "hris://employees/all"),
-                );
-                push(t + k * 1500, m);
-            }
-            for e in out.iter_mut() {
-                e.forged = true;
-            }
-        }
-        _ => {
-            for k in 0..4 {
-                let mut m = s.members(
-                    rng,
-                    &tool("iam.grant_role", "critical", "iam://roles/admin"),
-                );
-                set(
-                    &mut m,
-                    "principal",
-                    Value::String("admin@corp.example".into()),
-                );
-                let chain = vec![
-                    Value::String("orchestrator-1".into()),
-                    Value::String("planner-2".into()),
-                ];
-                set(&mut m, "delegation", Value::Array(chain));
-                push(t + k * 20_000, m);
-            }
-        }
+    if kind == "stolen_lease" {
+        return stolen_lease(rng, agents, i, t, ep);
     }
-    out
+    let sh = shape(kind);
+    let start = if sh.at_night {
+        t - t.rem_euclid(DAY_MS) + 2 * HOUR_MS
+    } else {
+        t
+    };
+    (0..sh.count)
+        .map(|k| {
+            let m = (sh.make)(rng, &s, a, day, k);
+            let mut e = tagged(i, start + k * sh.every_ms, m, ep);
+            e.forged = sh.forged;
+            e
+        })
+        .collect()
+}
+
+fn with(mut m: Members, name: &str, v: Value) -> Members {
+    set(&mut m, name, v);
+    m
+}
+
+fn usual(rng: &mut Rng, s: &Session, a: &Agent, day: i64, _k: i64) -> Members {
+    let tool = pick_tool(rng, a.role(), day);
+    s.members(rng, &tool)
+}
+
+fn offboard(rng: &mut Rng, s: &Session, _: &Agent, _: i64, k: i64) -> Members {
+    let m = s.members(
+        rng,
+        &tool("hr.offboard_employee", "high", "hris://employees/E"),
+    );
+    with(
+        m,
+        "resource",
+        Value::String(format!("hris://employees/E{}", 5000 + k)),
+    )
+}
+
+fn sweep(rng: &mut Rng, s: &Session, a: &Agent, _: i64, k: i64) -> Members {
+    let base = a.role().tools[0];
+    let r = base.resource.replace("{}", &(100_000 + k).to_string());
+    with(s.members(rng, &base), "resource", Value::String(r))
+}
+
+fn export(rng: &mut Rng, s: &Session, _: &Agent, _: i64, _: i64) -> Members {
+    let m = s.members(
+        rng,
+        &tool("s3.export_bucket", "high", "s3://corp-exports/dump"),
+    );
+    with(m, "bytes", Value::Number(5e8))
+}
+
+fn big_query(rng: &mut Rng, s: &Session, a: &Agent, day: i64, k: i64) -> Members {
+    with(usual(rng, s, a, day, k), "bytes", Value::Number(8e8))
+}
+
+/// A metadata tool made to return data: each value is usual for the
+/// agent, the combination is not.
+fn describe_with_data(rng: &mut Rng, s: &Session, a: &Agent, _: i64, _: i64) -> Members {
+    let m = s.members(rng, &a.role().tools[1]);
+    let bytes = 40_000.0 + rng.below(40_000) as f64;
+    with(m, "bytes", Value::Number(bytes))
+}
+
+fn old_lease(rng: &mut Rng, s: &Session, a: &Agent, day: i64, k: i64) -> Members {
+    let m = usual(rng, s, a, day, k);
+    let m = with(
+        m,
+        "lease_id",
+        Value::String(format!("vault:{}/old-{k}", a.id)),
+    );
+    let expired = super::at(s.start - 2 * HOUR_MS);
+    let m = with(m, "lease_expires_at", Value::String(expired));
+    with(m, "source_ip", Value::String("198.51.100.7".into()))
+}
+
+fn delete_records(rng: &mut Rng, s: &Session, _: &Agent, _: i64, _: i64) -> Members {
+    s.members(
+        rng,
+        &tool("hr.delete_records", "critical", "hris://employees/all"),
+    )
+}
+
+fn grant_admin(rng: &mut Rng, s: &Session, _: &Agent, _: i64, _: i64) -> Members {
+    let m = s.members(
+        rng,
+        &tool("iam.grant_role", "critical", "iam://roles/admin"),
+    );
+    let m = with(m, "principal", Value::String("admin@corp.example".into()));
+    let chain = vec![
+        Value::String("orchestrator-1".into()),
+        Value::String("planner-2".into()),
+    ];
+    with(m, "delegation", Value::Array(chain))
 }
 
 /// Another agent uses the victim's live lease from a new address.
