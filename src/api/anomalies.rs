@@ -82,17 +82,19 @@ fn sse_event(v: &Version) -> Result<SseEvent, Infallible> {
 }
 
 /// `GET /v1/anomalies/stream`: every version after `Last-Event-ID` still
-/// kept, then live ones.
+/// kept (none without it), then live ones.
 pub(super) async fn stream(
     State(app): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     app.authorize(&headers, &[Role::Soc])?;
+    // Without Last-Event-ID the stream starts with what comes next; with
+    // it, with the versions after that one that the board still keeps.
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
+        .unwrap_or(u64::MAX);
     let (past, rx) = app.detection.board().follow(after);
     let last_past = past.last().map_or(0, |v| v.seq);
     // A reader that falls behind (broadcast lag) or outlives the board
