@@ -37,6 +37,8 @@ pub const ANOMALY_ACTION: &str = "vigil.anomaly";
 pub const FEEDBACK_ACTION: &str = "vigil.anomaly_feedback";
 /// How often the state is saved while the log grows.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
+/// Records judged in a row before stop and saves are looked at again.
+const DRAIN_MAX: usize = 4096;
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
@@ -129,31 +131,39 @@ impl Stage {
     pub async fn run(mut self, pipeline: Arc<Pipeline>, mut stop: Stop) {
         let mut cursor = pipeline.view().tail(self.position);
         let mut saved_at = (Instant::now(), self.position);
+        let save_tick = tokio::time::sleep(SAVE_EVERY);
+        tokio::pin!(save_tick);
         loop {
-            let next = tokio::select! {
+            let first = tokio::select! {
                 _ = stop.stopped() => break,
-                _ = tokio::time::sleep(SAVE_EVERY) => None,
+                _ = &mut save_tick => None,
                 r = cursor.next() => match r {
                     None => break,
                     Some(r) => Some(r),
                 },
             };
-            match next {
-                Some(Ok(rec)) => {
-                    self.handle(&pipeline, &rec).await;
-                    self.position = rec.index + 1;
-                    crate::telemetry::metrics()
-                        .detection_position_records
-                        .store(self.position, std::sync::atomic::Ordering::Relaxed);
+            // Then every record already durable, without waiting, up to a
+            // bound (so that stop and saves are looked at).
+            let mut next = first;
+            for _ in 0..DRAIN_MAX {
+                match next.take() {
+                    Some(Ok(rec)) => self.judged(&pipeline, &rec).await,
+                    Some(Err(e)) => {
+                        tracing::error!(
+                            "Detection cannot read record {}: {e}; retrying in 1 s",
+                            cursor.position()
+                        );
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
+                    None => break,
                 }
-                Some(Err(e)) => {
-                    tracing::error!(
-                        "Detection cannot read record {}: {e}; retrying in 1 s",
-                        cursor.position()
-                    );
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                None => {}
+                next = cursor.try_next();
+            }
+            if save_tick.is_elapsed() {
+                save_tick
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + SAVE_EVERY);
             }
             if self.position != saved_at.1
                 && saved_at.0.elapsed() >= SAVE_EVERY
@@ -163,6 +173,15 @@ impl Stage {
             }
         }
         self.save_last().await;
+    }
+
+    /// Judges one record and moves the position past it.
+    async fn judged(&mut self, pipeline: &Arc<Pipeline>, rec: &LogRecord) {
+        self.handle(pipeline, rec).await;
+        self.position = rec.index + 1;
+        crate::telemetry::metrics()
+            .detection_position_records
+            .store(self.position, std::sync::atomic::Ordering::Relaxed);
     }
 
     async fn handle(&mut self, pipeline: &Arc<Pipeline>, rec: &LogRecord) {

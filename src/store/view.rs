@@ -324,6 +324,18 @@ impl Cursor {
         self.next
     }
 
+    /// The next durable record if there is one now, without waiting.
+    pub fn try_next(&mut self) -> Option<Result<LogRecord, ViewError>> {
+        if self.next >= self.view.size() {
+            return None;
+        }
+        let r = self.view.record(self.next);
+        if r.is_ok() {
+            self.next += 1;
+        }
+        Some(r)
+    }
+
     /// The next durable record, waiting until there is one; `None` once the
     /// log is closed.
     pub async fn next(&mut self) -> Option<Result<LogRecord, ViewError>> {
