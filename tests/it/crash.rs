@@ -195,8 +195,12 @@ fn client(shared: Arc<Shared>, signer: Signer) -> Result<(), String> {
                         event_hash: receipt["event_hash"].as_str().unwrap_or("").to_string(),
                     });
                 }
-                shared.acked.lock().unwrap().extend(acks);
+                // Both under the `acked` lock, so that the main thread
+                // sees a batch's acks and the batch together.
+                let mut acked = shared.acked.lock().unwrap();
+                acked.extend(acks);
                 *shared.last_batch.lock().unwrap() = body;
+                drop(acked);
                 shared.acked_batches.fetch_add(1, Ordering::SeqCst);
                 // A steady stream, not a flood: keeps the count to check bounded.
                 thread::sleep(Duration::from_millis(20));
@@ -418,14 +422,17 @@ fn kill9_during_ingest_loses_nothing_acknowledged() {
         server.kill9();
         let when = format!("after kill {} ({} ms)", round + 1, delay.as_millis());
         // Whatever was acknowledged so far was answered before the kill.
-        let acked = shared.acked.lock().unwrap().clone();
+        let (acked, last_batch) = {
+            let acked = shared.acked.lock().unwrap();
+            (acked.clone(), shared.last_batch.lock().unwrap().clone())
+        };
         verify_ok(&data, &[], &when);
         shared.pause.store(true, Ordering::SeqCst);
         server = Server::start(&data, &args);
         set_target(&shared, &server);
         save_checkpoint(server.addr, &mut checkpoints);
         check_acked(&server, &signer.agent, &acked, &when);
-        resend_is_duplicate(&server, &shared.last_batch.lock().unwrap(), &acked, &when);
+        resend_is_duplicate(&server, &last_batch, &acked, &when);
         tiles_agree(&server, &acked, &when);
         eprintln!(
             "{when}: {} acknowledged events checked, {:.1} s",

@@ -393,15 +393,23 @@ fn two_instances_share_partitions_and_receipt_each_event_once() {
     let mut b = Server::start(&data_b, &args_many);
     let base_b = b.log_size();
     send(1500, 1500);
-    wait_for(
-        "both instances to take partitions",
-        Duration::from_secs(40),
-        || receipts(&b, base_b) > 0,
-    );
-    send(1500, 3000);
+    // Keep traffic coming until B has partitions and receipts some of it
+    // (A may have consumed everything sent before the rebalance ended).
+    let mut next = 3000;
+    let started = Instant::now();
+    while receipts(&b, base_b) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for both instances to take partitions"
+        );
+        send(60, next);
+        next += 60;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    send(1500, next);
     // Graceful: B leaves the group after committing what is durable.
     assert_eq!(b.stop(), Some(0));
-    send(1500, 4500);
+    send(1500, next + 1500);
     let total = sent.len() as u64;
     let b_size = {
         // B's log, read by a server on its files without Kafka.
