@@ -27,7 +27,7 @@ use crate::store::recover::{self, RecoverError, Recovered};
 use crate::store::segments::{ensure_offsets, SegmentSet, SegmentWriter};
 use crate::store::tiles::{TileReader, TileWriter};
 use crate::store::view::LogView;
-use crate::store::walk::{WalkEnd, WalkRecord, Walker};
+use crate::store::walk::{WalkRecord, Walker};
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> OpenError {
     move |source| OpenError::Io { what, source }
@@ -298,26 +298,7 @@ impl CatchUp<'_> {
             }
             self.feed(&rec)?;
         }
-        if let Some(
-            WalkEnd::Damaged {
-                segment,
-                offset,
-                why,
-            }
-            | WalkEnd::Torn {
-                segment,
-                offset,
-                why,
-            },
-        ) = walker.end().cloned()
-        {
-            return Err(RecoverError::Damaged {
-                file: layout.relative(&layout.segment(segment)),
-                position: format!("byte {offset}"),
-                why,
-            }
-            .into());
-        }
+        crate::store::recover::fail_on_walk_damage(layout, walker.end())?;
         tracing::info!(
             from,
             to = size,

@@ -329,6 +329,27 @@ fn scan_last(layout: &Layout, first: u64, expect: &Expect<'_>) -> Result<LastSca
     })
 }
 
+/// An error for a walk that ended on damage or a torn tail where every
+/// record should be whole (after recovery has cut what a crash may leave).
+pub(crate) fn fail_on_walk_damage(
+    layout: &Layout,
+    end: Option<&WalkEnd>,
+) -> Result<(), RecoverError> {
+    match end {
+        Some(WalkEnd::Damaged {
+            segment,
+            offset,
+            why,
+        })
+        | Some(WalkEnd::Torn {
+            segment,
+            offset,
+            why,
+        }) => Err(damaged(layout, *segment, *offset, why.clone())),
+        _ => Ok(()),
+    }
+}
+
 fn damaged(layout: &Layout, segment: u64, offset: u64, why: String) -> RecoverError {
     RecoverError::Damaged {
         file: layout.relative(&layout.segment(segment)),
@@ -402,21 +423,7 @@ fn previous_chain(layout: &Layout, segments: &[u64]) -> Result<Hash, RecoverErro
     {
         last = Some(rec.body);
     }
-    if let Some(
-        WalkEnd::Damaged {
-            segment,
-            offset,
-            why,
-        }
-        | WalkEnd::Torn {
-            segment,
-            offset,
-            why,
-        },
-    ) = walker.end().cloned()
-    {
-        return Err(damaged(layout, segment, offset, why));
-    }
+    fail_on_walk_damage(layout, walker.end())?;
     match last {
         Some(body) => chain_of(layout, before, &body),
         None => Ok([0; 32]),
