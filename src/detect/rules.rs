@@ -6,7 +6,7 @@ use serde_json::{json, Value as J};
 
 use super::anomaly::Signal;
 use super::observation::Fields;
-use super::profile::{Caps, Lesson, Profile, ValueSet, AGENT_CAPS, ROLE_CAPS};
+use super::profile::{Caps, Lesson, Profile, Stat, ValueSet, AGENT_CAPS, ROLE_CAPS};
 
 /// Events after which an agent is judged by its own baseline.
 pub const WARM_EVENTS: u64 = 30;
@@ -81,9 +81,11 @@ pub fn judge(cx: &Context) -> Vec<Signal> {
     push(off_hours(cx));
     push(deeper_delegation(cx));
     if !cx.late {
-        push(rate_spike(cx));
-        push(sweep(cx));
-        push(sensitive_spike(cx));
+        push(window_spike(cx, &RATE, 0.0));
+        push(window_spike(cx, &SWEEP, sens));
+        if f.sensitive {
+            push(window_spike(cx, &SENSITIVE, 0.0));
+        }
         push(volume_spike(cx));
         push(denials(cx));
     }
@@ -230,7 +232,7 @@ fn deeper_delegation(cx: &Context) -> Option<Signal> {
 /// How far above its usual a windowed value is, or `None` when it is not
 /// (at least `floor`, and above the mean by `k` deviations, `ratio` times
 /// the mean, and the largest value seen).
-fn spike(stat: &super::profile::Stat, x: f64, floor: f64, k: f64, ratio: f64) -> Option<f64> {
+fn spike(stat: &Stat, x: f64, floor: f64, k: f64, ratio: f64) -> Option<f64> {
     let bar = floor
         .max(stat.mean + k * stat.sd())
         .max(ratio * stat.mean)
@@ -238,58 +240,73 @@ fn spike(stat: &super::profile::Stat, x: f64, floor: f64, k: f64, ratio: f64) ->
     (x > bar).then(|| x / stat.mean.max(1.0))
 }
 
-fn rate_spike(cx: &Context) -> Option<Signal> {
-    let r = cx.reference()?;
-    let x = cx.lesson.rate;
-    let times = spike(&r.rate, x, 8.0, 6.0, 4.0)?;
-    Some(Signal {
-        kind: "rate_spike",
-        feature: "events_per_minute",
-        observed: J::from(x),
-        expected: json!(format!(
-            "{:.1} (at most {:.0} seen)",
-            r.rate.mean, r.rate.max
-        )),
-        score: (50.0 + 10.0 * times.log2()).min(90.0),
-        says: format!("took {x:.0} actions in a minute, {times:.0} times its usual"),
-    })
+/// A windowed count that spikes against its running statistic.
+struct Window {
+    kind: &'static str,
+    feature: &'static str,
+    stat: fn(&Profile) -> &Stat,
+    value: fn(&Lesson) -> f64,
+    /// The least value that can be a spike.
+    floor: f64,
+    /// How many times the mean a spike is, at least.
+    ratio: f64,
+    /// Score at the bar, and points per doubling above it.
+    base: f64,
+    per_doubling: f64,
+    /// What it says, given the value.
+    says: fn(f64) -> String,
 }
 
-fn sweep(cx: &Context) -> Option<Signal> {
-    let r = cx.reference()?;
-    let x = cx.lesson.sweep;
-    let times = spike(&r.sweep, x, 4.0, 6.0, 3.0)?;
-    let sens = if cx.fields.sensitive { 15.0 } else { 0.0 };
-    Some(Signal {
-        kind: "resource_sweep",
-        feature: "distinct_resources_10m",
-        observed: J::from(x),
-        expected: json!(format!(
-            "{:.1} (at most {:.0} seen)",
-            r.sweep.mean, r.sweep.max
-        )),
-        score: (45.0 + sens + 8.0 * times.log2()).min(90.0),
-        says: format!("touched {x:.0} distinct resources in ten minutes"),
-    })
-}
+const RATE: Window = Window {
+    kind: "rate_spike",
+    feature: "events_per_minute",
+    stat: |p| &p.rate,
+    value: |l| l.rate,
+    floor: 8.0,
+    ratio: 4.0,
+    base: 50.0,
+    per_doubling: 10.0,
+    says: |x| format!("took {x:.0} actions in a minute"),
+};
 
-fn sensitive_spike(cx: &Context) -> Option<Signal> {
-    if !cx.fields.sensitive {
-        return None;
-    }
+const SWEEP: Window = Window {
+    kind: "resource_sweep",
+    feature: "distinct_resources_10m",
+    stat: |p| &p.sweep,
+    value: |l| l.sweep,
+    floor: 4.0,
+    ratio: 3.0,
+    base: 45.0,
+    per_doubling: 8.0,
+    says: |x| format!("touched {x:.0} distinct resources in ten minutes"),
+};
+
+const SENSITIVE: Window = Window {
+    kind: "sensitive_rate_spike",
+    feature: "sensitive_actions_10m",
+    stat: |p| &p.sensitive,
+    value: |l| l.sensitive,
+    floor: 4.0,
+    ratio: 3.0,
+    base: 50.0,
+    per_doubling: 10.0,
+    says: |x| format!("took {x:.0} high-sensitivity actions in ten minutes"),
+};
+
+/// A window spike against the agent's (or its role's) usual; `extra`
+/// points are added (a sweep of sensitive resources weighs more).
+fn window_spike(cx: &Context, w: &Window, extra: f64) -> Option<Signal> {
     let r = cx.reference()?;
-    let x = cx.lesson.sensitive;
-    let times = spike(&r.sensitive, x, 4.0, 6.0, 3.0)?;
+    let stat = (w.stat)(r);
+    let x = (w.value)(cx.lesson);
+    let times = spike(stat, x, w.floor, 6.0, w.ratio)?;
     Some(Signal {
-        kind: "sensitive_rate_spike",
-        feature: "sensitive_actions_10m",
+        kind: w.kind,
+        feature: w.feature,
         observed: J::from(x),
-        expected: json!(format!(
-            "{:.1} (at most {:.0} seen)",
-            r.sensitive.mean, r.sensitive.max
-        )),
-        score: (50.0 + 10.0 * times.log2()).min(90.0),
-        says: format!("took {x:.0} high-sensitivity actions in ten minutes"),
+        expected: json!(format!("{:.1} (at most {:.0} seen)", stat.mean, stat.max)),
+        score: (w.base + extra + w.per_doubling * times.log2()).min(90.0),
+        says: format!("{}, {times:.0} times its usual", (w.says)(x)),
     })
 }
 

@@ -259,6 +259,19 @@ fn signed(signer: &Signer, id: &str, bad: bool) -> Vec<u8> {
     e
 }
 
+/// `vigil serve` on `data` with the keys in `jwks` and the config `cfg`.
+fn serve(data: &Path, jwks: &Path, cfg: &Path) -> Server {
+    Server::start(
+        data,
+        &[
+            "--keys",
+            jwks.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    )
+}
+
 fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -557,15 +570,7 @@ fn an_oversized_rejected_message_is_copied_truncated_and_never_stalls() {
     text.push_str("\"message.max.bytes\" = \"20000\"\n");
     std::fs::write(&cfg, text).unwrap();
     let data = dir.path().join("data");
-    let mut server = Server::start(
-        &data,
-        &[
-            "--keys",
-            jwks.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    );
+    let mut server = serve(&data, &jwks, &cfg);
     let hr = Signer::hr();
     let producer = broker.producer();
     let big = vec![b'x'; 30_000];
@@ -628,15 +633,7 @@ fn a_burst_of_forgeries_from_kafka_is_an_anomaly_published_to_vigil_anomalies() 
     let jwks = vector_jwks(dir.path());
     let cfg = config(dir.path(), "detect", &broker);
     let data = dir.path().join("a");
-    let mut server = Server::start(
-        &data,
-        &[
-            "--keys",
-            jwks.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    );
+    let mut server = serve(&data, &jwks, &cfg);
     let hr = Signer::hr();
     let producer = broker.producer();
     for i in 0..8 {
