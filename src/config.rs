@@ -28,10 +28,13 @@ pub struct Config {
     /// Anomaly detection.
     #[serde(default)]
     pub detection: DetectionConfig,
-    /// OpenID provider for CIBA step-up (used by the response capability).
-    pub ciba: Option<toml::Table>,
-    /// Vault lease revocation (used by the response capability).
-    pub vault: Option<toml::Table>,
+    /// OpenID provider for CIBA step-up (absent = no step-up).
+    pub ciba: Option<crate::respond::config::CibaConfig>,
+    /// Vault lease revocation (absent = none).
+    pub vault: Option<crate::respond::config::VaultConfig>,
+    /// The response policy.
+    #[serde(default)]
+    pub response: crate::respond::config::ResponseConfig,
     /// OIDC bearer tokens (used by a later capability).
     pub oidc: Option<toml::Table>,
 }

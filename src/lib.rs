@@ -45,6 +45,7 @@ pub mod keys;
 pub mod loadgen;
 pub mod log;
 pub mod pipeline;
+pub mod respond;
 pub mod server;
 pub mod shutdown;
 pub mod simulate;

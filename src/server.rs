@@ -23,6 +23,8 @@ pub struct ServeSettings {
     pub config: Config,
     /// The pipeline's configuration.
     pub pipeline: PipelineConfig,
+    /// The response: identity services and policy, checked.
+    pub response: crate::respond::config::Resolved,
 }
 
 /// Merges a configuration file (if any) and flags, and checks them.
@@ -70,17 +72,11 @@ pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
     if let Some(o) = &config.server.origin {
         check_origin(o).map_err(|e| anyhow!("--origin: {e}"))?;
     }
-    for (name, section) in [
-        ("ciba", &config.ciba),
-        ("vault", &config.vault),
-        ("oidc", &config.oidc),
-    ] {
-        if section.is_some() {
-            tracing::warn!(
-                section = name,
-                "This section is read but not used yet: its capability is not part of this build"
-            );
-        }
+    if config.oidc.is_some() {
+        tracing::warn!(
+            section = "oidc",
+            "This section is read but not used yet: its capability is not part of this build"
+        );
     }
     let mut pipeline = PipelineConfig::new(config.server.data.clone());
     pipeline.origin = config.server.origin.clone();
@@ -94,7 +90,16 @@ pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
     pipeline.quarantine_max_entries = config.server.quarantine_max_entries;
     pipeline.verify_table_bytes = config.server.verify_table_bytes;
     pipeline.dedupe_filter_bytes = config.server.dedupe_filter_bytes;
-    Ok(ServeSettings { config, pipeline })
+    let response = crate::respond::config::resolve(
+        config.ciba.as_ref(),
+        config.vault.as_ref(),
+        &config.response,
+    )?;
+    Ok(ServeSettings {
+        config,
+        pipeline,
+        response,
+    })
 }
 
 fn configured_tokens(config: &Config) -> anyhow::Result<Tokens> {
@@ -137,7 +142,9 @@ pub struct Server {
     metrics_listen: Option<String>,
     kafka: Option<crate::config::KafkaConfig>,
     hup: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
     detection: Option<crate::detect::stage::Stage>,
+    response: Option<crate::respond::stage::Stage>,
 }
 
 /// Why the server stopped other than by a stop signal.
@@ -193,22 +200,25 @@ impl Server {
             }
             tokens = Tokens::admin(&token);
         }
-        // SIGHUP reloads keys; take it over before anyone can know our address.
+        // SIGHUP reloads keys and SIGTERM stops cleanly; take both over
+        // before anyone can know our address.
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot handle SIGTERM")?;
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("cannot handle SIGHUP")?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
-        crate::store::fsutil::write_file_durably(
-            &data.join("listen.addr"),
-            format!("{addr}\n").as_bytes(),
-            0o644,
-        )
-        .context("cannot write listen.addr")?;
         let (stage, detection) = crate::detect::stage::Stage::open(
             crate::store::layout::Layout::new(&data).detect_state(),
             settings.config.detection.model,
+        );
+        let (response, postures) = crate::respond::stage::Stage::open(
+            crate::store::layout::Layout::new(&data).respond_state(),
+            crate::respond::services(&settings.response)?,
+            &pipeline,
+            detection.clone(),
         );
         let pipeline = Arc::new(pipeline);
         let kafka_assigned = settings
@@ -226,7 +236,15 @@ impl Server {
             ),
             kafka_assigned,
             detection,
+            postures,
         };
+        // Last: whoever waits for this file may signal us at once.
+        crate::store::fsutil::write_file_durably(
+            &data.join("listen.addr"),
+            format!("{addr}\n").as_bytes(),
+            0o644,
+        )
+        .context("cannot write listen.addr")?;
         Ok(Server {
             pipeline,
             addr,
@@ -235,7 +253,9 @@ impl Server {
             metrics_listen: settings.config.server.metrics_listen.clone(),
             kafka: settings.config.kafka.clone(),
             hup: Some(hup),
+            term: Some(term),
             detection: settings.config.detection.enabled.then_some(stage),
+            response: Some(response),
         })
     }
 
@@ -244,8 +264,11 @@ impl Server {
     /// failure (the log cannot be written, a pipeline thread panicked)
     /// stops the server too, and is returned as [`PipelineFailed`].
     pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot handle SIGTERM")?;
+        let mut term = match self.term.take() {
+            Some(t) => t,
+            None => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot handle SIGTERM")?,
+        };
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {}
@@ -308,6 +331,12 @@ impl Server {
                 stage.publish_to(crate::ingest::kafka::KafkaSink::new(k)?);
             }
             tasks.spawn("detection", stage.run(self.pipeline.clone(), tasks.stop()));
+        }
+        if let Some(mut stage) = self.response.take() {
+            if let Some(k) = &self.kafka {
+                stage.publish_to(crate::ingest::kafka::KafkaSink::new(k)?);
+            }
+            tasks.spawn("response", stage.run(self.pipeline.clone(), tasks.stop()));
         }
         if let Some(hup) = self.hup.take() {
             tasks.spawn(

@@ -170,6 +170,14 @@ registry! {
         verify_table_evictions_total,
         /// Anomaly versions detected (new anomalies and merges).
         anomalies_total,
+        /// Posture changes applied (step-up required, suspended, active).
+        posture_changes_total,
+        /// CIBA step-up requests the provider accepted.
+        step_ups_requested_total,
+        /// Leases revoked in Vault.
+        leases_revoked_total,
+        /// Failed attempts to reach the OpenID provider or Vault (each retried or recorded).
+        response_failures_total,
     }
     gauges {
         /// Durable records in the receipt log.
@@ -182,10 +190,16 @@ registry! {
         verify_table_bytes,
         /// Log records the detection stage has judged (its cursor).
         detection_position_records,
+        /// Log records the response stage has read (its cursor).
+        response_position_records,
+        /// Agents suspended through Vigil.
+        agents_suspended,
     }
     histograms {
         /// Time from an event's receipt (`received_at`) until detection has judged it.
         detection_lag_seconds,
+        /// Time from the receipt of an anomaly's event until the response stage changed a posture for it.
+        response_lag_seconds,
         /// Time from a batch's arrival until every receipt it names is durable.
         ingest_ack_seconds,
         /// Duration of each receipt log fdatasync.

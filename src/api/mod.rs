@@ -10,6 +10,7 @@ pub mod error;
 mod events;
 mod hec;
 pub mod intake;
+mod posture;
 mod read;
 
 use std::future::Future;
@@ -38,13 +39,20 @@ pub struct AppState {
     pub kafka_assigned: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// The anomalies detection shows.
     pub detection: Arc<crate::detect::stage::Detection>,
+    /// Agent postures.
+    pub postures: Arc<crate::respond::posture::Book>,
 }
 
 impl AppState {
-    /// Checks the request's bearer token for one of `roles`.
-    pub fn authorize(&self, headers: &HeaderMap, roles: &[Role]) -> Result<(), ApiError> {
+    /// Checks the request's bearer token for one of `roles`; returns the
+    /// caller's entry.
+    pub fn authorize(
+        &self,
+        headers: &HeaderMap,
+        roles: &[Role],
+    ) -> Result<&auth::TokenEntry, ApiError> {
         match self.tokens.check(Tokens::presented(headers, false), roles) {
-            Ok(_) => Ok(()),
+            Ok(entry) => Ok(entry),
             Err(Denied::Unauthenticated) => Err(ApiError::unauthenticated()),
             Err(Denied::Forbidden) => {
                 let names: Vec<String> = roles
@@ -75,6 +83,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/anomalies", get(anomalies::list))
         .route("/v1/anomalies/stream", get(anomalies::stream))
         .route("/v1/anomalies/{id}/feedback", post(anomalies::feedback))
+        .route("/v1/agents/{agent_id}/posture", get(posture::get_posture))
+        .route("/v1/agents/{agent_id}/restore", post(posture::restore))
+        .route("/v1/agents/{agent_id}/suspend", post(posture::suspend))
         .route("/metrics", get(read::metrics))
         .route("/healthz", get(read::healthz))
         .route("/readyz", get(read::readyz))

@@ -106,6 +106,18 @@ impl Board {
         }
     }
 
+    /// Records what was done about an anomaly as a new version (when it
+    /// changed).
+    pub fn respond(&mut self, anomaly_id: &str, response: super::anomaly::Response) {
+        if let Some(a) = self.get(anomaly_id) {
+            if a.response != response {
+                let mut a = a.clone();
+                a.response = response;
+                self.push(a);
+            }
+        }
+    }
+
     /// The latest version of each anomaly that passes `filter`, newest
     /// first.
     pub fn list(&self, filter: &Filter) -> Vec<Anomaly> {

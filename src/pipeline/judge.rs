@@ -40,6 +40,8 @@ pub struct Context<'a> {
     pub tables: &'a TableCache,
     /// When the batch was received.
     pub received_at: Timestamp,
+    /// Agents suspended through Vigil (a response or an administrator).
+    pub suspended: &'a std::collections::HashSet<String>,
 }
 
 /// Judges raw bytes.
@@ -142,6 +144,15 @@ fn verdict(
         return Err((
             Reason::AgentNotActive,
             format!("agent {agent:?} is {:?}, not active", record.status),
+        ));
+    }
+    if ctx.suspended.contains(agent) {
+        return Err((
+            Reason::AgentNotActive,
+            format!(
+                "agent {agent:?} is suspended by Vigil (see GET /v1/agents/{agent}/posture); \
+                 an administrator lifts it with POST /v1/agents/{agent}/restore"
+            ),
         ));
     }
     Ok(())

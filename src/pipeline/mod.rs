@@ -195,6 +195,7 @@ pub struct Pipeline {
     keys: Arc<KeyRegistry>,
     rules: TimeRules,
     tables: Arc<TableCache>,
+    suspended: Arc<crate::keys::suspended::Suspended>,
     pool: Arc<rayon::ThreadPool>,
     health: Health,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -224,6 +225,7 @@ impl Pipeline {
         let keys = self.keys.current();
         let rules = self.rules;
         let tables = self.tables.clone();
+        let suspended = self.suspended.current();
         let (jtx, jrx) = oneshot::channel();
         // A panic while judging fails the pipeline (a hook on the pool's
         // threads) before `jtx` is dropped.
@@ -233,6 +235,7 @@ impl Pipeline {
                 rules: &rules,
                 tables: &tables,
                 received_at,
+                suspended: &suspended,
             };
             let _ = jtx.send(judge_all(items, &ctx));
         });
@@ -328,6 +331,11 @@ impl Pipeline {
             .send(ToCheckpointer::Now(reply))
             .map_err(|_| self.gone())?;
         rx.await.map_err(|_| self.gone())?
+    }
+
+    /// Agents suspended through Vigil, whose events are rejected.
+    pub fn suspended(&self) -> &crate::keys::suspended::Suspended {
+        &self.suspended
     }
 
     /// The read side of the log.

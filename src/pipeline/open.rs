@@ -148,6 +148,7 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
         keys: Arc::new(keys),
         rules: cfg.rules,
         tables: crate::event::tables::TableCache::new(cfg.verify_table_bytes),
+        suspended: Arc::default(),
         pool: Arc::new(verification_pool(cfg, &health)?),
         health,
         threads: std::sync::Mutex::new(threads),

@@ -124,6 +124,13 @@ impl Layout {
         self.index_dir().join("detect.json")
     }
 
+    /// `DIR/index/respond.json`, the response state (postures, leases
+    /// seen, step-ups pending) and the log position it covers (derived
+    /// from the log: rebuilt from it when missing).
+    pub fn respond_state(&self) -> PathBuf {
+        self.index_dir().join("respond.json")
+    }
+
     /// `DIR/quarantine`.
     pub fn quarantine_dir(&self) -> PathBuf {
         self.root.join("quarantine")

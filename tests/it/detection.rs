@@ -14,14 +14,14 @@ use serde_json::{json, Value as J};
 use crate::util::*;
 
 /// Monday 2026-11-02 09:00 UTC, in seconds.
-const START: i64 = 1_793_610_000;
+pub(crate) const START: i64 = 1_793_610_000;
 
-fn at(secs: i64) -> String {
+pub(crate) fn at(secs: i64) -> String {
     vigil::time::Timestamp::from_secs(secs).to_rfc3339_millis()
 }
 
 /// Two HR agents of one role, and a JWKS naming their role.
-fn hr_fleet(dir: &Path) -> (Vec<Signer>, std::path::PathBuf) {
+pub(crate) fn hr_fleet(dir: &Path) -> (Vec<Signer>, std::path::PathBuf) {
     let signers: Vec<Signer> = (0..2)
         .map(|i| Signer::new(40 + i, &format!("hr-{i}"), &format!("hr-{i}#1")))
         .collect();
@@ -36,7 +36,13 @@ fn hr_fleet(dir: &Path) -> (Vec<Signer>, std::path::PathBuf) {
 
 /// Five weekdays of routine: each agent reads or updates an employee
 /// record every ten minutes from 09:00 to 17:00.
-fn routine(signers: &[Signer]) -> Vec<Vec<u8>> {
+pub(crate) fn routine(signers: &[Signer]) -> Vec<Vec<u8>> {
+    routine_with_leases(signers, &[])
+}
+
+/// The routine, each agent using its leases in turn (`leases[i]` for
+/// agent `i`, valid until the end of the year).
+pub(crate) fn routine_with_leases(signers: &[Signer], leases: &[Vec<String>]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for day in 0..5 {
         for slot in 0..48 {
@@ -48,15 +54,17 @@ fn routine(signers: &[Signer]) -> Vec<Vec<u8>> {
                 } else {
                     "hr.read_employee"
                 };
-                let e = s.event(
-                    &format!("{}-r{n}", s.agent),
-                    json!({
-                        "occurred_at": at(t), "action": action,
-                        "resource": format!("hris://employees/E{}", n % 9),
-                        "principal": "alice@example.com", "source_ip": "10.0.0.7",
-                        "correlation_id": format!("sess-{day}-{}", slot / 6),
-                    }),
-                );
+                let mut fields = json!({
+                    "occurred_at": at(t), "action": action,
+                    "resource": format!("hris://employees/E{}", n % 9),
+                    "principal": "alice@example.com", "source_ip": "10.0.0.7",
+                    "correlation_id": format!("sess-{day}-{}", slot / 6),
+                });
+                if let Some(mine) = leases.get(i).filter(|l| !l.is_empty()) {
+                    fields["lease_id"] = json!(mine[n as usize % mine.len()]);
+                    fields["lease_expires_at"] = json!("2026-12-31T00:00:00Z");
+                }
+                let e = s.event(&format!("{}-r{n}", s.agent), fields);
                 out.push(s.sign(&e));
             }
         }
@@ -66,11 +74,11 @@ fn routine(signers: &[Signer]) -> Vec<Vec<u8>> {
 
 /// The attack: a prompt injection makes hr-0 off-board twelve employees
 /// in a few seconds, on the Monday after.
-fn offboarding(s: &Signer) -> Vec<Vec<u8>> {
+pub(crate) fn offboarding(s: &Signer) -> Vec<Vec<u8>> {
     (0..12)
         .map(|i| {
             let e = s.event(
-                &format!("hr-0-attack-{i}"),
+                &format!("{}-attack-{i}", s.agent),
                 json!({
                     "occurred_at": at(START + 7 * 86_400 + 3600 + i * 2),
                     "action": "hr.offboard_employee", "sensitivity": "high",
@@ -85,7 +93,7 @@ fn offboarding(s: &Signer) -> Vec<Vec<u8>> {
 }
 
 /// Eight events naming hr-1, signed by someone else's key.
-fn forgeries() -> Vec<Vec<u8>> {
+pub(crate) fn forgeries() -> Vec<Vec<u8>> {
     let forger = Signer::new(99, "hr-1", "hr-1#1");
     (0..8)
         .map(|i| {
@@ -98,7 +106,7 @@ fn forgeries() -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn metric(server: &Server, name: &str) -> u64 {
+pub(crate) fn metric(server: &Server, name: &str) -> u64 {
     let text = server.req("GET", "/metrics", None, b"").text();
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
@@ -106,7 +114,7 @@ fn metric(server: &Server, name: &str) -> u64 {
 }
 
 /// Waits until detection has judged every durable record.
-fn settle(server: &Server) {
+pub(crate) fn settle(server: &Server) {
     let start = Instant::now();
     loop {
         let size = server.log_size();
@@ -124,7 +132,7 @@ fn settle(server: &Server) {
     }
 }
 
-fn anomalies(server: &Server, query: &str) -> Vec<J> {
+pub(crate) fn anomalies(server: &Server, query: &str) -> Vec<J> {
     let r = server.req("GET", &format!("/v1/anomalies{query}"), None, b"");
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()["anomalies"].as_array().unwrap().clone()
@@ -147,7 +155,7 @@ fn fingerprint(list: &[J]) -> Vec<(String, u64, J, J)> {
     v
 }
 
-fn post_all(server: &Server, events: &[Vec<u8>]) {
+pub(crate) fn post_all(server: &Server, events: &[Vec<u8>]) {
     for chunk in events.chunks(200) {
         server.post_ndjson(chunk);
     }

@@ -752,7 +752,17 @@ fn recovery_makes_everything_durable_before_it_signs_or_serves() {
         })
     });
     // The record is written and its fdatasync entered (and delayed): kill.
-    std::thread::sleep(Duration::from_millis(1500));
+    // (The writer may first be inside the delayed sync of an earlier
+    // write, so wait until the record is in the file.)
+    let written = Instant::now();
+    while !std::fs::read(&seg).unwrap().windows(3).any(|w| w == b"r-1") {
+        assert!(
+            written.elapsed() < Duration::from_secs(30),
+            "r-1 was never written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     drop(guard);
     let _ = delayed.child.take().map(|mut c| c.wait());
     let answer = post.join().unwrap().unwrap_or_default();

@@ -861,7 +861,7 @@ fn damaged_tiles_and_index_are_rebuilt_from_the_records() {
         "{}",
         server.log_text()
     );
-    assert_eq!(server.stop(), Some(0));
+    assert_eq!(server.stop(), Some(0), "{}", server.log_text());
     let (code, err) = verify(&copy, &[]);
     assert_eq!(code, Some(0), "the rebuilt tiles verify: {err}");
 

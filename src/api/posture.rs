@@ -1,0 +1,112 @@
+//! Agent posture for gateways, and the admin routes that suspend an agent
+//! or end its suspension (contract section 5). Suspending and restoring
+//! are `vigil` events in the log, applied by the response stage when it
+//! reads them, so the log says who changed what and when.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::auth::Role;
+use super::error::ApiError;
+use super::AppState;
+use crate::respond::evidence;
+use crate::respond::posture::Posture;
+
+/// How long an admin route waits for the response stage to apply its
+/// change before answering with what the log holds.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn known(app: &AppState, agent_id: &str) -> Result<(), ApiError> {
+    if app.pipeline.keys().current().agent(agent_id).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_agent",
+            format!("agent {agent_id:?} has no registered key, so Vigil cannot vouch for it: register its key first"),
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /v1/agents/{agent_id}/posture` (roles `posture`, `soc`; `soc`
+/// also sees the step-up and the revocations).
+pub async fn get_posture(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = app.authorize(&headers, &[Role::Posture, Role::Soc])?;
+    let soc = caller
+        .roles
+        .iter()
+        .any(|r| matches!(r, Role::Soc | Role::Admin));
+    known(&app, &agent_id)?;
+    let posture = app
+        .postures
+        .get(&agent_id)
+        .unwrap_or_else(|| Posture::active(&agent_id, app.postures.started()));
+    let shown = if soc { posture } else { posture.for_gateway() };
+    Ok(Json(shown).into_response())
+}
+
+/// `POST /v1/agents/{agent_id}/restore` (admin): ends a suspension.
+pub async fn restore(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+) -> Result<Response, ApiError> {
+    change(app, headers, agent_id, evidence::RESTORE).await
+}
+
+/// `POST /v1/agents/{agent_id}/suspend` (admin): suspends an agent.
+pub async fn suspend(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+) -> Result<Response, ApiError> {
+    change(app, headers, agent_id, evidence::SUSPEND).await
+}
+
+async fn change(
+    app: AppState,
+    headers: HeaderMap,
+    agent_id: String,
+    action: &'static str,
+) -> Result<Response, ApiError> {
+    let by = app.authorize(&headers, &[Role::Admin])?.name.clone();
+    known(&app, &agent_id)?;
+    let e = evidence::Evidence {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        correlation_id: format!("admin:{agent_id}"),
+        action,
+        agent_id: agent_id.clone(),
+        attributes: json!({"agent_id": agent_id, "by": format!("token {by}")}),
+    };
+    let result = app
+        .pipeline
+        .append_own(action, e.fields())
+        .await
+        .map_err(|err| ApiError::unavailable(format!("the change could not be logged: {err}")))?;
+    // The stage applies it when its cursor reaches it; wait briefly so
+    // that the answer shows the new posture.
+    let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+    let want_suspended = action == evidence::SUSPEND;
+    let posture = loop {
+        let p = app.postures.get(&agent_id);
+        let applied = p.as_ref().is_some_and(|p| {
+            (p.state == crate::respond::posture::State::Suspended) == want_suspended
+        });
+        if applied || tokio::time::Instant::now() >= deadline {
+            break p;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    Ok(Json(json!({
+        "agent_id": agent_id,
+        "posture": posture,
+        "receipt": result.receipt,
+    }))
+    .into_response())
+}

@@ -1,0 +1,573 @@
+//! The response as a fold over the log: which leases each agent holds
+//! (from accepted events only), the postures, the step-ups pending, and
+//! what to do next. No I/O: each record goes in, [`Effect`]s come out,
+//! and the stage carries them out.
+//!
+//! Posture changes are decided when the anomaly (or the answer) is read
+//! from the log, so replaying the log rebuilds the same postures.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as J};
+
+use super::evidence::{self, Evidence, Logged};
+use super::policy::{Action, Policy, Subject};
+use super::posture::{Posture, Revocation, State, StepUp};
+use crate::detect::anomaly::{Anomaly, Response};
+use crate::detect::Fields;
+
+/// Leases remembered per agent (the most recently used).
+const LEASES_PER_AGENT: usize = 64;
+/// Accepted events remembered per agent (to name an anomaly's action).
+const RECENT_PER_AGENT: usize = 16;
+/// Anomalies whose response is remembered (so a revision does not act twice).
+const DECIDED_MAX: usize = 50_000;
+/// Longest binding message, in characters.
+const BINDING_MAX: usize = 120;
+
+/// What the fold needs from outside.
+pub struct Context<'a> {
+    /// The response policy.
+    pub policy: &'a Policy,
+    /// Lease prefixes by role, when Vault is configured.
+    pub prefixes: Option<&'a BTreeMap<String, Vec<String>>>,
+    /// The `type` of the RFC 9396 authorization details sent.
+    pub details_type: &'a str,
+    /// The agent's role.
+    pub role_of: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// A CIBA request to send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepUpRequest {
+    /// The anomaly that asks.
+    pub anomaly_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// Whom to ask (`login_hint`).
+    pub principal: String,
+    /// The anomaly's correlation id.
+    pub correlation_id: String,
+    /// What the person reads on the phone.
+    pub binding_message: String,
+    /// RFC 9396 `authorization_details`.
+    pub authorization_details: J,
+}
+
+/// Leases to revoke for an anomaly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevokeOrder {
+    /// The anomaly.
+    pub anomaly_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The anomaly's correlation id.
+    pub correlation_id: String,
+    /// Leases within the role's prefixes, not yet revoked.
+    pub leases: Vec<String>,
+}
+
+/// Something the stage must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Record this evidence in the log (before anything else is done).
+    Record(Evidence),
+    /// Send this CIBA request (unless the log shows it was sent), then
+    /// poll it until it is answered.
+    AskStepUp(StepUpRequest),
+    /// Revoke these leases.
+    Revoke(RevokeOrder),
+    /// A posture changed.
+    Posture(Posture),
+    /// What was done about an anomaly (shown on the board).
+    Respond(String, Response),
+    /// The principal approved: these anomalies were legitimate.
+    Legitimate(Vec<String>, String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Lease {
+    id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Recent {
+    event_id: String,
+    action: String,
+    resource: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    request: StepUpRequest,
+    joined: Vec<String>,
+}
+
+/// The fold's state, saved with the log position it covers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Responder {
+    postures: BTreeMap<String, Posture>,
+    leases: HashMap<String, VecDeque<Lease>>,
+    recent: HashMap<String, VecDeque<Recent>>,
+    /// Step-ups pending, by agent and principal.
+    pending: BTreeMap<String, Pending>,
+    /// Revocations not yet answered, by anomaly.
+    revoking: BTreeMap<String, RevokeOrder>,
+    decided: HashMap<String, Action>,
+    decided_order: VecDeque<String>,
+}
+
+/// The triggering event's action and resource, when remembered.
+#[derive(Debug, Clone, Copy)]
+struct Trigger<'a> {
+    action: Option<&'a str>,
+    resource: Option<&'a str>,
+}
+
+fn pending_key(agent: &str, principal: &str) -> String {
+    format!("{agent}\n{principal}")
+}
+
+impl Responder {
+    /// Every posture a response changed.
+    pub fn postures(&self) -> impl Iterator<Item = &Posture> {
+        self.postures.values()
+    }
+
+    /// What to start again after a restart: step-ups not answered,
+    /// revocations not finished.
+    pub fn resume(&self) -> Vec<Effect> {
+        let mut out: Vec<Effect> = self
+            .pending
+            .values()
+            .map(|p| Effect::AskStepUp(p.request.clone()))
+            .collect();
+        out.extend(self.revoking.values().cloned().map(Effect::Revoke));
+        out
+    }
+
+    /// An accepted event of an agent: its lease and action.
+    pub fn accepted(&mut self, agent_id: &str, event_id: &str, f: &Fields) {
+        let recent = self.recent.entry(agent_id.to_string()).or_default();
+        if recent.len() == RECENT_PER_AGENT {
+            recent.pop_front();
+        }
+        recent.push_back(Recent {
+            event_id: event_id.to_string(),
+            action: f.action.clone(),
+            resource: f.resource.clone(),
+        });
+        if let Some(lease) = &f.lease_id {
+            let leases = self.leases.entry(agent_id.to_string()).or_default();
+            leases.retain(|l| l.id != *lease);
+            if leases.len() == LEASES_PER_AGENT {
+                leases.pop_front();
+            }
+            leases.push_back(Lease { id: lease.clone() });
+        }
+    }
+
+    /// A pipeline event read from the log, received at `at`.
+    pub fn logged(&mut self, e: &Logged, at: &str, ctx: &Context<'_>) -> Vec<Effect> {
+        match e.action.as_str() {
+            crate::detect::stage::ANOMALY_ACTION => {
+                match serde_json::from_value::<Anomaly>(e.attributes["anomaly"].clone()) {
+                    Ok(a) => self.anomaly(&a, at, ctx),
+                    Err(_) => Vec::new(),
+                }
+            }
+            evidence::STEP_UP_RESULT => self.step_up_result(e, at, ctx),
+            evidence::REVOCATION => self.revocation(e),
+            evidence::RESTORE | evidence::SUSPEND => self.admin(e, at),
+            _ => Vec::new(),
+        }
+    }
+
+    fn anomaly(&mut self, a: &Anomaly, at: &str, ctx: &Context<'_>) -> Vec<Effect> {
+        let role = (ctx.role_of)(&a.agent_id);
+        let trigger = a.event_ids.first().and_then(|id| {
+            self.recent
+                .get(&a.agent_id)?
+                .iter()
+                .find(|r| r.event_id == *id)
+        });
+        let action = trigger.map(|r| r.action.clone());
+        let resource = trigger.and_then(|r| r.resource.clone());
+        let subject = Subject {
+            score: a.score,
+            severity: &a.severity,
+            kinds: &a.kinds,
+            role: role.as_deref(),
+            action: action.as_deref(),
+            has_principal: a.principal.is_some(),
+        };
+        let decision = ctx.policy.decide(&subject, a.from_rejected);
+        let before = self.decided.get(&a.anomaly_id).copied();
+        if before.is_some_and(|b| b >= decision.action) || decision.action == Action::None {
+            return Vec::new();
+        }
+        self.remember(&a.anomaly_id, decision.action);
+        let why = format!("{} ({})", a.summary, decision.why);
+        match (decision.action, &a.principal) {
+            (Action::StepUp, Some(p)) => {
+                let what = Trigger {
+                    action: action.as_deref(),
+                    resource: resource.as_deref(),
+                };
+                self.step_up(a, p, what, at, ctx, &why)
+            }
+            (Action::StepUp, None) => Vec::new(),
+            _ => self.revoke(a, at, ctx, &why),
+        }
+    }
+
+    fn remember(&mut self, anomaly_id: &str, action: Action) {
+        if self
+            .decided
+            .insert(anomaly_id.to_string(), action)
+            .is_none()
+        {
+            self.decided_order.push_back(anomaly_id.to_string());
+            if self.decided_order.len() > DECIDED_MAX {
+                if let Some(old) = self.decided_order.pop_front() {
+                    self.decided.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn posture(&self, agent: &str, at: &str) -> Posture {
+        self.postures
+            .get(agent)
+            .cloned()
+            .unwrap_or_else(|| Posture::active(agent, at))
+    }
+
+    fn set_posture(&mut self, p: Posture, out: &mut Vec<Effect>) {
+        self.postures.insert(p.agent_id.clone(), p.clone());
+        out.push(Effect::Posture(p));
+    }
+
+    fn step_up(
+        &mut self,
+        a: &Anomaly,
+        principal: &str,
+        trigger: Trigger<'_>,
+        at: &str,
+        ctx: &Context<'_>,
+        why: &str,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let current = self.posture(&a.agent_id, at);
+        if current.state == State::Suspended {
+            out.push(respond(a, "step_up", "agent_already_suspended"));
+            return out;
+        }
+        let key = pending_key(&a.agent_id, principal);
+        if let Some(p) = self.pending.get_mut(&key) {
+            p.joined.push(a.anomaly_id.clone());
+            let status = format!("joined_{}", p.request.anomaly_id);
+            out.push(respond(a, "step_up", &status));
+            return out;
+        }
+        let request = step_up_request(a, principal, trigger, ctx.details_type);
+        out.push(Effect::Record(Evidence {
+            event_id: format!("{}.step_up", a.anomaly_id),
+            correlation_id: correlation(a),
+            action: evidence::DECISION,
+            agent_id: a.agent_id.clone(),
+            attributes: json!({
+                "anomaly_id": a.anomaly_id, "agent_id": a.agent_id, "action": "step_up",
+                "principal": principal, "why": why,
+                "binding_message": request.binding_message,
+                "authorization_details": request.authorization_details,
+            }),
+        }));
+        self.pending.insert(
+            key,
+            Pending {
+                request: request.clone(),
+                joined: Vec::new(),
+            },
+        );
+        out.push(Effect::AskStepUp(request));
+        let posture = Posture {
+            state: State::StepUpRequired,
+            reason: format!("waiting for {principal} to approve on their device: {why}"),
+            since: at.to_string(),
+            anomaly_id: Some(a.anomaly_id.clone()),
+            step_up: Some(StepUp {
+                status: "requested".into(),
+                principal: principal.to_string(),
+                detail: None,
+            }),
+            ..current
+        };
+        self.set_posture(posture, &mut out);
+        out.push(respond(a, "step_up", "requested"));
+        out
+    }
+
+    fn revoke(&mut self, a: &Anomaly, at: &str, ctx: &Context<'_>, why: &str) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let role = (ctx.role_of)(&a.agent_id);
+        let held: Vec<String> = self
+            .leases
+            .get(&a.agent_id)
+            .map(|l| l.iter().map(|l| l.id.clone()).collect())
+            .unwrap_or_default();
+        let revocations: Vec<Revocation> = held
+            .iter()
+            .map(|lease| Revocation {
+                lease_id: lease.clone(),
+                status: lease_status(lease, role.as_deref(), ctx.prefixes).into(),
+                error: None,
+            })
+            .collect();
+        let order = RevokeOrder {
+            anomaly_id: a.anomaly_id.clone(),
+            agent_id: a.agent_id.clone(),
+            correlation_id: correlation(a),
+            leases: revocations
+                .iter()
+                .filter(|r| r.status == "pending")
+                .map(|r| r.lease_id.clone())
+                .collect(),
+        };
+        out.push(Effect::Record(Evidence {
+            event_id: format!("{}.revoke", a.anomaly_id),
+            correlation_id: correlation(a),
+            action: evidence::DECISION,
+            agent_id: a.agent_id.clone(),
+            attributes: json!({
+                "anomaly_id": a.anomaly_id, "agent_id": a.agent_id, "action": "revoke",
+                "why": why, "suspend": true, "leases": revocations,
+                "tokens": "not_supported: Vigil holds no tokens of the agent; revoke them at their issuer",
+            }),
+        }));
+        if !order.leases.is_empty() {
+            self.revoking.insert(a.anomaly_id.clone(), order.clone());
+            out.push(Effect::Revoke(order));
+        }
+        let current = self.posture(&a.agent_id, at);
+        let step_up = current.step_up.clone();
+        let posture = Posture {
+            agent_id: a.agent_id.clone(),
+            state: State::Suspended,
+            reason: format!("suspended and its leases revoked: {why}"),
+            since: at.to_string(),
+            anomaly_id: Some(a.anomaly_id.clone()),
+            step_up,
+            revocations,
+        };
+        self.set_posture(posture, &mut out);
+        out.push(respond(a, "revoke", "suspended"));
+        out
+    }
+
+    fn step_up_result(&mut self, e: &Logged, at: &str, ctx: &Context<'_>) -> Vec<Effect> {
+        let (Some(anomaly), Some(outcome)) = (e.text("anomaly_id"), e.text("outcome")) else {
+            return Vec::new();
+        };
+        let Some(key) = self
+            .pending
+            .iter()
+            .find(|(_, p)| p.request.anomaly_id == anomaly)
+            .map(|(k, _)| k.clone())
+        else {
+            return Vec::new();
+        };
+        let p = self.pending.remove(&key).expect("found above");
+        let (agent, principal) = (p.request.agent_id.clone(), p.request.principal.clone());
+        let mut out = Vec::new();
+        let mut all = vec![p.request.anomaly_id.clone()];
+        all.extend(p.joined.iter().cloned());
+        let mut posture = self.posture(&agent, at);
+        posture.step_up = Some(StepUp {
+            status: outcome.to_string(),
+            principal: principal.clone(),
+            detail: e.text("detail").map(str::to_string),
+        });
+        match outcome {
+            "approved" => {
+                for id in &all {
+                    out.push(Effect::Respond(id.clone(), response("step_up", "approved")));
+                }
+                out.push(Effect::Legitimate(all, principal.clone()));
+                let others = self.pending.values().any(|p| p.request.agent_id == agent);
+                if posture.state == State::StepUpRequired && !others {
+                    posture.state = State::Active;
+                    posture.reason = format!("{principal} approved the step-up");
+                    posture.since = at.to_string();
+                }
+                self.set_posture(posture, &mut out);
+            }
+            "denied" | "expired" => {
+                self.set_posture(posture, &mut out);
+                let anomaly = escalated(&p.request, outcome);
+                for id in &all {
+                    self.remember(id, Action::Revoke);
+                }
+                let why = format!("the step-up of {principal} was {outcome}");
+                out.extend(self.revoke(&anomaly, at, ctx, &why));
+            }
+            _ => {
+                out.push(Effect::Respond(
+                    p.request.anomaly_id.clone(),
+                    response("step_up", "failed"),
+                ));
+                self.set_posture(posture, &mut out);
+            }
+        }
+        out
+    }
+
+    fn revocation(&mut self, e: &Logged) -> Vec<Effect> {
+        let (Some(anomaly), Some(lease), Some(outcome)) =
+            (e.text("anomaly_id"), e.text("lease_id"), e.text("outcome"))
+        else {
+            return Vec::new();
+        };
+        let mut agent = None;
+        if let Some(order) = self.revoking.get_mut(anomaly) {
+            order.leases.retain(|l| l != lease);
+            agent = Some(order.agent_id.clone());
+            if order.leases.is_empty() {
+                self.revoking.remove(anomaly);
+            }
+        }
+        let agent = agent.or_else(|| e.text("agent_id").map(str::to_string));
+        let Some(p) = agent.and_then(|a| self.postures.get_mut(&a)) else {
+            return Vec::new();
+        };
+        if let Some(r) = p.revocations.iter_mut().find(|r| r.lease_id == lease) {
+            r.status = outcome.to_string();
+            r.error = e.text("error").map(str::to_string);
+            return vec![Effect::Posture(p.clone())];
+        }
+        Vec::new()
+    }
+
+    fn admin(&mut self, e: &Logged, at: &str) -> Vec<Effect> {
+        let Some(agent) = e.text("agent_id").map(str::to_string) else {
+            return Vec::new();
+        };
+        let by = e.text("by").unwrap_or("an administrator");
+        let mut out = Vec::new();
+        let mut posture = self.posture(&agent, at);
+        if e.action == evidence::RESTORE {
+            self.pending.retain(|_, p| p.request.agent_id != agent);
+            self.revoking.retain(|_, o| o.agent_id != agent);
+            posture.state = State::Active;
+            posture.reason = format!("restored by {by}");
+        } else {
+            posture.state = State::Suspended;
+            posture.reason = format!("suspended by {by}");
+        }
+        posture.since = at.to_string();
+        posture.anomaly_id = None;
+        self.set_posture(posture, &mut out);
+        out
+    }
+}
+
+fn correlation(a: &Anomaly) -> String {
+    a.correlation_id.clone().unwrap_or(a.anomaly_id.clone())
+}
+
+fn response(action: &str, status: &str) -> Response {
+    Response {
+        action: action.into(),
+        status: status.into(),
+    }
+}
+
+fn respond(a: &Anomaly, action: &str, status: &str) -> Effect {
+    Effect::Respond(a.anomaly_id.clone(), response(action, status))
+}
+
+/// `pending` when the lease may be revoked, else why not.
+fn lease_status(
+    lease: &str,
+    role: Option<&str>,
+    prefixes: Option<&BTreeMap<String, Vec<String>>>,
+) -> &'static str {
+    let Some(prefixes) = prefixes else {
+        return "not_configured";
+    };
+    let allowed = role
+        .and_then(|r| prefixes.get(r))
+        .is_some_and(|ps| ps.iter().any(|p| lease.starts_with(p.as_str())));
+    if allowed {
+        "pending"
+    } else {
+        "outside_prefixes"
+    }
+}
+
+/// The anomaly a denied or expired step-up escalates (its id and agent).
+fn escalated(r: &StepUpRequest, outcome: &str) -> Anomaly {
+    Anomaly {
+        anomaly_id: r.anomaly_id.clone(),
+        agent_id: r.agent_id.clone(),
+        principal: Some(r.principal.clone()),
+        correlation_id: Some(r.correlation_id.clone()),
+        detected_at: String::new(),
+        event_time: String::new(),
+        score: 0,
+        severity: String::new(),
+        kinds: Vec::new(),
+        event_ids: Vec::new(),
+        explanation: Vec::new(),
+        summary: format!("step-up {outcome}"),
+        response: response("revoke", "pending"),
+        from_rejected: false,
+        feedback: None,
+        revision: 0,
+    }
+}
+
+/// The CIBA request for an anomaly: a message a person can read on a
+/// phone, and the action as RFC 9396 details.
+fn step_up_request(
+    a: &Anomaly,
+    principal: &str,
+    trigger: Trigger<'_>,
+    details_type: &str,
+) -> StepUpRequest {
+    let what = trigger.action.unwrap_or("act");
+    let n = a.event_ids.len();
+    let mut message = format!(
+        "Vigil: agent {} wants to {what} ({n} event{}). Approve?",
+        a.agent_id,
+        if n == 1 { "" } else { "s" }
+    );
+    if message.chars().count() > BINDING_MAX {
+        message = message.chars().take(BINDING_MAX - 3).collect::<String>() + "...";
+    }
+    let mut detail = json!({
+        "type": details_type,
+        "actions": [what],
+        "agent_id": a.agent_id,
+        "event_count": n,
+        "anomaly_id": a.anomaly_id,
+        "summary": a.summary,
+    });
+    if let Some(r) = trigger.resource {
+        detail["identifier"] = json!(r);
+    }
+    let details = json!([detail]);
+    StepUpRequest {
+        anomaly_id: a.anomaly_id.clone(),
+        agent_id: a.agent_id.clone(),
+        principal: principal.to_string(),
+        correlation_id: correlation(a),
+        binding_message: message,
+        authorization_details: details,
+    }
+}
+
+#[cfg(test)]
+#[path = "fold_tests.rs"]
+mod tests;

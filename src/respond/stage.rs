@@ -1,0 +1,343 @@
+//! The response stage: follows the log's durable cursor, folds each
+//! record into the [`Responder`], and carries out what it says: records
+//! the evidence, changes postures (the book the API reads, the suspended
+//! set the judge reads, `vigil.enforcement` on Kafka), and starts the
+//! workers that talk to the OpenID provider and Vault.
+//!
+//! Its state is saved in `DIR/index/respond.json` (format [`FORMAT`])
+//! with the log position it covers; after a crash it resumes from there,
+//! and step-ups and revocations in flight start again from what the log
+//! says they reached. A missing or unreadable file is rebuilt from the
+//! log's first record.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::ciba::Ciba;
+use super::evidence;
+use super::fold::{Context, Effect, Responder};
+use super::policy::Policy;
+use super::posture::{Book, Posture, State};
+use super::vault::Vault;
+use super::workers;
+use crate::detect::stage::Detection;
+use crate::event::PIPELINE_AGENT;
+use crate::log::receipt::Verdict;
+use crate::pipeline::Pipeline;
+use crate::shutdown::Stop;
+use crate::store::view::LogRecord;
+
+/// Version of the saved state's format.
+pub const FORMAT: u32 = 1;
+/// The Kafka topic posture changes are published to.
+pub const ENFORCEMENT_TOPIC: &str = "vigil.enforcement";
+/// How often the state is saved while the log grows.
+const SAVE_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    format: u32,
+    position: u64,
+    responder: Responder,
+}
+
+/// The identity services and the policy.
+#[derive(Debug)]
+pub struct Services {
+    /// The OpenID provider, if configured.
+    pub ciba: Option<Arc<Ciba>>,
+    /// Vault, if configured.
+    pub vault: Option<Arc<Vault>>,
+    /// The response policy.
+    pub policy: Policy,
+}
+
+/// The stage, ready to run.
+pub struct Stage {
+    responder: Responder,
+    position: u64,
+    path: PathBuf,
+    book: Arc<Book>,
+    services: Arc<Services>,
+    detection: Arc<Detection>,
+    kafka: Option<crate::ingest::kafka::KafkaSink>,
+    /// Records from here on were written while this process runs, so
+    /// their posture changes are news (published to Kafka).
+    live_from: u64,
+    workers: tokio::task::JoinSet<String>,
+    running: HashSet<String>,
+    saving: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Stage {
+    /// Loads the saved state (or starts from the log's first record) and
+    /// puts the saved postures in force at once, before anything is
+    /// judged.
+    pub fn open(
+        path: PathBuf,
+        services: Services,
+        pipeline: &Pipeline,
+        detection: Arc<Detection>,
+    ) -> (Stage, Arc<Book>) {
+        let saved = std::fs::read(&path)
+            .ok()
+            .and_then(|b| match serde_json::from_slice::<Saved>(&b) {
+                Ok(s) if s.format == FORMAT => Some(s),
+                _ => {
+                    tracing::warn!(path = %path.display(), "Response state missing, unreadable or of another format: rebuilding it from the log");
+                    None
+                }
+            });
+        let (responder, position) = saved.map(|s| (s.responder, s.position)).unwrap_or_default();
+        let book = Arc::new(Book::default());
+        for p in responder.postures() {
+            put_in_force(&book, pipeline, p);
+        }
+        let stage = Stage {
+            responder,
+            position,
+            path,
+            book: book.clone(),
+            services: Arc::new(services),
+            detection,
+            kafka: None,
+            live_from: pipeline.size(),
+            workers: tokio::task::JoinSet::new(),
+            running: HashSet::new(),
+            saving: None,
+        };
+        (stage, book)
+    }
+
+    /// Also publishes posture changes to `vigil.enforcement`.
+    pub fn publish_to(&mut self, sink: crate::ingest::kafka::KafkaSink) {
+        self.kafka = Some(sink);
+    }
+
+    /// Follows the log until `stop` fires, then saves.
+    pub async fn run(mut self, pipeline: Arc<Pipeline>, mut stop: Stop) {
+        let resumed = self.responder.resume();
+        self.carry_out(&pipeline, resumed, &stop, false).await;
+        let mut cursor = pipeline.view().tail(self.position);
+        let mut saved_at = (Instant::now(), self.position);
+        loop {
+            let next = tokio::select! {
+                _ = stop.stopped() => break,
+                _ = tokio::time::sleep(SAVE_EVERY) => None,
+                r = cursor.next() => match r {
+                    None => break,
+                    Some(r) => Some(r),
+                },
+            };
+            match next {
+                Some(Ok(rec)) => {
+                    self.read(&pipeline, &rec, &stop).await;
+                    self.position = rec.index + 1;
+                    crate::telemetry::metrics()
+                        .response_position_records
+                        .store(self.position, std::sync::atomic::Ordering::Relaxed);
+                }
+                Some(Err(e)) => {
+                    tracing::error!(
+                        "The response stage cannot read record {}: {e}; retrying in 1 s",
+                        cursor.position()
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                None => {}
+            }
+            while let Some(Ok(key)) = self.workers.try_join_next() {
+                self.running.remove(&key);
+            }
+            if self.position != saved_at.1
+                && saved_at.0.elapsed() >= SAVE_EVERY
+                && self.save_in_background()
+            {
+                saved_at = (Instant::now(), self.position);
+            }
+        }
+        self.workers.shutdown().await;
+        if let Some(h) = self.saving.take() {
+            let _ = h.await;
+        }
+        write_state(self.snapshot(), self.path.clone()).await;
+    }
+
+    /// Folds one record and carries out what it asks.
+    async fn read(&mut self, pipeline: &Arc<Pipeline>, rec: &LogRecord, stop: &Stop) {
+        if rec.body.agent_id != PIPELINE_AGENT {
+            if Verdict::parse(&rec.body.verdict) == Some(Verdict::Accepted) {
+                if let Some(f) = crate::detect::Fields::of_bytes(&rec.event) {
+                    self.responder
+                        .accepted(&rec.body.agent_id, &rec.body.event_id, &f);
+                }
+            }
+            return;
+        }
+        let Some(logged) = evidence::read(&rec.body, &rec.event) else {
+            return;
+        };
+        let effects = {
+            let keys = pipeline.keys().current();
+            let role_of = |agent: &str| keys.agent(agent).and_then(|r| r.role.clone());
+            let services = &self.services;
+            let ctx = Context {
+                policy: &services.policy,
+                prefixes: services.vault.as_ref().map(|v| v.prefixes()),
+                details_type: services
+                    .ciba
+                    .as_ref()
+                    .map_or("vigil_agent_action", |c| c.details_type()),
+                role_of: &role_of,
+            };
+            self.responder.logged(&logged, &rec.body.received_at, &ctx)
+        };
+        if effects.iter().any(|e| matches!(e, Effect::Posture(_))) {
+            if let Some(t) = crate::time::Timestamp::parse_event_time(&rec.body.received_at) {
+                let lag = crate::time::Timestamp::now().0 - t.0;
+                crate::telemetry::metrics()
+                    .response_lag_seconds
+                    .observe(lag.max(0) as f64 / 1e9);
+            }
+        }
+        let live = rec.index >= self.live_from;
+        self.carry_out(pipeline, effects, stop, live).await;
+    }
+
+    async fn carry_out(
+        &mut self,
+        pipeline: &Arc<Pipeline>,
+        effects: Vec<Effect>,
+        stop: &Stop,
+        live: bool,
+    ) {
+        for effect in effects {
+            match effect {
+                Effect::Record(e) => {
+                    if let Err(err) = workers::record(pipeline, &e).await {
+                        tracing::error!(event = %e.event_id, "Cannot record the response's decision: {err}");
+                    }
+                }
+                Effect::Posture(p) => {
+                    put_in_force(&self.book, pipeline, &p);
+                    crate::telemetry::metrics()
+                        .posture_changes_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if live {
+                        self.publish(&p).await;
+                    }
+                }
+                Effect::Respond(id, response) => self.detection.board().respond(&id, response),
+                Effect::Legitimate(ids, principal) => legitimate(pipeline, &ids, &principal).await,
+                Effect::AskStepUp(r) => {
+                    let Some(ciba) = self.services.ciba.clone() else {
+                        continue;
+                    };
+                    if self.running.insert(r.anomaly_id.clone()) {
+                        let (p, s, key) = (pipeline.clone(), stop.clone(), r.anomaly_id.clone());
+                        self.workers.spawn(async move {
+                            workers::step_up(p, ciba, r, s).await;
+                            key
+                        });
+                    }
+                }
+                Effect::Revoke(order) => {
+                    let Some(vault) = self.services.vault.clone() else {
+                        continue;
+                    };
+                    let key = format!("{}.revoke", order.anomaly_id);
+                    if self.running.insert(key.clone()) {
+                        let (p, s) = (pipeline.clone(), stop.clone());
+                        self.workers.spawn(async move {
+                            workers::revoke(p, vault, order, s).await;
+                            key
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes a posture change (key: the agent), trying three times.
+    async fn publish(&self, p: &Posture) {
+        let Some(sink) = &self.kafka else { return };
+        let json = serde_json::to_vec(&p.for_gateway()).expect("a posture serialises");
+        for attempt in 1..=3u64 {
+            match sink
+                .publish(ENFORCEMENT_TOPIC, Some(p.agent_id.as_bytes()), &json, &[])
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(agent = %p.agent_id, attempt, "Cannot publish the posture to {ENFORCEMENT_TOPIC}: {e}");
+                    tokio::time::sleep(Duration::from_secs(attempt)).await;
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Saved {
+        Saved {
+            format: FORMAT,
+            position: self.position,
+            responder: self.responder.clone(),
+        }
+    }
+
+    fn save_in_background(&mut self) -> bool {
+        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+            return false;
+        }
+        self.saving = Some(tokio::spawn(write_state(
+            self.snapshot(),
+            self.path.clone(),
+        )));
+        true
+    }
+}
+
+/// Shows a posture to the API and to the judge.
+fn put_in_force(book: &Book, pipeline: &Pipeline, p: &Posture) {
+    book.set(p.clone());
+    let suspended = pipeline.suspended();
+    suspended.set(&p.agent_id, p.state == State::Suspended);
+    crate::telemetry::metrics().agents_suspended.store(
+        suspended.current().len() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// Tells detection the anomalies were legitimate (the principal approved).
+async fn legitimate(pipeline: &Pipeline, ids: &[String], principal: &str) {
+    for id in ids {
+        let e = evidence::Evidence {
+            event_id: format!("{id}.feedback.step_up"),
+            correlation_id: id.clone(),
+            action: crate::detect::stage::FEEDBACK_ACTION,
+            agent_id: PIPELINE_AGENT.into(),
+            attributes: serde_json::json!({
+                "anomaly_id": id, "verdict": "false_positive",
+                "note": format!("{principal} approved it in a CIBA step-up"),
+            }),
+        };
+        if let Err(err) = workers::record(pipeline, &e).await {
+            tracing::error!(anomaly = %id, "Cannot record the approval as feedback: {err}");
+        }
+    }
+}
+
+async fn write_state(saved: Saved, path: PathBuf) {
+    let shown = path.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let bytes = serde_json::to_vec(&saved).expect("the state serialises");
+        crate::store::fsutil::write_file_durably(&path, &bytes, 0o644)
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        tracing::warn!(path = %shown.display(), "Cannot save the response state; it is rebuilt from the log if need be");
+    }
+}

@@ -1,0 +1,383 @@
+//! Closing the loop from outside (contract sections 3, 5, 9): signed events
+//! in, an anomaly, a CIBA request seen by a real OpenID provider with its
+//! binding message and authorization details, the person's answer, leases
+//! revoked in a real OpenBao (only within the role's prefixes), the
+//! posture gateways read, the suspended agent's next event refused, an
+//! administrator's restore, and every step in the log, which `vigil
+//! verify` accepts. Also: the services down (ingest goes on, failures
+//! visible) and a forged flood (alerts, never revokes).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value as J};
+
+use crate::detection::{
+    anomalies, at, forgeries, hr_fleet, metric, offboarding, post_all, routine_with_leases, settle,
+    START,
+};
+use crate::services::{free_port, Bao, Provider};
+use crate::util::*;
+
+const GATEWAY_TOKEN: &str = "gateway-token-for-tests";
+const OPS_TOKEN: &str = "ops-token-for-tests";
+
+/// A configuration with tokens, the given service sections and rules.
+fn config(dir: &Path, sections: &str) -> PathBuf {
+    let sha = |t: &str| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(t.as_bytes()))
+    };
+    let text = format!(
+        r#"
+[[tokens]]
+name = "ops"
+sha256 = "{}"
+roles = ["admin"]
+[[tokens]]
+name = "gateway"
+sha256 = "{}"
+roles = ["posture"]
+{sections}
+"#,
+        sha(OPS_TOKEN),
+        sha(GATEWAY_TOKEN)
+    );
+    let path = dir.join("vigil.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(dir: &Path, jwks: &Path, config: &Path) -> Server {
+    let mut s = Server::start(
+        &dir.join("data"),
+        &[
+            "--keys",
+            jwks.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    s.token = OPS_TOKEN.into();
+    s
+}
+
+fn posture(server: &Server, agent: &str, token: &str) -> J {
+    let auth = format!("Bearer {token}");
+    let r = http(
+        server.addr,
+        "GET",
+        &format!("/v1/agents/{agent}/posture"),
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// Waits until the agent's posture (as `soc`/admin sees it) passes `done`.
+fn wait_posture(server: &Server, agent: &str, what: &str, done: impl Fn(&J) -> bool) -> J {
+    let start = Instant::now();
+    loop {
+        let p = posture(server, agent, OPS_TOKEN);
+        if done(&p) {
+            return p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{agent}'s posture never became {what}: {p:#}\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The alert detection raised for an agent's accepted events.
+fn alert_of(server: &Server, agent: &str) -> J {
+    anomalies(server, &format!("?agent_id={agent}&min_score=50"))
+        .into_iter()
+        .find(|a| a["from_rejected"] == false)
+        .unwrap_or_else(|| panic!("no alert for {agent}"))
+}
+
+/// One more routine event of an agent, on the Tuesday after.
+fn next_event(s: &Signer, n: u32) -> Vec<u8> {
+    let e = s.event(
+        &format!("{}-later-{n}", s.agent),
+        json!({"occurred_at": at(START + 8 * 86_400 + 600), "action": "hr.read_employee",
+               "resource": "hris://employees/E1", "principal": "alice@example.com"}),
+    );
+    s.sign(&e)
+}
+
+fn has_evidence(server: &Server, event_id: &str) -> bool {
+    server.receipt("vigil", event_id).status == 200
+}
+
+#[test]
+fn an_anomaly_asks_the_principal_and_a_denial_revokes_leases_and_suspends() {
+    let dir = tempfile::tempdir().unwrap();
+    let bao = Bao::start();
+    let provider = Provider::start("vigil", "s3cret-for-tests");
+    std::fs::write(dir.path().join("ciba.secret"), "s3cret-for-tests\n").unwrap();
+    let hr_leases = [bao.lease("hr"), bao.lease("hr")];
+    let other = bao.lease("other");
+    let (signers, jwks) = hr_fleet(dir.path());
+    let cfg = config(
+        dir.path(),
+        &format!(
+            r#"
+[ciba]
+issuer = "{}"
+client_id = "vigil"
+client_secret_file = "{}"
+[vault]
+address = "{}"
+token = "root"
+lease_prefixes = {{ "hr-assistant" = ["pki/issue/hr/"] }}
+[[response.rules]]
+roles = ["hr-assistant"]
+min_score = 50
+then = "step_up"
+"#,
+            provider.issuer,
+            dir.path().join("ciba.secret").display(),
+            bao.addr
+        ),
+    );
+    let mut server = start(dir.path(), &jwks, &cfg);
+    let leases = vec![
+        vec![],
+        vec![hr_leases[0].clone(), hr_leases[1].clone(), other.clone()],
+    ];
+    post_all(&server, &routine_with_leases(&signers, &leases));
+    settle(&server);
+    assert!(
+        anomalies(&server, "?min_score=50").is_empty(),
+        "the routine alerted"
+    );
+
+    // A forged flood against hr-1 alerts, and never asks or revokes.
+    post_all(&server, &forgeries());
+    settle(&server);
+    let forged = anomalies(&server, "?agent_id=hr-1&min_score=50");
+    assert!(forged.iter().all(|a| a["from_rejected"] == true) && !forged.is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(posture(&server, "hr-1", OPS_TOKEN)["state"], "active");
+    assert!(provider.requests().is_empty(), "a forgery led to a step-up");
+
+    // hr-0 off-boards employees: alice is asked on her phone, and approves.
+    post_all(&server, &offboarding(&signers[0]));
+    let asked = provider.wait_request("hr-0");
+    assert_eq!(asked["account"], "alice@example.com");
+    let message = asked["binding_message"].as_str().unwrap();
+    assert!(
+        message.contains("hr-0") && message.contains("hr.offboard_employee"),
+        "{message}"
+    );
+    let details = &asked["authorization_details"][0];
+    assert_eq!(details["type"], "vigil_agent_action");
+    assert_eq!(details["actions"], json!(["hr.offboard_employee"]));
+    assert!(details["event_count"].as_u64().unwrap() >= 1, "{details}");
+    assert_eq!(details["identifier"], "hris://employees/X0");
+    let p = posture(&server, "hr-0", OPS_TOKEN);
+    assert_eq!(p["state"], "step_up_required", "{p}");
+    assert_eq!(p["step_up"]["principal"], "alice@example.com");
+    let gateway = posture(&server, "hr-0", GATEWAY_TOKEN);
+    assert_eq!(gateway["state"], "step_up_required");
+    assert!(
+        gateway.get("step_up").is_none(),
+        "a gateway sees no step-up details: {gateway}"
+    );
+    provider.decide(asked["auth_req_id"].as_str().unwrap(), true);
+    wait_posture(&server, "hr-0", "active", |p| p["state"] == "active");
+    let a0 = alert_of(&server, "hr-0");
+    let id0 = a0["anomaly_id"].as_str().unwrap().to_string();
+    let start_wait = Instant::now();
+    while alert_of(&server, "hr-0")["feedback"]["verdict"] != "false_positive" {
+        assert!(
+            start_wait.elapsed() < Duration::from_secs(30),
+            "the approval did not teach the baseline"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        alert_of(&server, "hr-0")["response"],
+        json!({"action": "step_up", "status": "approved"})
+    );
+
+    // hr-1 does the same; alice denies: leases revoked, hr-1 suspended.
+    post_all(&server, &offboarding(&signers[1]));
+    let asked = provider.wait_request("hr-1");
+    provider.decide(asked["auth_req_id"].as_str().unwrap(), false);
+    let p = wait_posture(&server, "hr-1", "suspended with its leases revoked", |p| {
+        p["state"] == "suspended"
+            && p["revocations"]
+                .as_array()
+                .is_some_and(|r| r.iter().all(|r| r["status"] != "pending"))
+    });
+    let status = |lease: &str| {
+        p["revocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["lease_id"] == lease)
+            .map(|r| r["status"].clone())
+    };
+    assert_eq!(status(&hr_leases[0]), Some(json!("revoked")), "{p:#}");
+    assert_eq!(status(&hr_leases[1]), Some(json!("revoked")), "{p:#}");
+    assert_eq!(status(&other), Some(json!("outside_prefixes")), "{p:#}");
+    assert!(!bao.lease_alive(&hr_leases[0]) && !bao.lease_alive(&hr_leases[1]));
+    assert!(
+        bao.lease_alive(&other),
+        "a lease outside the role's prefixes was revoked"
+    );
+
+    // Its next event is refused; an administrator restores it.
+    let r = server.post_ndjson(&[next_event(&signers[1], 1)]);
+    assert_eq!(r["results"][0]["reason"], "agent_not_active", "{r}");
+    let restored = server.req("POST", "/v1/agents/hr-1/restore", None, b"");
+    assert_eq!(restored.status, 200, "{}", restored.text());
+    assert_eq!(restored.json()["posture"]["state"], "active");
+    let r = server.post_ndjson(&[next_event(&signers[1], 2)]);
+    assert_eq!(r["results"][0]["status"], "accepted", "{r}");
+
+    // Every step is evidence in the log, and the log verifies.
+    let id1 = alert_of(&server, "hr-1")["anomaly_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for id in [
+        format!("{id0}.step_up"),
+        format!("{id0}.step_up.requested"),
+        format!("{id0}.step_up.result"),
+        format!("{id1}.step_up.result"),
+        format!("{id1}.revoke"),
+        vigil::respond::evidence::revocation_id(&id1, &hr_leases[0]),
+        vigil::respond::evidence::revocation_id(&id1, &hr_leases[1]),
+    ] {
+        assert!(has_evidence(&server, &id), "no evidence {id} in the log");
+    }
+    assert!(!has_evidence(
+        &server,
+        &vigil::respond::evidence::revocation_id(&id1, &other)
+    ));
+    assert_eq!(server.stop(), Some(0));
+    assert_log_verifies(&dir.path().join("data"));
+}
+
+#[test]
+fn with_the_services_down_ingest_goes_on_and_failures_show_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let signers: Vec<Signer> = (0..2)
+        .map(|i| Signer::new(40 + i, &format!("hr-{i}"), &format!("hr-{i}#1")))
+        .collect();
+    let jwks = dir.path().join("fleet.jwks.json");
+    let keys = vec![
+        signers[0].jwk(json!({"role": "hr-assistant", "owner": "people-ops"})),
+        signers[1].jwk(json!({"role": "db-agent", "owner": "data-ops"})),
+    ];
+    write_jwks(&jwks, &keys);
+    let cfg = config(
+        dir.path(),
+        &format!(
+            r#"
+[ciba]
+issuer = "http://127.0.0.1:{}"
+client_id = "vigil"
+client_secret = "nobody-listens"
+[vault]
+address = "http://127.0.0.1:{}"
+token = "root"
+lease_prefixes = {{ "db-agent" = ["database/creds/db-agent/"] }}
+[[response.rules]]
+roles = ["hr-assistant"]
+min_score = 50
+then = "step_up"
+[[response.rules]]
+roles = ["db-agent"]
+min_score = 50
+then = "revoke"
+"#,
+            free_port(),
+            free_port()
+        ),
+    );
+    let mut server = start(dir.path(), &jwks, &cfg);
+    let leases = vec![vec![], vec!["database/creds/db-agent/L1".to_string()]];
+    post_all(&server, &routine_with_leases(&signers, &leases));
+    settle(&server);
+    post_all(&server, &offboarding(&signers[0]));
+    post_all(&server, &offboarding(&signers[1]));
+    // Ingest is answered while the provider and Vault are retried.
+    wait_posture(&server, "hr-0", "step_up_required", |p| {
+        p["state"] == "step_up_required"
+    });
+    let r = server.post_ndjson(&[next_event(&signers[0], 1)]);
+    assert_eq!(r["results"][0]["status"], "accepted", "{r}");
+    assert_eq!(
+        posture(&server, "hr-0", OPS_TOKEN)["step_up"]["status"],
+        "requested",
+        "ingest waited for the provider"
+    );
+    let r = server.post_ndjson(&[next_event(&signers[1], 1)]);
+    assert_eq!(r["results"][0]["reason"], "agent_not_active", "{r}");
+    // The failures become visible.
+    let p = wait_posture(&server, "hr-0", "a failed step-up", |p| {
+        p["step_up"]["status"] == "failed"
+    });
+    assert!(
+        p["step_up"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{p}"
+    );
+    let p = wait_posture(&server, "hr-1", "a failed revocation", |p| {
+        p["revocations"][0]["status"] == "failed"
+    });
+    assert!(
+        p["revocations"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{p}"
+    );
+    assert!(metric(&server, "vigil_response_failures_total") >= 2);
+    // A restart keeps the postures (and the suspension in force).
+    assert_eq!(server.stop(), Some(0));
+    let mut server = start(dir.path(), &jwks, &cfg);
+    assert_eq!(posture(&server, "hr-1", OPS_TOKEN)["state"], "suspended");
+    assert_eq!(
+        posture(&server, "hr-0", OPS_TOKEN)["step_up"]["status"],
+        "failed"
+    );
+    let r = server.post_ndjson(&[next_event(&signers[1], 2)]);
+    assert_eq!(r["results"][0]["reason"], "agent_not_active", "{r}");
+    assert_eq!(server.stop(), Some(0));
+    assert_log_verifies(&dir.path().join("data"));
+}
+
+#[test]
+fn a_bad_response_policy_stops_the_server_with_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[[response.rules]]\nmin_severity = \"high\"\nthen = \"step_up\"\n",
+    );
+    let out = run_vigil(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        dir.path().join("data").to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[[response.rules]] entry 1") && err.contains("add a [ciba] table"),
+        "{err}"
+    );
+}

