@@ -111,6 +111,8 @@ enum BenchCommand {
     Kafka(crate::loadgen::kafka::KafkaBenchArgs),
     /// Grow a log to 1M and 10M receipts; measure start-up, memory, proofs and verify.
     Log(crate::loadgen::log::LogBenchArgs),
+    /// Time anomaly -> posture change and -> CIBA request under background load.
+    Response(crate::loadgen::response::ResponseBenchArgs),
 }
 
 /// `vigil serve` flags (they override the configuration file).
@@ -215,6 +217,9 @@ fn run(cli: Cli) -> Result<(), Exit> {
         Command::Bench {
             what: BenchCommand::Log(args),
         } => crate::loadgen::log::run(args).map_err(Exit::from),
+        Command::Bench {
+            what: BenchCommand::Response(args),
+        } => crate::loadgen::response::run(args).map_err(Exit::from),
     }
 }
 
