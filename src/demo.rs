@@ -148,7 +148,14 @@ struct Feed {
     accepted: u64,
     rejected: u64,
     alerts_shown: std::collections::HashSet<String>,
+    /// Anomalies whose response was shown.
+    responses_shown: std::collections::HashSet<String>,
+    /// Suspended agents the demo's analyst restores, and when.
+    to_restore: Vec<(String, tokio::time::Instant)>,
 }
+
+/// How long a suspension lasts before the demo's analyst lifts it.
+const RESTORE_AFTER: Duration = Duration::from_secs(3);
 
 /// An event that was sent and accepted.
 struct Sent {
@@ -165,6 +172,8 @@ impl Feed {
             accepted: 0,
             rejected: 0,
             alerts_shown: Default::default(),
+            responses_shown: Default::default(),
+            to_restore: Vec::new(),
         }
     }
 
@@ -233,6 +242,7 @@ impl Feed {
                 self.send(due.min(500)).await?;
             }
             self.show_alerts().await?;
+            self.restore_due().await?;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = &mut ctrl_c => return Ok(()),
@@ -304,6 +314,43 @@ impl Feed {
                     a["event_time"].as_str().unwrap_or(""),
                     a["summary"].as_str().unwrap_or("")
                 );
+            }
+            self.show_response(&id, a);
+        }
+        Ok(())
+    }
+
+    /// Prints what the response did about an anomaly, once.
+    fn show_response(&mut self, id: &str, a: &serde_json::Value) {
+        let (action, status) = (
+            a["response"]["action"].as_str().unwrap_or("none"),
+            a["response"]["status"].as_str().unwrap_or(""),
+        );
+        if action == "none" || !self.responses_shown.insert(id.to_string()) {
+            return;
+        }
+        let agent = a["agent_id"].as_str().unwrap_or("").to_string();
+        println!(
+            "  RESPONSE     {action} -> {status}: agent {agent} (GET /v1/agents/{agent}/posture; its next events are rejected:agent_not_active)"
+        );
+        if status == "suspended" {
+            self.to_restore
+                .push((agent, tokio::time::Instant::now() + RESTORE_AFTER));
+        }
+    }
+
+    /// Lifts the suspensions that are due, as an analyst would after
+    /// looking.
+    async fn restore_due(&mut self) -> anyhow::Result<()> {
+        let now = tokio::time::Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.to_restore.drain(..).partition(|(_, at)| *at <= now);
+        self.to_restore = later;
+        for (agent, _) in due {
+            let path = format!("/v1/agents/{agent}/restore");
+            let (status, _) = self.client.send("POST", &path, None, Bytes::new()).await?;
+            if status == 200 {
+                println!("  restored     {agent}: the demo's analyst lifted the suspension (POST {path}, receipted)");
             }
         }
         Ok(())

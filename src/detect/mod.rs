@@ -424,7 +424,7 @@ fn open_anomaly(found: &Found) -> Anomaly {
         summary: anomaly::summary(&obs.agent_id, &found.signals),
         response: anomaly::Response {
             action: "none".into(),
-            status: "not_configured".into(),
+            status: "none".into(),
         },
         from_rejected: found.from_rejected,
         feedback: None,

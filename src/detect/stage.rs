@@ -289,19 +289,7 @@ impl Stage {
 
 async fn write_state(mut pending: tokio::task::JoinSet<()>, saved: Saved, path: PathBuf) {
     while pending.join_next().await.is_some() {}
-    let shown = path.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let bytes = serde_json::to_vec(&saved).expect("the state serialises");
-        crate::store::fsutil::write_file_durably(&path, &bytes, 0o644)
-    })
-    .await;
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(path = %shown.display(), "Cannot save the detection state ({e}); it is rebuilt from the log if need be")
-        }
-        Err(e) => tracing::warn!("The detection state's save task failed: {e}"),
-    }
+    crate::store::fsutil::save_derived_state(path, "detection state", saved).await;
 }
 
 /// The log's event id of an anomaly's version.

@@ -73,7 +73,8 @@ fn start_provider(dir: &std::path::Path) -> anyhow::Result<Provider> {
         .context("cannot start node")?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
-    let j: serde_json::Value = serde_json::from_str(&line).context("the provider printed no issuer")?;
+    let j: serde_json::Value =
+        serde_json::from_str(&line).context("the provider printed no issuer")?;
     let issuer = j["issuer"].as_str().context("no issuer")?.to_string();
     Ok(Provider { child, issuer })
 }
@@ -88,16 +89,34 @@ fn wall_ms() -> f64 {
 fn trigger(key: &crate::keys::private::PrivateJwk, n: usize) -> Vec<u8> {
     let now = Timestamp::now();
     let members = vec![
-        ("spec".to_string(), Value::String(crate::event::EVENT_SPEC.into())),
+        (
+            "spec".to_string(),
+            Value::String(crate::event::EVENT_SPEC.into()),
+        ),
         ("event_id".into(), Value::String(format!("trigger-{n}"))),
         ("occurred_at".into(), Value::String(now.to_rfc3339_millis())),
-        ("agent_id".into(), Value::String(key.agent_id.clone().unwrap_or_default())),
+        (
+            "agent_id".into(),
+            Value::String(key.agent_id.clone().unwrap_or_default()),
+        ),
         ("key_id".into(), Value::String(key.kid.clone())),
-        ("correlation_id".into(), Value::String(format!("trigger-corr-{n}"))),
+        (
+            "correlation_id".into(),
+            Value::String(format!("trigger-corr-{n}")),
+        ),
         ("action".into(), Value::String("db.export".into())),
-        ("resource".into(), Value::String("postgres://hr/employees".into())),
-        ("principal".into(), Value::String(format!("owner{n}@corp.example"))),
-        ("lease_id".into(), Value::String(format!("database/creds/bench/{n}"))),
+        (
+            "resource".into(),
+            Value::String("postgres://hr/employees".into()),
+        ),
+        (
+            "principal".into(),
+            Value::String(format!("owner{n}@corp.example")),
+        ),
+        (
+            "lease_id".into(),
+            Value::String(format!("database/creds/bench/{n}")),
+        ),
         (
             "lease_expires_at".into(),
             Value::String(Timestamp::from_secs(now.secs() - 3600).to_rfc3339_millis()),
@@ -106,7 +125,10 @@ fn trigger(key: &crate::keys::private::PrivateJwk, n: usize) -> Vec<u8> {
     let c = json::Canonical::of_object(&members, "signature");
     let sig = crate::event::signature::sign(&key.key, &c.without);
     let mut members = members;
-    members.push(("signature".into(), Value::String(crate::event::signature::b64url(&sig))));
+    members.push((
+        "signature".into(),
+        Value::String(crate::event::signature::b64url(&sig)),
+    ));
     let mut out = Vec::new();
     json::write_jcs(&Value::Object(members), &mut out);
     out
@@ -131,13 +153,24 @@ async fn triggers(
     for (n, key) in victims.iter().enumerate() {
         let started = Instant::now();
         let (status, body) = client
-            .send("POST", "/v1/events", Some("application/x-ndjson"), Bytes::from(trigger(key, n)))
+            .send(
+                "POST",
+                "/v1/events",
+                Some("application/x-ndjson"),
+                Bytes::from(trigger(key, n)),
+            )
             .await?;
         if status != 200 {
-            bail!("the trigger was answered {status}: {}", String::from_utf8_lossy(&body));
+            bail!(
+                "the trigger was answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         let (acked, acked_wall_ms) = (Instant::now(), wall_ms());
-        let path = format!("/v1/agents/{}/posture", key.agent_id.clone().unwrap_or_default());
+        let path = format!(
+            "/v1/agents/{}/posture",
+            key.agent_id.clone().unwrap_or_default()
+        );
         loop {
             let t = Instant::now();
             let (_, body) = client.send("GET", &path, None, Bytes::new()).await?;
@@ -174,7 +207,12 @@ async fn gateway(
         }
         let t = Instant::now();
         let (status, _) = client
-            .send("GET", &format!("/v1/agents/{agent}/posture"), None, Bytes::new())
+            .send(
+                "GET",
+                &format!("/v1/agents/{agent}/posture"),
+                None,
+                Bytes::new(),
+            )
             .await?;
         if status != 200 {
             bail!("the posture of {agent} was answered {status}");
@@ -199,7 +237,9 @@ fn report(name: &str, mut v: Vec<f64>) {
 /// Runs the benchmark and prints its report.
 pub fn run(args: ResponseBenchArgs) -> anyhow::Result<()> {
     let provider = start_provider(&args.provider)?;
-    let tmp = tempfile::Builder::new().prefix("vigil-bench-response-").tempdir()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("vigil-bench-response-")
+        .tempdir()?;
     let data = tmp.path().to_path_buf();
     let n_triggers = (args.seconds * 1000 / args.every_ms.max(1)).saturating_sub(2) as usize;
     let (jwks, keys) = bench_agents(&data, args.agents + n_triggers)?;
@@ -219,7 +259,11 @@ pub fn run(args: ResponseBenchArgs) -> anyhow::Result<()> {
             provider.issuer
         ),
     )?;
-    let server = start_server(&data.join("data"), &jwks, &["--config", config.to_str().unwrap_or_default()])?;
+    let server = start_server(
+        &data.join("data"),
+        &jwks,
+        &["--config", config.to_str().unwrap_or_default()],
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -229,7 +273,10 @@ pub fn run(args: ResponseBenchArgs) -> anyhow::Result<()> {
         args.rate, args.seconds, args.agents, args.every_ms
     );
     let (addr, token) = (server.addr(), server.token().to_string());
-    let names: Vec<String> = background.iter().filter_map(|k| k.agent_id.clone()).collect();
+    let names: Vec<String> = background
+        .iter()
+        .filter_map(|k| k.agent_id.clone())
+        .collect();
     let (load, measured, gateway_reads) = rt.block_on(async {
         let (t, b) = (token.clone(), batches(&corpus, per_tick));
         let load = tokio::spawn(async move { super::fixed_rate(addr, &t, b, per_tick).await });
@@ -237,7 +284,13 @@ pub fn run(args: ResponseBenchArgs) -> anyhow::Result<()> {
         let reader = tokio::spawn(gateway(addr, token.clone(), names, stop_rx));
         // Let the load reach its rate first.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let measured = triggers(addr, token, victims.to_vec(), Duration::from_millis(args.every_ms)).await;
+        let measured = triggers(
+            addr,
+            token,
+            victims.to_vec(),
+            Duration::from_millis(args.every_ms),
+        )
+        .await;
         let _ = stop_tx.send(true);
         (load.await, measured, reader.await)
     });
@@ -246,7 +299,12 @@ pub fn run(args: ResponseBenchArgs) -> anyhow::Result<()> {
     let gateway_reads = gateway_reads??;
     let requests: Vec<serde_json::Value> = {
         let url = format!("{}/test/requests", provider.issuer);
-        let addr: SocketAddr = url.trim_start_matches("http://").split('/').next().unwrap_or("").parse()?;
+        let addr: SocketAddr = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .parse()?;
         let body = rt.block_on(async {
             let mut c = Client::connect(addr, "").await?;
             c.send("GET", "/test/requests", None, Bytes::new()).await
@@ -270,10 +328,16 @@ pub fn run(args: ResponseBenchArgs) -> anyhow::Result<()> {
         sent as f64 / elapsed,
         percentile(&lat, 0.99) * 1e3
     );
-    report("trigger acknowledged -> posture step_up_required", measured.iter().map(|m| m.posture_ms).collect());
+    report(
+        "trigger acknowledged -> posture step_up_required",
+        measured.iter().map(|m| m.posture_ms).collect(),
+    );
     report("trigger acknowledged -> CIBA request at the provider", ciba);
     report("GET /v1/agents/{id}/posture, victims while waiting", reads);
-    report("GET /v1/agents/{id}/posture, a gateway every 5 ms", gateway_reads);
+    report(
+        "GET /v1/agents/{id}/posture, a gateway every 5 ms",
+        gateway_reads,
+    );
     server.stop()?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use serde_json::Value as J;
 use tokio::sync::OnceCell;
 
 use super::fold::StepUpRequest;
-use super::http::{form, HttpClient, HttpError};
+use super::http::{form, urlencode, HttpClient, HttpError};
 
 /// The grant type of a CIBA token request.
 pub const GRANT_TYPE: &str = "urn:openid:params:grant-type:ciba";
@@ -156,12 +156,12 @@ impl Ciba {
         })
     }
 
+    /// `client_secret_basic` (RFC 6749 2.3.1: both parts form-encoded).
     fn basic(&self) -> String {
-        let enc = |s: &str| String::from_utf8(form(&[("", s)])[1..].to_vec()).expect("ascii");
         let pair = format!(
             "{}:{}",
-            enc(&self.settings.client_id),
-            enc(&self.settings.client_secret)
+            urlencode(&self.settings.client_id),
+            urlencode(&self.settings.client_secret)
         );
         format!(
             "Basic {}",

@@ -81,9 +81,22 @@ pub enum Effect {
     /// A posture changed.
     Posture(Posture),
     /// What was done about an anomaly (shown on the board).
-    Respond(String, Response),
-    /// The principal approved: these anomalies were legitimate.
-    Legitimate(Vec<String>, String),
+    Respond {
+        /// The anomaly.
+        anomaly_id: String,
+        /// What was done.
+        response: Response,
+    },
+    /// The principal approved: these anomalies of the agent were
+    /// legitimate (the baseline learns them).
+    Legitimate {
+        /// The agent.
+        agent_id: String,
+        /// Who approved.
+        principal: String,
+        /// The anomalies.
+        anomaly_ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -261,14 +274,14 @@ impl Responder {
         let mut out = Vec::new();
         let current = self.posture(&a.agent_id, at);
         if current.state == State::Suspended {
-            out.push(respond(a, "step_up", "agent_already_suspended"));
+            out.push(respond(&a.anomaly_id, "step_up", "agent_already_suspended"));
             return out;
         }
         let key = pending_key(&a.agent_id, principal);
         if let Some(p) = self.pending.get_mut(&key) {
             p.joined.push(a.anomaly_id.clone());
             let status = format!("joined_{}", p.request.anomaly_id);
-            out.push(respond(a, "step_up", &status));
+            out.push(respond(&a.anomaly_id, "step_up", &status));
             return out;
         }
         let request = step_up_request(a, principal, trigger, ctx.details_type);
@@ -305,7 +318,7 @@ impl Responder {
             ..current
         };
         self.set_posture(posture, &mut out);
-        out.push(respond(a, "step_up", "requested"));
+        out.push(respond(&a.anomaly_id, "step_up", "requested"));
         out
     }
 
@@ -362,7 +375,7 @@ impl Responder {
             revocations,
         };
         self.set_posture(posture, &mut out);
-        out.push(respond(a, "revoke", "suspended"));
+        out.push(respond(&a.anomaly_id, "revoke", "suspended"));
         out
     }
 
@@ -392,9 +405,13 @@ impl Responder {
         match outcome {
             "approved" => {
                 for id in &all {
-                    out.push(Effect::Respond(id.clone(), response("step_up", "approved")));
+                    out.push(respond(id, "step_up", "approved"));
                 }
-                out.push(Effect::Legitimate(all, principal.clone()));
+                out.push(Effect::Legitimate {
+                    agent_id: agent.clone(),
+                    principal: principal.clone(),
+                    anomaly_ids: all,
+                });
                 let others = self.pending.values().any(|p| p.request.agent_id == agent);
                 if posture.state == State::StepUpRequired && !others {
                     posture.state = State::Active;
@@ -413,10 +430,7 @@ impl Responder {
                 out.extend(self.revoke(&anomaly, at, ctx, &why));
             }
             _ => {
-                out.push(Effect::Respond(
-                    p.request.anomaly_id.clone(),
-                    response("step_up", "failed"),
-                ));
+                out.push(respond(&p.request.anomaly_id, "step_up", "failed"));
                 self.set_posture(posture, &mut out);
             }
         }
@@ -483,8 +497,11 @@ fn response(action: &str, status: &str) -> Response {
     }
 }
 
-fn respond(a: &Anomaly, action: &str, status: &str) -> Effect {
-    Effect::Respond(a.anomaly_id.clone(), response(action, status))
+fn respond(anomaly_id: &str, action: &str, status: &str) -> Effect {
+    Effect::Respond {
+        anomaly_id: anomaly_id.to_string(),
+        response: response(action, status),
+    }
 }
 
 /// `pending` when the lease may be revoked, else why not.

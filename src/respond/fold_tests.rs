@@ -126,7 +126,7 @@ fn a_high_anomaly_asks_the_principal_and_approval_restores_the_agent() {
     assert_eq!(posture_of(&out).unwrap().state, State::Active);
     assert!(out
         .iter()
-        .any(|e| matches!(e, Effect::Legitimate(ids, _) if ids.len() == 2)));
+        .any(|e| matches!(e, Effect::Legitimate { anomaly_ids, .. } if anomaly_ids.len() == 2)));
     assert!(r.resume().is_empty());
 }
 

@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -123,41 +123,34 @@ impl Stage {
         let resumed = self.responder.resume();
         self.carry_out(&pipeline, resumed, &stop, false).await;
         let mut cursor = pipeline.view().tail(self.position);
-        let mut saved_at = (Instant::now(), self.position);
+        let mut saved = self.position;
+        let mut tick = tokio::time::interval(SAVE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            let next = tokio::select! {
+            tokio::select! {
                 _ = stop.stopped() => break,
-                _ = tokio::time::sleep(SAVE_EVERY) => None,
+                _ = tick.tick() => {
+                    while let Some(Ok(key)) = self.workers.try_join_next() {
+                        self.running.remove(&key);
+                    }
+                    if self.position != saved && self.save_in_background() {
+                        saved = self.position;
+                    }
+                }
                 r = cursor.next() => match r {
                     None => break,
-                    Some(r) => Some(r),
+                    Some(Ok(rec)) => {
+                        self.read(&pipeline, &rec, &stop).await;
+                        self.position = rec.index + 1;
+                        crate::telemetry::metrics()
+                            .response_position_records
+                            .store(self.position, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!("The response stage cannot read record {}: {e}; retrying in 1 s", cursor.position());
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 },
-            };
-            match next {
-                Some(Ok(rec)) => {
-                    self.read(&pipeline, &rec, &stop).await;
-                    self.position = rec.index + 1;
-                    crate::telemetry::metrics()
-                        .response_position_records
-                        .store(self.position, std::sync::atomic::Ordering::Relaxed);
-                }
-                Some(Err(e)) => {
-                    tracing::error!(
-                        "The response stage cannot read record {}: {e}; retrying in 1 s",
-                        cursor.position()
-                    );
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                None => {}
-            }
-            while let Some(Ok(key)) = self.workers.try_join_next() {
-                self.running.remove(&key);
-            }
-            if self.position != saved_at.1
-                && saved_at.0.elapsed() >= SAVE_EVERY
-                && self.save_in_background()
-            {
-                saved_at = (Instant::now(), self.position);
             }
         }
         self.workers.shutdown().await;
@@ -231,8 +224,15 @@ impl Stage {
                         self.publish(&p).await;
                     }
                 }
-                Effect::Respond(id, response) => self.detection.board().respond(&id, response),
-                Effect::Legitimate(ids, principal) => legitimate(pipeline, &ids, &principal).await,
+                Effect::Respond {
+                    anomaly_id,
+                    response,
+                } => self.detection.board().respond(&anomaly_id, response),
+                Effect::Legitimate {
+                    agent_id,
+                    principal,
+                    anomaly_ids,
+                } => legitimate(pipeline, &agent_id, &principal, &anomaly_ids).await,
                 Effect::AskStepUp(r) => {
                     let Some(ciba) = self.services.ciba.clone() else {
                         continue;
@@ -312,13 +312,13 @@ fn put_in_force(book: &Book, pipeline: &Pipeline, p: &Posture) {
 }
 
 /// Tells detection the anomalies were legitimate (the principal approved).
-async fn legitimate(pipeline: &Pipeline, ids: &[String], principal: &str) {
+async fn legitimate(pipeline: &Pipeline, agent_id: &str, principal: &str, ids: &[String]) {
     for id in ids {
         let e = evidence::Evidence {
             event_id: format!("{id}.feedback.step_up"),
             correlation_id: id.clone(),
             action: crate::detect::stage::FEEDBACK_ACTION,
-            agent_id: PIPELINE_AGENT.into(),
+            agent_id: agent_id.to_string(),
             attributes: serde_json::json!({
                 "anomaly_id": id, "verdict": "false_positive",
                 "note": format!("{principal} approved it in a CIBA step-up"),
@@ -331,13 +331,5 @@ async fn legitimate(pipeline: &Pipeline, ids: &[String], principal: &str) {
 }
 
 async fn write_state(saved: Saved, path: PathBuf) {
-    let shown = path.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let bytes = serde_json::to_vec(&saved).expect("the state serialises");
-        crate::store::fsutil::write_file_durably(&path, &bytes, 0o644)
-    })
-    .await;
-    if !matches!(written, Ok(Ok(()))) {
-        tracing::warn!(path = %shown.display(), "Cannot save the response state; it is rebuilt from the log if need be");
-    }
+    crate::store::fsutil::save_derived_state(path, "response state", saved).await;
 }

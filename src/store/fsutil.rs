@@ -71,3 +71,25 @@ pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     sync_dir(parent(dir))
 }
+
+/// Saves a state derived from the log (JSON) durably, on a blocking
+/// thread. A failure is logged, not returned: such a state is rebuilt
+/// from the log when it is missing or behind.
+pub async fn save_derived_state<T>(path: std::path::PathBuf, what: &'static str, state: T)
+where
+    T: serde::Serialize + Send + 'static,
+{
+    let shown = path.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let bytes = serde_json::to_vec(&state).map_err(std::io::Error::other)?;
+        write_file_durably(&path, &bytes, 0o644)
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(path = %shown.display(), "Cannot save the {what} ({e}); it is rebuilt from the log if need be")
+        }
+        Err(e) => tracing::warn!("The {what}'s save task failed: {e}"),
+    }
+}

@@ -620,7 +620,10 @@ fn an_oversized_rejected_message_is_copied_truncated_and_never_stalls() {
 }
 
 /// Issue 10: anomalies are published to `vigil.anomalies` (key: the agent)
-/// as well as receipted, whatever the source of the events.
+/// as well as receipted, whatever the source of the events. Issue 11: the
+/// forgeries change no posture; an accepted event using an expired lease
+/// suspends the agent (the default policy), published to
+/// `vigil.enforcement`.
 #[test]
 fn a_burst_of_forgeries_from_kafka_is_an_anomaly_published_to_vigil_anomalies() {
     let broker = Broker::start();
@@ -628,6 +631,7 @@ fn a_burst_of_forgeries_from_kafka_is_an_anomaly_published_to_vigil_anomalies() 
         ("agent-events", 1),
         ("agent-events.rejected", 1),
         ("vigil.anomalies", 1),
+        ("vigil.enforcement", 1),
     ]);
     let dir = tempfile::tempdir().unwrap();
     let jwks = vector_jwks(dir.path());
@@ -655,6 +659,34 @@ fn a_burst_of_forgeries_from_kafka_is_an_anomaly_published_to_vigil_anomalies() 
     assert_eq!(server.receipt("vigil", id).status, 200, "and receipted");
     let listed = server.req("GET", "/v1/anomalies", None, b"").json();
     assert_eq!(listed["anomalies"][0]["anomaly_id"], id);
+    let posture = server.req(
+        "GET",
+        &format!("/v1/agents/{}/posture", hr.agent),
+        None,
+        b"",
+    );
+    assert_eq!(
+        posture.json()["state"],
+        "active",
+        "forgeries changed the posture"
+    );
+
+    let expired = hr.event(
+        "lease-late",
+        serde_json::json!({"lease_id": "aws/creds/hr-assistant/abc",
+                           "lease_expires_at": "2026-01-01T00:00:00Z"}),
+    );
+    produce(&producer, "agent-events", &hr.agent, &hr.sign(&expired));
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let enforced = broker.read_all("vigil.enforcement", 1);
+    assert_eq!(enforced.len(), 1, "one posture change");
+    assert_eq!(enforced[0].key, hr.agent.as_bytes());
+    let p: serde_json::Value = serde_json::from_slice(&enforced[0].value).unwrap();
+    assert_eq!(p["state"], "suspended", "{p}");
+    assert!(
+        p.get("revocations").is_none(),
+        "gateways get the short form: {p}"
+    );
     assert_eq!(server.stop(), Some(0));
     assert_log_verifies(&data);
 }
