@@ -360,5 +360,7 @@ client_secret = "..."
             "this version reads JWKS files only"
         );
         crate::ingest::kafka::check_passthrough(cfg.kafka.as_ref().unwrap()).unwrap();
+        let rules = crate::respond::policy::Policy::from_rules(cfg.response.rules.clone(), true);
+        assert!(rules.is_ok(), "{rules:?}");
     }
 }

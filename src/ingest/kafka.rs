@@ -448,11 +448,18 @@ impl Consume {
             }
         }
         let n = copies.len() as u64;
-        tokio::select! {
-            _ = futures_util::future::join_all(copies) => {}
-            _ = self.stop.stopped() => {
-                tracing::info!("Stopping while .rejected copies are retried; their offsets stay uncommitted");
-                return Ok(false);
+        // Biased: a batch whose copies are all acknowledged (or that has
+        // none) is committed even when the stop signal has fired meanwhile;
+        // an unbiased choice left such a batch uncommitted half the time,
+        // and the partition's next owner receipted it again.
+        if !copies.is_empty() {
+            tokio::select! {
+                biased;
+                _ = futures_util::future::join_all(copies) => {}
+                _ = self.stop.stopped() => {
+                    tracing::info!("Stopping while .rejected copies are retried; their offsets stay uncommitted");
+                    return Ok(false);
+                }
             }
         }
         metrics()
