@@ -110,6 +110,33 @@ fn next_event(s: &Signer, n: u32) -> Vec<u8> {
     s.sign(&e)
 }
 
+/// hr-0 exports every employee record at 03:00 on the Wednesday after.
+fn export_at_night(s: &Signer) -> Vec<u8> {
+    let e = s.event(
+        &format!("{}-export", s.agent),
+        json!({"occurred_at": at(START + 9 * 86_400 - 6 * 3600), "action": "hr.export_all_employees",
+               "resource": "hris://exports/all", "sensitivity": "critical",
+               "principal": "alice@example.com", "correlation_id": "night-1"}),
+    );
+    s.sign(&e)
+}
+
+/// Waits for a token or revocation request at the provider.
+fn wait_log(provider: &Provider, found: impl Fn(&J) -> bool) -> J {
+    let start = Instant::now();
+    loop {
+        if let Some(l) = provider.log().into_iter().find(|l| found(l)) {
+            return l;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the provider never saw it: {:#?}",
+            provider.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn has_evidence(server: &Server, event_id: &str) -> bool {
     server.receipt("vigil", event_id).status == 200
 }
@@ -118,7 +145,7 @@ fn has_evidence(server: &Server, event_id: &str) -> bool {
 fn an_anomaly_asks_the_principal_and_a_denial_revokes_leases_and_suspends() {
     let dir = tempfile::tempdir().unwrap();
     let bao = Bao::start();
-    let provider = Provider::start("vigil", "s3cret-for-tests");
+    let provider = Provider::start("vigil", "s3cret-for-tests", Some(1));
     std::fs::write(dir.path().join("ciba.secret"), "s3cret-for-tests\n").unwrap();
     let hr_leases = [bao.lease("hr"), bao.lease("hr")];
     let other = bao.lease("other");
@@ -131,6 +158,7 @@ fn an_anomaly_asks_the_principal_and_a_denial_revokes_leases_and_suspends() {
 issuer = "{}"
 client_id = "vigil"
 client_secret_file = "{}"
+requested_expiry_s = 12
 [vault]
 address = "{}"
 token = "root"
@@ -189,8 +217,22 @@ then = "step_up"
         gateway.get("step_up").is_none(),
         "a gateway sees no step-up details: {gateway}"
     );
+    // The provider asks Vigil to slow down once: the next poll comes
+    // interval + 5 s later (the provider's clock); alice approves meanwhile.
+    provider.slow_down(1);
+    let slowed = wait_log(&provider, |l| l["answered"] == "slow_down");
     provider.decide(asked["auth_req_id"].as_str().unwrap(), true);
     wait_posture(&server, "hr-0", "active", |p| p["state"] == "active");
+    let after = wait_log(&provider, |l| {
+        l["path"] == "/token" && l["at"].as_f64() > slowed["at"].as_f64()
+    });
+    let gap = after["at"].as_f64().unwrap() - slowed["at"].as_f64().unwrap();
+    assert!(
+        gap >= 5_500.0,
+        "polled again {gap} ms after slow_down (interval 1 s)"
+    );
+    // The approval's tokens are revoked at once (RFC 7009).
+    wait_log(&provider, |l| l["path"] == "/token/revocation");
     let a0 = alert_of(&server, "hr-0");
     let id0 = a0["anomaly_id"].as_str().unwrap().to_string();
     let start_wait = Instant::now();
@@ -205,6 +247,15 @@ then = "step_up"
         alert_of(&server, "hr-0")["response"],
         json!({"action": "step_up", "status": "approved"})
     );
+
+    // Another day, something else new; nobody answers: the request
+    // expires (requested_expiry_s = 12) and the agent is suspended.
+    post_all(&server, &[export_at_night(&signers[0])]);
+    wait_posture(&server, "hr-0", "suspended after an expired step-up", |p| {
+        p["state"] == "suspended" && p["step_up"]["status"] == "expired"
+    });
+    let r = server.post_ndjson(&[next_event(&signers[0], 1)]);
+    assert_eq!(r["results"][0]["reason"], "agent_not_active", "{r}");
 
     // hr-1 does the same; alice denies: leases revoked, hr-1 suspended.
     post_all(&server, &offboarding(&signers[1]));

@@ -143,8 +143,9 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Starts it with one CIBA client.
-    pub fn start(client_id: &str, secret: &str) -> Provider {
+    /// Starts it with one CIBA client; backchannel answers carry
+    /// `interval` = `interval_s` when given.
+    pub fn start(client_id: &str, secret: &str, interval_s: Option<u64>) -> Provider {
         let dir = repo().join("tests/fixtures/oidc");
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
@@ -153,6 +154,7 @@ impl Provider {
         let mut child = Command::new("node")
             .arg(dir.join("provider.mjs"))
             .args([client_id, secret])
+            .args(interval_s.map(|i| i.to_string()))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -206,6 +208,20 @@ impl Provider {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Every token and revocation request: `{"path","at"(ms),"answered"?}`.
+    pub fn log(&self) -> Vec<J> {
+        self.call("GET", "/test/log", b"")
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// The next `n` token requests are answered `slow_down`.
+    pub fn slow_down(&self, n: u32) {
+        let body = json!({ "count": n }).to_string();
+        self.call("POST", "/test/slow_down", body.as_bytes());
     }
 
     /// The person approves or denies on their phone.
