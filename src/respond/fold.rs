@@ -15,12 +15,9 @@ use super::evidence::{self, Evidence, Logged};
 use super::policy::{Action, Policy, Subject};
 use super::posture::{Posture, Revocation, State, StepUp};
 use crate::detect::anomaly::{Anomaly, Response};
-use crate::detect::Fields;
 
 /// Leases remembered per agent (the most recently used).
 const LEASES_PER_AGENT: usize = 64;
-/// Accepted events remembered per agent (to name an anomaly's action).
-const RECENT_PER_AGENT: usize = 16;
 /// Anomalies whose response is remembered (so a revision does not act twice).
 const DECIDED_MAX: usize = 50_000;
 /// Longest binding message, in characters.
@@ -36,6 +33,18 @@ pub struct Context<'a> {
     pub details_type: &'a str,
     /// The agent's role.
     pub role_of: &'a dyn Fn(&str) -> Option<String>,
+    /// The action and resource of an agent's accepted event, by event id
+    /// (read from the log).
+    pub trigger_of: &'a dyn Fn(&str, &str) -> Option<Trigger>,
+}
+
+/// What a triggering event did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trigger {
+    /// Its `action`.
+    pub action: String,
+    /// Its `resource`, if any.
+    pub resource: Option<String>,
 }
 
 /// A CIBA request to send.
@@ -105,13 +114,6 @@ struct Lease {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Recent {
-    event_id: String,
-    action: String,
-    resource: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pending {
     request: StepUpRequest,
     joined: Vec<String>,
@@ -122,7 +124,6 @@ struct Pending {
 pub struct Responder {
     postures: BTreeMap<String, Posture>,
     leases: HashMap<String, VecDeque<Lease>>,
-    recent: HashMap<String, VecDeque<Recent>>,
     /// Step-ups pending, by agent and principal.
     pending: BTreeMap<String, Pending>,
     /// Revocations not yet answered, by anomaly.
@@ -131,9 +132,9 @@ pub struct Responder {
     decided_order: VecDeque<String>,
 }
 
-/// The triggering event's action and resource, when remembered.
+/// The triggering event's action and resource, when known.
 #[derive(Debug, Clone, Copy)]
-struct Trigger<'a> {
+struct Named<'a> {
     action: Option<&'a str>,
     resource: Option<&'a str>,
 }
@@ -160,25 +161,16 @@ impl Responder {
         out
     }
 
-    /// An accepted event of an agent: its lease and action.
-    pub fn accepted(&mut self, agent_id: &str, event_id: &str, f: &Fields) {
-        let recent = self.recent.entry(agent_id.to_string()).or_default();
-        if recent.len() == RECENT_PER_AGENT {
-            recent.pop_front();
+    /// An agent's accepted event used this lease.
+    pub fn lease_seen(&mut self, agent_id: &str, lease_id: &str) {
+        let leases = self.leases.entry(agent_id.to_string()).or_default();
+        leases.retain(|l| l.id != lease_id);
+        if leases.len() == LEASES_PER_AGENT {
+            leases.pop_front();
         }
-        recent.push_back(Recent {
-            event_id: event_id.to_string(),
-            action: f.action.clone(),
-            resource: f.resource.clone(),
+        leases.push_back(Lease {
+            id: lease_id.to_string(),
         });
-        if let Some(lease) = &f.lease_id {
-            let leases = self.leases.entry(agent_id.to_string()).or_default();
-            leases.retain(|l| l.id != *lease);
-            if leases.len() == LEASES_PER_AGENT {
-                leases.pop_front();
-            }
-            leases.push_back(Lease { id: lease.clone() });
-        }
     }
 
     /// A pipeline event read from the log, received at `at`.
@@ -199,14 +191,12 @@ impl Responder {
 
     fn anomaly(&mut self, a: &Anomaly, at: &str, ctx: &Context<'_>) -> Vec<Effect> {
         let role = (ctx.role_of)(&a.agent_id);
-        let trigger = a.event_ids.first().and_then(|id| {
-            self.recent
-                .get(&a.agent_id)?
-                .iter()
-                .find(|r| r.event_id == *id)
-        });
-        let action = trigger.map(|r| r.action.clone());
-        let resource = trigger.and_then(|r| r.resource.clone());
+        let trigger = a
+            .event_ids
+            .first()
+            .and_then(|id| (ctx.trigger_of)(&a.agent_id, id));
+        let action = trigger.as_ref().map(|t| t.action.clone());
+        let resource = trigger.and_then(|t| t.resource);
         let subject = Subject {
             score: a.score,
             severity: &a.severity,
@@ -224,7 +214,7 @@ impl Responder {
         let why = format!("{} ({})", a.summary, decision.why);
         match (decision.action, &a.principal) {
             (Action::StepUp, Some(p)) => {
-                let what = Trigger {
+                let what = Named {
                     action: action.as_deref(),
                     resource: resource.as_deref(),
                 };
@@ -266,7 +256,7 @@ impl Responder {
         &mut self,
         a: &Anomaly,
         principal: &str,
-        trigger: Trigger<'_>,
+        trigger: Named<'_>,
         at: &str,
         ctx: &Context<'_>,
         why: &str,
@@ -550,7 +540,7 @@ fn escalated(r: &StepUpRequest, outcome: &str) -> Anomaly {
 fn step_up_request(
     a: &Anomaly,
     principal: &str,
-    trigger: Trigger<'_>,
+    trigger: Named<'_>,
     details_type: &str,
 ) -> StepUpRequest {
     let what = trigger.action.unwrap_or("act");

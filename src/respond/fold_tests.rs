@@ -63,11 +63,18 @@ impl World {
 
     fn fold(&self, r: &mut Responder, e: &Logged) -> Vec<Effect> {
         let role_of = |_: &str| Some("hr-assistant".to_string());
+        let trigger_of = |_: &str, _: &str| {
+            Some(Trigger {
+                action: "hr.read_employee".into(),
+                resource: Some("hris://employees/E1".into()),
+            })
+        };
         let ctx = Context {
             policy: &self.policy,
             prefixes: Some(&self.prefixes),
             details_type: "vigil_agent_action",
             role_of: &role_of,
+            trigger_of: &trigger_of,
         };
         r.logged(e, "2026-11-30T09:00:01.000Z", &ctx)
     }
@@ -76,13 +83,7 @@ impl World {
 fn with_leases(agent: &str) -> Responder {
     let mut r = Responder::default();
     for lease in ["pki/issue/hr/a", "pki/issue/hr/b", "aws/creds/other/c"] {
-        let f = Fields {
-            action: "hr.read_employee".into(),
-            resource: Some("hris://employees/E1".into()),
-            lease_id: Some(lease.into()),
-            ..Fields::default()
-        };
-        r.accepted(agent, &format!("{agent}-e1"), &f);
+        r.lease_seen(agent, lease);
     }
     r
 }

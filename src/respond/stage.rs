@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ciba::Ciba;
 use super::evidence;
-use super::fold::{Context, Effect, Responder};
+use super::fold::{Context, Effect, Responder, Trigger};
 use super::policy::Policy;
 use super::posture::{Book, Posture, State};
 use super::vault::Vault;
@@ -37,6 +37,8 @@ pub const FORMAT: u32 = 1;
 pub const ENFORCEMENT_TOPIC: &str = "vigil.enforcement";
 /// How often the state is saved while the log grows.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
+/// Records read in a row before stop and saves are looked at again.
+const DRAIN_MAX: usize = 4096;
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
@@ -127,7 +129,7 @@ impl Stage {
         let mut tick = tokio::time::interval(SAVE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            tokio::select! {
+            let first = tokio::select! {
                 _ = stop.stopped() => break,
                 _ = tick.tick() => {
                     while let Some(Ok(key)) = self.workers.try_join_next() {
@@ -136,22 +138,34 @@ impl Stage {
                     if self.position != saved && self.save_in_background() {
                         saved = self.position;
                     }
+                    continue;
                 }
                 r = cursor.next() => match r {
                     None => break,
-                    Some(Ok(rec)) => {
-                        self.read(&pipeline, &rec, &stop).await;
-                        self.position = rec.index + 1;
-                        crate::telemetry::metrics()
-                            .response_position_records
-                            .store(self.position, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Some(Err(e)) => {
-                        tracing::error!("The response stage cannot read record {}: {e}; retrying in 1 s", cursor.position());
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
+                    Some(r) => r,
                 },
+            };
+            // Then every record already durable, without waiting, up to a
+            // bound (wake-ups are paid per group commit, not per record).
+            let mut next = Some(first);
+            for _ in 0..DRAIN_MAX {
+                match next.take() {
+                    Some(Ok(rec)) => self.read(&pipeline, &rec, &stop).await,
+                    Some(Err(e)) => {
+                        tracing::error!(
+                            "The response stage cannot read record {}: {e}; retrying in 1 s",
+                            cursor.position()
+                        );
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
+                    None => break,
+                }
+                next = cursor.try_next();
             }
+            crate::telemetry::metrics()
+                .response_position_records
+                .store(self.position, std::sync::atomic::Ordering::Relaxed);
         }
         self.workers.shutdown().await;
         if let Some(h) = self.saving.take() {
@@ -160,14 +174,12 @@ impl Stage {
         write_state(self.snapshot(), self.path.clone()).await;
     }
 
-    /// Folds one record and carries out what it asks.
+    /// Folds one record, carries out what it asks, and moves past it.
     async fn read(&mut self, pipeline: &Arc<Pipeline>, rec: &LogRecord, stop: &Stop) {
+        self.position = rec.index + 1;
         if rec.body.agent_id != PIPELINE_AGENT {
-            if Verdict::parse(&rec.body.verdict) == Some(Verdict::Accepted) {
-                if let Some(f) = crate::detect::Fields::of_bytes(&rec.event) {
-                    self.responder
-                        .accepted(&rec.body.agent_id, &rec.body.event_id, &f);
-                }
+            if let Some(lease) = lease_of(rec) {
+                self.responder.lease_seen(&rec.body.agent_id, &lease);
             }
             return;
         }
@@ -177,6 +189,7 @@ impl Stage {
         let effects = {
             let keys = pipeline.keys().current();
             let role_of = |agent: &str| keys.agent(agent).and_then(|r| r.role.clone());
+            let trigger_of = |agent: &str, event_id: &str| trigger(pipeline, agent, event_id);
             let services = &self.services;
             let ctx = Context {
                 policy: &services.policy,
@@ -186,6 +199,7 @@ impl Stage {
                     .as_ref()
                     .map_or("vigil_agent_action", |c| c.details_type()),
                 role_of: &role_of,
+                trigger_of: &trigger_of,
             };
             self.responder.logged(&logged, &rec.body.received_at, &ctx)
         };
@@ -298,6 +312,32 @@ impl Stage {
         )));
         true
     }
+}
+
+/// The lease an accepted event used, if any. Most events name none: the
+/// bytes are searched first, and parsed only when they may hold one (a
+/// member name written with escapes is parsed too).
+fn lease_of(rec: &LogRecord) -> Option<String> {
+    if Verdict::parse(&rec.body.verdict) != Some(Verdict::Accepted) {
+        return None;
+    }
+    let raw = &rec.event[..];
+    let may =
+        memchr::memmem::find(raw, b"lease_id").is_some() || memchr::memchr(b'\\', raw).is_some();
+    if !may {
+        return None;
+    }
+    crate::detect::Fields::of_bytes(raw)?.lease_id
+}
+
+/// What an agent's accepted event did, read from the log.
+fn trigger(pipeline: &Pipeline, agent: &str, event_id: &str) -> Option<Trigger> {
+    let rec = pipeline.view().find_receipt(agent, event_id).ok()??;
+    let f = crate::detect::Fields::of_bytes(&rec.event)?;
+    Some(Trigger {
+        action: f.action,
+        resource: f.resource,
+    })
 }
 
 /// Shows a posture to the API and to the judge.

@@ -79,8 +79,7 @@ fn failed(what: &str, e: &dyn std::fmt::Display) {
 /// The `auth_req_id` and `expires_in` of a request the log shows was sent.
 fn logged_request(pipeline: &Pipeline, anomaly_id: &str) -> Option<(String, u64)> {
     let id = evidence::step_up_requested_id(anomaly_id);
-    let found = pipeline.view().find_receipt(PIPELINE_AGENT, &id).ok()??;
-    let rec = pipeline.view().record(found.index).ok()?;
+    let rec = pipeline.view().find_receipt(PIPELINE_AGENT, &id).ok()??;
     let v: J = serde_json::from_slice(&rec.event).ok()?;
     let a = &v["attributes"];
     Some((
