@@ -32,6 +32,8 @@ pub struct Config {
     pub ciba: Option<crate::respond::config::CibaConfig>,
     /// Vault lease revocation (absent = none).
     pub vault: Option<crate::respond::config::VaultConfig>,
+    /// Shared Signals receiver for posture changes (absent = none).
+    pub ssf: Option<crate::respond::config::SsfConfig>,
     /// The response policy.
     #[serde(default)]
     pub response: crate::respond::config::ResponseConfig,

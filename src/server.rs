@@ -90,11 +90,12 @@ pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
     pipeline.quarantine_max_entries = config.server.quarantine_max_entries;
     pipeline.verify_table_bytes = config.server.verify_table_bytes;
     pipeline.dedupe_filter_bytes = config.server.dedupe_filter_bytes;
-    let response = crate::respond::config::resolve(
-        config.ciba.as_ref(),
-        config.vault.as_ref(),
-        &config.response,
-    )?;
+    let response = crate::respond::config::resolve(crate::respond::config::Sections {
+        ciba: config.ciba.as_ref(),
+        vault: config.vault.as_ref(),
+        ssf: config.ssf.as_ref(),
+        response: &config.response,
+    })?;
     Ok(ServeSettings {
         config,
         pipeline,

@@ -333,6 +333,17 @@ impl Pipeline {
         rx.await.map_err(|_| self.gone())?
     }
 
+    /// Signs `message` with the pipeline's event key (the key of agent
+    /// `vigil`'s events, published at `GET /v1/pipeline-keys`).
+    pub fn sign_as_pipeline(&self, message: &[u8]) -> [u8; 64] {
+        sign(&self.data.pipeline_key.key, message)
+    }
+
+    /// The `kid` of the pipeline's event key.
+    pub fn pipeline_kid(&self) -> &str {
+        &self.data.pipeline_key.kid
+    }
+
     /// Agents suspended through Vigil, whose events are rejected.
     pub fn suspended(&self) -> &crate::keys::suspended::Suspended {
         &self.suspended

@@ -48,6 +48,22 @@ pub struct VaultConfig {
     pub lease_prefixes: BTreeMap<String, Vec<String>>,
 }
 
+/// `[ssf]`: Security Event Tokens pushed to a Shared Signals receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsfConfig {
+    /// The receiver's push endpoint (RFC 8935).
+    pub receiver: String,
+    /// The SETs' `aud` (the receiver's identifier).
+    pub audience: String,
+    /// The SETs' `iss` (default: the log's origin).
+    pub issuer: Option<String>,
+    /// A bearer token for the receiver, inline ...
+    pub token: Option<String>,
+    /// ... or in a file (neither: no Authorization header).
+    pub token_file: Option<PathBuf>,
+}
+
 /// `[response]`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,18 +148,50 @@ pub struct Resolved {
     pub ciba: Option<CibaSettings>,
     /// Vault, if configured.
     pub vault: Option<VaultSettings>,
+    /// The Shared Signals receiver, if configured (`issuer` empty: the
+    /// log's origin).
+    pub ssf: Option<super::signals::SsfSettings>,
     /// The policy.
     pub policy: Policy,
     /// Time limit per request.
     pub timeout: std::time::Duration,
 }
 
-/// Reads and checks the three sections.
-pub fn resolve(
-    ciba: Option<&CibaConfig>,
-    vault: Option<&VaultConfig>,
-    response: &ResponseConfig,
-) -> Result<Resolved, ResponseConfigError> {
+/// The sections a response reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Sections<'a> {
+    /// `[ciba]`
+    pub ciba: Option<&'a CibaConfig>,
+    /// `[vault]`
+    pub vault: Option<&'a VaultConfig>,
+    /// `[ssf]`
+    pub ssf: Option<&'a SsfConfig>,
+    /// `[response]`
+    pub response: &'a ResponseConfig,
+}
+
+fn ssf(s: &SsfConfig) -> Result<super::signals::SsfSettings, ResponseConfigError> {
+    url("ssf", "receiver", &s.receiver)?;
+    let token = match (&s.token, &s.token_file) {
+        (None, None) => None,
+        _ => Some(secret("ssf", "token", &s.token, &s.token_file)?),
+    };
+    Ok(super::signals::SsfSettings {
+        receiver: s.receiver.clone(),
+        token,
+        audience: s.audience.clone(),
+        issuer: s.issuer.clone().unwrap_or_default(),
+    })
+}
+
+/// Reads and checks the sections.
+pub fn resolve(sections: Sections<'_>) -> Result<Resolved, ResponseConfigError> {
+    let Sections {
+        ciba,
+        vault,
+        response,
+        ..
+    } = sections;
     let ciba = match ciba {
         None => None,
         Some(c) => {
@@ -189,6 +237,7 @@ pub fn resolve(
     Ok(Resolved {
         ciba,
         vault,
+        ssf: sections.ssf.map(ssf).transpose()?,
         policy,
         timeout: std::time::Duration::from_secs(response.timeout_s.unwrap_or(10).max(1)),
     })

@@ -24,6 +24,9 @@ pub const STEP_UP_RESULT: &str = "vigil.response.step_up_result";
 /// One lease's revocation: `revoked`, `failed`, `outside_prefixes` or
 /// `not_configured`.
 pub const REVOCATION: &str = "vigil.response.revocation";
+/// A posture change pushed as a Security Event Token: `delivered` or
+/// `failed`, with its `jti`.
+pub const SIGNAL: &str = "vigil.response.signal";
 /// An administrator ended a suspension (`POST /v1/agents/{id}/restore`).
 pub const RESTORE: &str = "vigil.admin.restore";
 /// An administrator suspended an agent (`POST /v1/agents/{id}/suspend`).

@@ -109,11 +109,6 @@ pub enum Effect {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Lease {
-    id: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pending {
     request: StepUpRequest,
     joined: Vec<String>,
@@ -123,7 +118,8 @@ struct Pending {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Responder {
     postures: BTreeMap<String, Posture>,
-    leases: HashMap<String, VecDeque<Lease>>,
+    /// Leases used by each agent, the most recent last.
+    leases: HashMap<String, VecDeque<String>>,
     /// Step-ups pending, by agent and principal.
     pending: BTreeMap<String, Pending>,
     /// Revocations not yet answered, by anomaly.
@@ -164,13 +160,11 @@ impl Responder {
     /// An agent's accepted event used this lease.
     pub fn lease_seen(&mut self, agent_id: &str, lease_id: &str) {
         let leases = self.leases.entry(agent_id.to_string()).or_default();
-        leases.retain(|l| l.id != lease_id);
+        leases.retain(|l| l != lease_id);
         if leases.len() == LEASES_PER_AGENT {
             leases.pop_front();
         }
-        leases.push_back(Lease {
-            id: lease_id.to_string(),
-        });
+        leases.push_back(lease_id.to_string());
     }
 
     /// A pipeline event read from the log, received at `at`.
@@ -318,7 +312,7 @@ impl Responder {
         let held: Vec<String> = self
             .leases
             .get(&a.agent_id)
-            .map(|l| l.iter().map(|l| l.id.clone()).collect())
+            .map(|l| l.iter().cloned().collect())
             .unwrap_or_default();
         let revocations: Vec<Revocation> = held
             .iter()

@@ -10,6 +10,8 @@
 //! - [`evidence`]: the events it records;
 //! - [`posture`]: what gateways read;
 //! - [`ciba`], [`vault`], [`http`]: the clients of the identity services;
+//! - [`signals`]: suspensions as Security Event Tokens pushed to a
+//!   Shared Signals receiver;
 //! - [`workers`], [`stage`]: the I/O around the fold.
 
 pub mod ciba;
@@ -19,6 +21,7 @@ pub mod fold;
 pub mod http;
 pub mod policy;
 pub mod posture;
+pub mod signals;
 pub mod stage;
 pub mod vault;
 pub mod workers;
@@ -37,6 +40,10 @@ pub fn services(r: &config::Resolved) -> Result<stage::Services, http::HttpError
             .vault
             .clone()
             .map(|v| Arc::new(vault::Vault::new(v, client.clone()))),
+        signals: r
+            .ssf
+            .clone()
+            .map(|s| Arc::new(signals::Signals::new(s, client.clone()))),
         policy: r.policy.clone(),
     })
 }

@@ -54,6 +54,8 @@ pub struct Services {
     pub ciba: Option<Arc<Ciba>>,
     /// Vault, if configured.
     pub vault: Option<Arc<Vault>>,
+    /// The Shared Signals receiver, if configured.
+    pub signals: Option<Arc<super::signals::Signals>>,
     /// The response policy.
     pub policy: Policy,
 }
@@ -235,6 +237,7 @@ impl Stage {
                         .posture_changes_total
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if live {
+                        self.signal(pipeline, &p, stop);
                         self.publish(&p).await;
                     }
                 }
@@ -273,6 +276,22 @@ impl Stage {
                     }
                 }
             }
+        }
+    }
+
+    /// Pushes the posture change as a Security Event Token, if it has one
+    /// and a receiver is configured.
+    fn signal(&mut self, pipeline: &Arc<Pipeline>, p: &Posture, stop: &Stop) {
+        let Some(signals) = self.services.signals.clone() else {
+            return;
+        };
+        let (pipeline, posture, stop) = (pipeline.clone(), p.clone(), stop.clone());
+        let key = format!("signal {} {}", p.agent_id, p.since);
+        if self.running.insert(key.clone()) {
+            self.workers.spawn(async move {
+                workers::signal(pipeline, signals, posture, stop).await;
+                key
+            });
         }
     }
 

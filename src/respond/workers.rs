@@ -278,3 +278,72 @@ async fn revoke_one(vault: &Vault, lease: &str) -> (Result<(), String>, u32) {
         }
     }
 }
+
+/// Signs and pushes the Security Event Token of a posture change
+/// (retrying what the receiver did not answer), and records the outcome.
+pub async fn signal(
+    pipeline: Arc<Pipeline>,
+    signals: Arc<super::signals::Signals>,
+    posture: super::posture::Posture,
+    mut stop: Stop,
+) {
+    let jti = uuid::Uuid::now_v7().to_string();
+    let settings = signals.settings();
+    let origin = pipeline.data_dir().origin.clone();
+    let issuer = if settings.issuer.is_empty() {
+        origin.as_str()
+    } else {
+        &settings.issuer
+    };
+    let env = super::signals::Envelope {
+        issuer,
+        audience: &settings.audience,
+        jti: &jti,
+        iat: crate::time::Timestamp::now().secs(),
+        kid: pipeline.pipeline_kid(),
+    };
+    let Some(set) = super::signals::token(&posture, env, |m| pipeline.sign_as_pipeline(m)) else {
+        return;
+    };
+    let mut attempt = 1;
+    let result = loop {
+        let pushed = tokio::select! {
+            _ = stop.stopped() => return,
+            r = signals.push(&set) => r,
+        };
+        match pushed {
+            Ok(()) => break Ok(()),
+            Err(e) if !e.is_transient() || attempt >= ATTEMPTS => {
+                failed("Cannot push the Security Event Token", &e);
+                break Err(e.to_string());
+            }
+            Err(e) => {
+                failed("Pushing the Security Event Token failed; retrying", &e);
+                tokio::time::sleep(FIRST_BACKOFF * 2u32.pow(attempt - 1)).await;
+                attempt += 1;
+            }
+        }
+    };
+    let mut attributes = json!({
+        "agent_id": posture.agent_id, "jti": jti, "event_type": super::signals::SESSION_REVOKED,
+        "receiver": settings.receiver, "attempts": attempt,
+        "outcome": if result.is_ok() { "delivered" } else { "failed" },
+    });
+    if let Some(id) = &posture.anomaly_id {
+        attributes["anomaly_id"] = json!(id);
+    }
+    if let Err(e) = result {
+        attributes["error"] = json!(e);
+    }
+    let e = Evidence {
+        event_id: format!("set-{jti}"),
+        correlation_id: posture
+            .anomaly_id
+            .clone()
+            .unwrap_or_else(|| format!("admin:{}", posture.agent_id)),
+        action: evidence::SIGNAL,
+        agent_id: posture.agent_id.clone(),
+        attributes,
+    };
+    record_or_log(&pipeline, &e).await;
+}

@@ -16,7 +16,7 @@ use crate::detection::{
     anomalies, at, forgeries, hr_fleet, metric, offboarding, post_all, routine_with_leases, settle,
     START,
 };
-use crate::services::{free_port, Bao, Provider};
+use crate::services::{free_port, Bao, Provider, Receiver};
 use crate::util::*;
 
 const GATEWAY_TOKEN: &str = "gateway-token-for-tests";
@@ -137,6 +137,51 @@ fn wait_log(provider: &Provider, found: impl Fn(&J) -> bool) -> J {
     }
 }
 
+/// The SET pushed for an agent's suspension: RFC 8935 headers, signed
+/// with the pipeline key the server publishes, a CAEP session-revoked
+/// about the agent. Returns its `jti`.
+fn check_signal(server: &Server, receiver: &Receiver, agent: &str) -> String {
+    use base64::Engine;
+    let dec = |s: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .unwrap()
+    };
+    let start = Instant::now();
+    loop {
+        for r in receiver.received() {
+            let set = String::from_utf8(r.body.clone()).unwrap();
+            let parts: Vec<&str> = set.split('.').collect();
+            assert_eq!(parts.len(), 3, "{set}");
+            let claims: J = serde_json::from_slice(&dec(parts[1])).unwrap();
+            if claims["sub_id"]["id"] != agent {
+                continue;
+            }
+            assert_eq!(r.header("content-type"), Some("application/secevent+jwt"));
+            assert_eq!(
+                r.header("authorization"),
+                Some("Bearer ssf-token-for-tests")
+            );
+            assert_eq!(claims["aud"], "https://idp.test");
+            let event = &claims["events"]
+                ["https://schemas.openid.net/secevent/caep/event-type/session-revoked"];
+            assert_eq!(event["initiating_entity"], "policy", "{claims}");
+            let keys = server.req("GET", "/v1/pipeline-keys", None, b"").json();
+            let x = dec(keys["keys"][0]["x"].as_str().unwrap());
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&x.try_into().unwrap()).unwrap();
+            let sig = ed25519_dalek::Signature::from_slice(&dec(parts[2])).unwrap();
+            key.verify_strict(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
+                .expect("the SET is signed with the pipeline key");
+            return claims["jti"].as_str().unwrap().to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no SET for {agent}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn has_evidence(server: &Server, event_id: &str) -> bool {
     server.receipt("vigil", event_id).status == 200
 }
@@ -146,6 +191,7 @@ fn an_anomaly_asks_the_principal_and_a_denial_revokes_leases_and_suspends() {
     let dir = tempfile::tempdir().unwrap();
     let bao = Bao::start();
     let provider = Provider::start("vigil", "s3cret-for-tests", Some(1));
+    let receiver = Receiver::start();
     std::fs::write(dir.path().join("ciba.secret"), "s3cret-for-tests\n").unwrap();
     let hr_leases = [bao.lease("hr"), bao.lease("hr")];
     let other = bao.lease("other");
@@ -163,6 +209,10 @@ requested_expiry_s = 12
 address = "{}"
 token = "root"
 lease_prefixes = {{ "hr-assistant" = ["pki/issue/hr/"] }}
+[ssf]
+receiver = "{}"
+audience = "https://idp.test"
+token = "ssf-token-for-tests"
 [[response.rules]]
 roles = ["hr-assistant"]
 min_score = 50
@@ -170,7 +220,8 @@ then = "step_up"
 "#,
             provider.issuer,
             dir.path().join("ciba.secret").display(),
-            bao.addr
+            bao.addr,
+            receiver.url
         ),
     );
     let mut server = start(dir.path(), &jwks, &cfg);
@@ -292,6 +343,15 @@ then = "step_up"
     assert_eq!(restored.json()["posture"]["state"], "active");
     let r = server.post_ndjson(&[next_event(&signers[1], 2)]);
     assert_eq!(r["results"][0]["status"], "accepted", "{r}");
+
+    // Each suspension was pushed as a signed Security Event Token.
+    for agent in ["hr-0", "hr-1"] {
+        let jti = check_signal(&server, &receiver, agent);
+        assert!(
+            has_evidence(&server, &format!("set-{jti}")),
+            "no record of the push"
+        );
+    }
 
     // Every step is evidence in the log, and the log verifies.
     let id1 = alert_of(&server, "hr-1")["anomaly_id"]
