@@ -262,7 +262,9 @@ then = "step_up"
     let p = posture(&server, "hr-0", OPS_TOKEN);
     assert_eq!(p["state"], "step_up_required", "{p}");
     assert_eq!(p["step_up"]["principal"], "alice@example.com");
+    let mut shown = vec![p];
     let gateway = posture(&server, "hr-0", GATEWAY_TOKEN);
+    shown.push(gateway.clone());
     assert_eq!(gateway["state"], "step_up_required");
     assert!(
         gateway.get("step_up").is_none(),
@@ -334,6 +336,7 @@ then = "step_up"
         bao.lease_alive(&other),
         "a lease outside the role's prefixes was revoked"
     );
+    shown.push(p.clone());
 
     // Its next event is refused; an administrator restores it.
     let r = server.post_ndjson(&[next_event(&signers[1], 1)]);
@@ -373,6 +376,11 @@ then = "step_up"
         &server,
         &vigil::respond::evidence::revocation_id(&id1, &other)
     ));
+    // Every posture shown matches the published schema.
+    shown.push(posture(&server, "hr-0", OPS_TOKEN));
+    shown.push(posture(&server, "hr-1", OPS_TOKEN));
+    shown.push(posture(&server, "hr-1", GATEWAY_TOKEN));
+    crate::schemas::assert_valid("posture", &shown);
     assert_eq!(server.stop(), Some(0));
     assert_log_verifies(&dir.path().join("data"));
 }

@@ -8,12 +8,14 @@ An example is a fenced ```json block whose previous non-blank line is one of
 
     <!-- schema: event -->
     <!-- schema: receipt -->
+    <!-- schema: posture -->
 
-It is validated against schemas/vigil.event.v1.schema.json or
-schemas/vigil.receipt.v1.schema.json (found relative to this script). One
-line is printed per example: `ok KIND FILE:LINE`, or `FAIL KIND FILE:LINE:
-...` with the first error. The file must hold at least one example of each
-kind.
+It is validated against schemas/vigil.event.v1.schema.json,
+schemas/vigil.receipt.v1.schema.json or schemas/vigil.posture.v1.schema.json
+(found relative to this script). One line is printed per example: `ok KIND
+FILE:LINE`, or `FAIL KIND FILE:LINE: ...` with the first error. The file
+must hold at least one example of each kind (of each kind named by --only,
+when given).
 
 With --vectors PATH (the contract's known-answer file, contract-v1.json) the
 schemas are also checked against it: every events[*].event and
@@ -46,6 +48,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent.parent / "schemas"
 SCHEMA_FILES = {
     "event": "vigil.event.v1.schema.json",
     "receipt": "vigil.receipt.v1.schema.json",
+    "posture": "vigil.posture.v1.schema.json",
 }
 TAG = re.compile(r"^\s*<!--\s*schema:\s*(\S+)\s*-->\s*$")
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([^\s`]*)")
@@ -179,19 +182,19 @@ def find_examples(lines):
         yield pending[0], pending[1], None, "tag not followed by a ```json block"
 
 
-def check_markdown(path, checkers):
+def check_markdown(path, checkers, required):
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read {path}: {e}") from e
     ok = True
-    counts = {kind: 0 for kind in checkers}
+    counts = {kind: 0 for kind in required}
     for kind, lineno, text, problem in find_examples(lines):
         where = f"{path}:{lineno}"
         if kind not in checkers:
             problem = f"unknown schema {kind!r} (use one of: {', '.join(checkers)})"
         elif problem is None:
-            counts[kind] += 1
+            counts[kind] = counts.get(kind, 0) + 1
             try:
                 problem = first_error(checkers[kind], parse_strict_json(text))
             except ValueError as e:
@@ -265,10 +268,16 @@ def main():
     parser.add_argument("markdown", help="Markdown file, e.g. README.md")
     parser.add_argument("--vectors", metavar="PATH",
                         help="also self-check the schemas against contract-v1.json")
+    parser.add_argument("--only", metavar="KINDS",
+                        help="comma-separated kinds the file must hold (default: all)")
     args = parser.parse_args()  # exits 2 on a usage error
     try:
         checkers = load_validators()
-        ok = check_markdown(args.markdown, checkers)
+        required = args.only.split(",") if args.only else list(checkers)
+        unknown = [k for k in required if k not in checkers]
+        if unknown:
+            raise UsageError(f"unknown kinds in --only: {', '.join(unknown)}")
+        ok = check_markdown(args.markdown, checkers, required)
         if args.vectors:
             ok = check_vectors(args.vectors, checkers) and ok
     except UsageError as e:
