@@ -708,6 +708,7 @@ fn a_burst_of_forgeries_from_kafka_is_an_anomaly_published_to_vigil_anomalies() 
         p.get("revocations").is_none(),
         "gateways get the short form: {p}"
     );
+    crate::schemas::assert_valid("posture", &[p]);
     assert_eq!(server.stop(), Some(0));
     assert_log_verifies(&data);
 }
