@@ -89,20 +89,20 @@ async fn change(
         .append_own(action, e.fields())
         .await
         .map_err(|err| ApiError::unavailable(format!("the change could not be logged: {err}")))?;
-    // The stage applies it when its cursor reaches it; wait briefly so
-    // that the answer shows the new posture.
+    // The stage applies it when its cursor reaches it; wait (briefly) for
+    // that, so that the answer shows the new posture.
+    let index = result
+        .receipt
+        .as_ref()
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r.json()).ok())
+        .and_then(|r| r["index"].as_u64());
     let deadline = tokio::time::Instant::now() + APPLY_WAIT;
-    let want_suspended = action == evidence::SUSPEND;
-    let posture = loop {
-        let p = app.postures.get(&agent_id);
-        let applied = p.as_ref().is_some_and(|p| {
-            (p.state == crate::respond::posture::State::Suspended) == want_suspended
-        });
-        if applied || tokio::time::Instant::now() >= deadline {
-            break p;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    };
+    while index.is_some_and(|i| app.postures.read_through() <= i)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let posture = app.postures.get(&agent_id);
     Ok(Json(json!({
         "agent_id": agent_id,
         "posture": posture,

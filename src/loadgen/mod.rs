@@ -270,12 +270,22 @@ pub(crate) fn start_server(
 ) -> anyhow::Result<ServerProcess> {
     let exe = std::env::current_exe()?;
     let _ = std::fs::remove_file(data.join("listen.addr"));
+    // Bench traffic is random: detection flags some of it, and the default
+    // response policy would suspend bench agents mid-run. Without a
+    // configuration of the caller's, responses are turned off.
+    let quiet = data.join("bench-no-response.toml");
+    let mut extra: Vec<&str> = extra.to_vec();
+    if !extra.contains(&"--config") {
+        std::fs::create_dir_all(data)?;
+        std::fs::write(&quiet, "[[response.rules]]\nthen = \"none\"\n")?;
+        extra.extend(["--config", quiet.to_str().unwrap_or_default()]);
+    }
     let child = Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .arg("--keys")
         .arg(jwks)
-        .args(extra)
+        .args(&extra)
         .env("RUST_LOG", "warn")
         .spawn()
         .context("cannot start vigil serve")?;

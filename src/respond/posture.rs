@@ -96,6 +96,8 @@ impl Posture {
 pub struct Book {
     postures: RwLock<HashMap<String, Posture>>,
     started: String,
+    /// Log records the response stage has read (its cursor).
+    read: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Book {
@@ -103,6 +105,7 @@ impl Default for Book {
         Book {
             postures: RwLock::default(),
             started: crate::time::Timestamp::now().to_rfc3339_millis(),
+            read: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -121,6 +124,18 @@ impl Book {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(agent_id)
             .cloned()
+    }
+
+    /// How many log records the response stage has read (every posture
+    /// change they hold is in force).
+    pub fn read_through(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records the response stage's position.
+    pub fn set_read_through(&self, position: u64) {
+        self.read
+            .store(position, std::sync::atomic::Ordering::Release);
     }
 
     /// Sets a posture.

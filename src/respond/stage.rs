@@ -165,6 +165,7 @@ impl Stage {
                 }
                 next = cursor.try_next();
             }
+            self.book.set_read_through(self.position);
             crate::telemetry::metrics()
                 .response_position_records
                 .store(self.position, std::sync::atomic::Ordering::Relaxed);
