@@ -453,13 +453,23 @@ fn two_instances_share_partitions_and_receipt_each_event_once() {
     };
     let waited = Instant::now();
     while receipts(&a, base_a) + b_size < total {
-        assert!(
-            waited.elapsed() < Duration::from_secs(60),
-            "A did not receipt the rest ({} + {b_size} of {total})\nA: {}\nB: {}",
-            receipts(&a, base_a),
-            a.log_text(),
-            b.log_text()
-        );
+        if waited.elapsed() > Duration::from_secs(60) {
+            let missing: Vec<&(String, String)> = sent
+                .iter()
+                .filter(|(agent, id)| a.receipt(agent, id).status != 200)
+                .collect();
+            let committed: Vec<_> = (0..3)
+                .map(|p| broker.committed("vigil-test", "agent-events", p))
+                .collect();
+            panic!(
+                "A did not receipt the rest ({} + {b_size} of {total}); not in A: {} (first {:?}); committed {committed:?}\nA: {}\nB: {}",
+                receipts(&a, base_a),
+                missing.len(),
+                &missing[..missing.len().min(5)],
+                a.log_text(),
+                b.log_text()
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(1500));
