@@ -57,6 +57,38 @@ impl Drop for Provider {
     }
 }
 
+impl Provider {
+    /// Every CIBA request the provider recorded (its test route).
+    async fn requests(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let addr: SocketAddr = self.issuer.trim_start_matches("http://").parse()?;
+        let mut c = Client::connect(addr, "").await?;
+        let (_, body) = c.send("GET", "/test/requests", None, Bytes::new()).await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+}
+
+/// For each trigger, milliseconds from its acknowledgement to the CIBA
+/// request the provider recorded for its victim (the provider's clock).
+fn ciba_delays(
+    requests: &[serde_json::Value],
+    measured: &[Measured],
+    victims: &[crate::keys::private::PrivateJwk],
+) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for (m, victim) in measured.iter().zip(victims) {
+        let agent = victim.agent_id.clone().unwrap_or_default();
+        let seen = requests
+            .iter()
+            .find(|r| r["authorization_details"][0]["agent_id"] == agent.as_str())
+            .and_then(|r| r["at"].as_f64());
+        match seen {
+            Some(at) => out.push(at - m.acked_wall_ms),
+            None => bail!("the provider never saw a CIBA request for {agent}"),
+        }
+    }
+    Ok(out)
+}
+
 fn start_provider(dir: &std::path::Path) -> anyhow::Result<Provider> {
     if !dir.join("node_modules/oidc-provider").exists() {
         bail!(
@@ -234,6 +266,19 @@ fn report(name: &str, mut v: Vec<f64>) {
     );
 }
 
+/// A configuration asking for a step-up on every expired lease.
+fn bench_config(data: &std::path::Path, issuer: &str) -> anyhow::Result<PathBuf> {
+    let config = data.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ciba]\nissuer = \"{issuer}\"\nclient_id = \"vigil\"\nclient_secret = \"bench-secret\"\n\
+             [[response.rules]]\nkinds = [\"expired_lease\"]\nthen = \"step_up\"\n"
+        ),
+    )?;
+    Ok(config)
+}
+
 /// Runs the benchmark and prints its report.
 pub fn run(args: ResponseBenchArgs) -> anyhow::Result<()> {
     let provider = start_provider(&args.provider)?;
@@ -250,15 +295,7 @@ pub fn run(args: ResponseBenchArgs) -> anyhow::Result<()> {
         .map(|i| super::make_event(&background[i % background.len()], i, &now))
         .collect();
     let per_tick = (args.rate / 100).max(1);
-    let config = data.join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[ciba]\nissuer = \"{}\"\nclient_id = \"vigil\"\nclient_secret = \"bench-secret\"\n\
-             [[response.rules]]\nkinds = [\"expired_lease\"]\nthen = \"step_up\"\n",
-            provider.issuer
-        ),
-    )?;
+    let config = bench_config(&data, &provider.issuer)?;
     let server = start_server(
         &data.join("data"),
         &jwks,
@@ -297,32 +334,8 @@ pub fn run(args: ResponseBenchArgs) -> anyhow::Result<()> {
     let (elapsed, lat, sent) = load??;
     let (measured, reads) = measured?;
     let gateway_reads = gateway_reads??;
-    let requests: Vec<serde_json::Value> = {
-        let url = format!("{}/test/requests", provider.issuer);
-        let addr: SocketAddr = url
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or("")
-            .parse()?;
-        let body = rt.block_on(async {
-            let mut c = Client::connect(addr, "").await?;
-            c.send("GET", "/test/requests", None, Bytes::new()).await
-        })?;
-        serde_json::from_slice(&body.1)?
-    };
-    let mut ciba = Vec::new();
-    for (n, m) in measured.iter().enumerate() {
-        let agent = victims[n].agent_id.clone().unwrap_or_default();
-        let seen = requests
-            .iter()
-            .find(|r| r["authorization_details"][0]["agent_id"] == agent.as_str())
-            .and_then(|r| r["at"].as_f64());
-        match seen {
-            Some(at) => ciba.push(at - m.acked_wall_ms),
-            None => bail!("the provider never saw a CIBA request for {agent}"),
-        }
-    }
+    let requests = rt.block_on(provider.requests())?;
+    let ciba = ciba_delays(&requests, &measured, victims)?;
     println!(
         "background: {:.0} events/s achieved; acknowledgement p99 {:.1} ms",
         sent as f64 / elapsed,
