@@ -426,6 +426,10 @@ then = "revoke"
     let leases = vec![vec![], vec!["database/creds/db-agent/L1".to_string()]];
     post_all(&server, &routine_with_leases(&signers, &leases));
     settle(&server);
+    // Killed and started again: the leases seen survive (from the saved
+    // state or, past it, from the log).
+    server.kill9();
+    let mut server = start(dir.path(), &jwks, &cfg);
     post_all(&server, &offboarding(&signers[0]));
     post_all(&server, &offboarding(&signers[1]));
     // Ingest is answered while the provider and Vault are retried.
@@ -455,6 +459,10 @@ then = "revoke"
     let p = wait_posture(&server, "hr-1", "a failed revocation", |p| {
         p["revocations"][0]["status"] == "failed"
     });
+    assert_eq!(
+        p["revocations"][0]["lease_id"],
+        "database/creds/db-agent/L1"
+    );
     assert!(
         p["revocations"][0]["error"]
             .as_str()
