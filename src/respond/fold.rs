@@ -119,13 +119,20 @@ struct Pending {
 pub struct Responder {
     postures: BTreeMap<String, Posture>,
     /// Leases used by each agent, the most recent last.
-    leases: HashMap<String, VecDeque<String>>,
+    leases: HashMap<String, VecDeque<SeenLease>>,
     /// Step-ups pending, by agent and principal.
     pending: BTreeMap<String, Pending>,
     /// Revocations not yet answered, by anomaly.
     revoking: BTreeMap<String, RevokeOrder>,
     decided: HashMap<String, Action>,
     decided_order: VecDeque<String>,
+}
+
+/// A lease an agent used, and where in the log the agent first used it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SeenLease {
+    id: String,
+    first: u64,
 }
 
 /// The triggering event's action and resource, when known.
@@ -157,14 +164,32 @@ impl Responder {
         out
     }
 
-    /// An agent's accepted event used this lease.
-    pub fn lease_seen(&mut self, agent_id: &str, lease_id: &str) {
+    /// An agent's accepted event at log index `index` used this lease.
+    pub fn lease_seen(&mut self, agent_id: &str, lease_id: &str, index: u64) {
         let leases = self.leases.entry(agent_id.to_string()).or_default();
-        leases.retain(|l| l != lease_id);
+        let first = match leases.iter().position(|l| l.id == lease_id) {
+            Some(i) => leases.remove(i).map_or(index, |l| l.first),
+            None => index,
+        };
         if leases.len() == LEASES_PER_AGENT {
             leases.pop_front();
         }
-        leases.push_back(lease_id.to_string());
+        leases.push_back(SeenLease {
+            id: lease_id.to_string(),
+            first,
+        });
+    }
+
+    /// Whether another agent used `lease` before `agent` did: then it is
+    /// that agent's, and a response to `agent` must not revoke it (a
+    /// compromised agent naming a victim's lease cannot get it revoked).
+    fn foreign(&self, agent: &str, lease: &SeenLease) -> bool {
+        self.leases.iter().any(|(other, ring)| {
+            other != agent
+                && ring
+                    .iter()
+                    .any(|l| l.id == lease.id && l.first < lease.first)
+        })
     }
 
     /// A pipeline event read from the log, received at `at`.
@@ -309,16 +334,19 @@ impl Responder {
     fn revoke(&mut self, a: &Anomaly, at: &str, ctx: &Context<'_>, why: &str) -> Vec<Effect> {
         let mut out = Vec::new();
         let role = (ctx.role_of)(&a.agent_id);
-        let held: Vec<String> = self
+        let revocations: Vec<Revocation> = self
             .leases
             .get(&a.agent_id)
-            .map(|l| l.iter().cloned().collect())
-            .unwrap_or_default();
-        let revocations: Vec<Revocation> = held
-            .iter()
+            .into_iter()
+            .flatten()
             .map(|lease| Revocation {
-                lease_id: lease.clone(),
-                status: lease_status(lease, role.as_deref(), ctx.prefixes).into(),
+                lease_id: lease.id.clone(),
+                status: if self.foreign(&a.agent_id, lease) {
+                    "foreign_lease"
+                } else {
+                    lease_status(&lease.id, role.as_deref(), ctx.prefixes)
+                }
+                .into(),
                 error: None,
             })
             .collect();

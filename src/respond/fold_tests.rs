@@ -82,8 +82,11 @@ impl World {
 
 fn with_leases(agent: &str) -> Responder {
     let mut r = Responder::default();
-    for lease in ["pki/issue/hr/a", "pki/issue/hr/b", "aws/creds/other/c"] {
-        r.lease_seen(agent, lease);
+    for (i, lease) in ["pki/issue/hr/a", "pki/issue/hr/b", "aws/creds/other/c"]
+        .iter()
+        .enumerate()
+    {
+        r.lease_seen(agent, lease, 10 + i as u64);
     }
     r
 }
@@ -193,4 +196,43 @@ fn forged_events_never_lead_to_a_response_and_restore_ends_a_suspension() {
     let out = w.fold(&mut r, &restore);
     assert_eq!(posture_of(&out).unwrap().state, State::Active);
     assert!(r.resume().is_empty());
+}
+
+#[test]
+fn a_lease_first_used_by_another_agent_is_never_revoked_for_this_one() {
+    let w = World::new();
+    let mut r = with_leases("hr-1");
+    // hr-2, compromised, names hr-1's lease after hr-1 used it, and one of
+    // its own.
+    r.lease_seen("hr-2", "pki/issue/hr/a", 50);
+    r.lease_seen("hr-2", "pki/issue/hr/own", 51);
+    let a = anomaly("anom-x", "hr-2", "critical", &["foreign_lease"]);
+    let out = w.fold(&mut r, &logged_anomaly(&a));
+    let order = out
+        .iter()
+        .find_map(|e| match e {
+            Effect::Revoke(o) => Some(o),
+            _ => None,
+        })
+        .expect("its own lease is revoked");
+    assert_eq!(order.leases, ["pki/issue/hr/own"]);
+    let p = posture_of(&out).unwrap();
+    let foreign = p
+        .revocations
+        .iter()
+        .find(|r| r.lease_id == "pki/issue/hr/a")
+        .unwrap();
+    assert_eq!(foreign.status, "foreign_lease");
+    // hr-1, the owner, still gets its lease revoked when it is the one
+    // responded to.
+    let b = anomaly("anom-y", "hr-1", "critical", &["rate_spike"]);
+    let out = w.fold(&mut r, &logged_anomaly(&b));
+    let order = out
+        .iter()
+        .find_map(|e| match e {
+            Effect::Revoke(o) => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    assert!(order.leases.contains(&"pki/issue/hr/a".to_string()));
 }

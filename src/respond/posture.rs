@@ -36,7 +36,8 @@ pub struct StepUp {
 pub struct Revocation {
     /// The lease.
     pub lease_id: String,
-    /// `pending`, `revoked`, `failed`, `outside_prefixes` or `not_configured`.
+    /// `pending`, `revoked`, `failed`, `outside_prefixes`, `foreign_lease`
+    /// (another agent used it first) or `not_configured`.
     pub status: String,
     /// What went wrong, for `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -182,7 +182,8 @@ impl Stage {
         self.position = rec.index + 1;
         if rec.body.agent_id != PIPELINE_AGENT {
             if let Some(lease) = lease_of(rec) {
-                self.responder.lease_seen(&rec.body.agent_id, &lease);
+                self.responder
+                    .lease_seen(&rec.body.agent_id, &lease, rec.index);
             }
             return;
         }
