@@ -38,7 +38,7 @@ pub const FEEDBACK_ACTION: &str = "vigil.anomaly_feedback";
 /// How often the state is saved while the log grows.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
 /// Records judged in a row before stop and saves are looked at again.
-const DRAIN_MAX: usize = 4096;
+const DRAIN_MAX: usize = 1024;
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
@@ -134,31 +134,25 @@ impl Stage {
         let save_tick = tokio::time::sleep(SAVE_EVERY);
         tokio::pin!(save_tick);
         loop {
-            let first = tokio::select! {
+            let batch = tokio::select! {
                 _ = stop.stopped() => break,
-                _ = &mut save_tick => None,
-                r = cursor.next() => match r {
+                _ = &mut save_tick => Vec::new(),
+                r = cursor.next_batch(DRAIN_MAX) => match r {
                     None => break,
-                    Some(r) => Some(r),
+                    Some(b) => b,
                 },
             };
-            // Then every record already durable, without waiting, up to a
-            // bound (so that stop and saves are looked at).
-            let mut next = first;
-            for _ in 0..DRAIN_MAX {
-                match next.take() {
-                    Some(Ok(rec)) => self.judged(&pipeline, &rec).await,
-                    Some(Err(e)) => {
+            for r in batch {
+                match r {
+                    Ok(rec) => self.judged(&pipeline, &rec).await,
+                    Err(e) => {
                         tracing::error!(
                             "Detection cannot read record {}: {e}; retrying in 1 s",
                             cursor.position()
                         );
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        break;
                     }
-                    None => break,
                 }
-                next = cursor.try_next();
             }
             if save_tick.is_elapsed() {
                 save_tick

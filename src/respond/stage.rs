@@ -38,7 +38,7 @@ pub const ENFORCEMENT_TOPIC: &str = "vigil.enforcement";
 /// How often the state is saved while the log grows.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
 /// Records read in a row before stop and saves are looked at again.
-const DRAIN_MAX: usize = 4096;
+const DRAIN_MAX: usize = 1024;
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
@@ -131,7 +131,7 @@ impl Stage {
         let mut tick = tokio::time::interval(SAVE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            let first = tokio::select! {
+            let batch = tokio::select! {
                 _ = stop.stopped() => break,
                 _ = tick.tick() => {
                     while let Some(Ok(key)) = self.workers.try_join_next() {
@@ -142,28 +142,22 @@ impl Stage {
                     }
                     continue;
                 }
-                r = cursor.next() => match r {
+                r = cursor.next_batch(DRAIN_MAX) => match r {
                     None => break,
-                    Some(r) => r,
+                    Some(b) => b,
                 },
             };
-            // Then every record already durable, without waiting, up to a
-            // bound (wake-ups are paid per group commit, not per record).
-            let mut next = Some(first);
-            for _ in 0..DRAIN_MAX {
-                match next.take() {
-                    Some(Ok(rec)) => self.read(&pipeline, &rec, &stop).await,
-                    Some(Err(e)) => {
+            for r in batch {
+                match r {
+                    Ok(rec) => self.read(&pipeline, &rec, &stop).await,
+                    Err(e) => {
                         tracing::error!(
                             "The response stage cannot read record {}: {e}; retrying in 1 s",
                             cursor.position()
                         );
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        break;
                     }
-                    None => break,
                 }
-                next = cursor.try_next();
             }
             self.book.set_read_through(self.position);
             crate::telemetry::metrics()

@@ -355,4 +355,26 @@ impl Cursor {
         }
         Some(r)
     }
+
+    /// The next durable record (waiting until there is one), then every
+    /// record already durable after it, up to `max` in all, so that a
+    /// follower pays one wake-up per group commit rather than per record.
+    /// A read error ends the batch (it is last). `None` once the log is
+    /// closed. Cancel-safe: nothing is consumed until the wait is over.
+    pub async fn next_batch(&mut self, max: usize) -> Option<Vec<Result<LogRecord, ViewError>>> {
+        let first = self.next().await?;
+        let mut batch = Vec::with_capacity(max.min(256));
+        let mut failed = first.is_err();
+        batch.push(first);
+        while !failed && batch.len() < max {
+            match self.try_next() {
+                Some(r) => {
+                    failed = r.is_err();
+                    batch.push(r);
+                }
+                None => break,
+            }
+        }
+        Some(batch)
+    }
 }
