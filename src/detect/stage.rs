@@ -38,7 +38,7 @@ pub const FEEDBACK_ACTION: &str = "vigil.anomaly_feedback";
 /// How often the state is saved while the log grows.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
 /// Records judged in a row before stop and saves are looked at again.
-const DRAIN_MAX: usize = 1024;
+const DRAIN_MAX: usize = 4096;
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
@@ -134,21 +134,20 @@ impl Stage {
         let save_tick = tokio::time::sleep(SAVE_EVERY);
         tokio::pin!(save_tick);
         loop {
-            let batch = tokio::select! {
+            let first = tokio::select! {
                 _ = stop.stopped() => break,
-                _ = &mut save_tick => Vec::new(),
-                r = cursor.next_batch(DRAIN_MAX) => match r {
+                _ = &mut save_tick => None,
+                r = cursor.next() => match r {
                     None => break,
-                    Some(b) => b,
+                    Some(r) => Some(r),
                 },
             };
-            for r in batch {
+            for r in first.into_iter().chain(cursor.ready(DRAIN_MAX)) {
                 match r {
                     Ok(rec) => self.judged(&pipeline, &rec).await,
                     Err(e) => {
                         tracing::error!(
-                            "Detection cannot read record {}: {e}; retrying in 1 s",
-                            cursor.position()
+                            "Detection cannot read the next record: {e}; retrying in 1 s"
                         );
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }

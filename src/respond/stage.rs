@@ -38,7 +38,7 @@ pub const ENFORCEMENT_TOPIC: &str = "vigil.enforcement";
 /// How often the state is saved while the log grows.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
 /// Records read in a row before stop and saves are looked at again.
-const DRAIN_MAX: usize = 1024;
+const DRAIN_MAX: usize = 4096;
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
@@ -131,7 +131,7 @@ impl Stage {
         let mut tick = tokio::time::interval(SAVE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            let batch = tokio::select! {
+            let first = tokio::select! {
                 _ = stop.stopped() => break,
                 _ = tick.tick() => {
                     while let Some(Ok(key)) = self.workers.try_join_next() {
@@ -142,18 +142,17 @@ impl Stage {
                     }
                     continue;
                 }
-                r = cursor.next_batch(DRAIN_MAX) => match r {
+                r = cursor.next() => match r {
                     None => break,
-                    Some(b) => b,
+                    Some(r) => Some(r),
                 },
             };
-            for r in batch {
+            for r in first.into_iter().chain(cursor.ready(DRAIN_MAX)) {
                 match r {
                     Ok(rec) => self.read(&pipeline, &rec, &stop).await,
                     Err(e) => {
                         tracing::error!(
-                            "The response stage cannot read record {}: {e}; retrying in 1 s",
-                            cursor.position()
+                            "The response stage cannot read the next record: {e}; retrying in 1 s"
                         );
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }

@@ -356,25 +356,36 @@ impl Cursor {
         Some(r)
     }
 
-    /// The next durable record (waiting until there is one), then every
-    /// record already durable after it, up to `max` in all, so that a
-    /// follower pays one wake-up per group commit rather than per record.
-    /// A read error ends the batch (it is last). `None` once the log is
-    /// closed. Cancel-safe: nothing is consumed until the wait is over.
-    pub async fn next_batch(&mut self, max: usize) -> Option<Vec<Result<LogRecord, ViewError>>> {
-        let first = self.next().await?;
-        let mut batch = Vec::with_capacity(max.min(256));
-        let mut failed = first.is_err();
-        batch.push(first);
-        while !failed && batch.len() < max {
-            match self.try_next() {
-                Some(r) => {
-                    failed = r.is_err();
-                    batch.push(r);
-                }
-                None => break,
-            }
+    /// The records already durable, without waiting, at most `max`,
+    /// ending after a read error. After [`Cursor::next`], a follower reads
+    /// these too, so that it pays one wake-up per group commit rather than
+    /// per record.
+    pub fn ready(&mut self, max: usize) -> Ready<'_> {
+        Ready {
+            cursor: self,
+            left: max,
+            failed: false,
         }
-        Some(batch)
+    }
+}
+
+/// Records already durable; see [`Cursor::ready`].
+pub struct Ready<'a> {
+    cursor: &'a mut Cursor,
+    left: usize,
+    failed: bool,
+}
+
+impl Iterator for Ready<'_> {
+    type Item = Result<LogRecord, ViewError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.left == 0 {
+            return None;
+        }
+        let r = self.cursor.try_next()?;
+        self.left -= 1;
+        self.failed = r.is_err();
+        Some(r)
     }
 }
