@@ -294,18 +294,15 @@ impl Responder {
             return out;
         }
         let request = step_up_request(a, principal, trigger, ctx.details_type);
-        out.push(Effect::Record(Evidence {
-            event_id: format!("{}.step_up", a.anomaly_id),
-            correlation_id: correlation(a),
-            action: evidence::DECISION,
-            agent_id: a.agent_id.clone(),
-            attributes: json!({
-                "anomaly_id": a.anomaly_id, "agent_id": a.agent_id, "action": "step_up",
+        out.push(decision(
+            a,
+            Action::StepUp,
+            json!({
                 "principal": principal, "why": why,
                 "binding_message": request.binding_message,
                 "authorization_details": request.authorization_details,
             }),
-        }));
+        ));
         self.pending.insert(
             key,
             Pending {
@@ -360,17 +357,14 @@ impl Responder {
                 .map(|r| r.lease_id.clone())
                 .collect(),
         };
-        out.push(Effect::Record(Evidence {
-            event_id: format!("{}.revoke", a.anomaly_id),
-            correlation_id: correlation(a),
-            action: evidence::DECISION,
-            agent_id: a.agent_id.clone(),
-            attributes: json!({
-                "anomaly_id": a.anomaly_id, "agent_id": a.agent_id, "action": "revoke",
+        out.push(decision(
+            a,
+            Action::Revoke,
+            json!({
                 "why": why, "suspend": true, "leases": revocations,
                 "tokens": "not_supported: Vigil holds no tokens of the agent; revoke them at their issuer",
             }),
-        }));
+        ));
         if !order.leases.is_empty() {
             self.revoking.insert(a.anomaly_id.clone(), order.clone());
             out.push(Effect::Revoke(order));
@@ -496,6 +490,21 @@ impl Responder {
         self.set_posture(posture, &mut out);
         out
     }
+}
+
+/// The evidence of a decision about `a`: `details` plus the anomaly,
+/// the agent and the action, under the event id `<anomaly>.<action>`.
+fn decision(a: &Anomaly, action: Action, mut details: J) -> Effect {
+    details["anomaly_id"] = json!(a.anomaly_id);
+    details["agent_id"] = json!(a.agent_id);
+    details["action"] = json!(action.as_str());
+    Effect::Record(Evidence {
+        event_id: format!("{}.{}", a.anomaly_id, action.as_str()),
+        correlation_id: correlation(a),
+        action: evidence::DECISION,
+        agent_id: a.agent_id.clone(),
+        attributes: details,
+    })
 }
 
 fn correlation(a: &Anomaly) -> String {

@@ -267,23 +267,15 @@ fn signed(signer: &Signer, id: &str, bad: bool) -> Vec<u8> {
 
 /// `vigil serve` on `data` with the keys in `jwks` and the config `cfg`.
 fn serve(data: &Path, jwks: &Path, cfg: &Path) -> Server {
-    Server::start(
-        data,
-        &[
-            "--keys",
-            jwks.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    )
+    Server::start_configured(data, jwks, cfg)
 }
 
 fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        deadline,
+        || f().then_some(()),
+        || format!("timed out waiting for {what}"),
+    );
 }
 
 #[test]

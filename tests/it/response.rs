@@ -49,15 +49,7 @@ roles = ["posture"]
 }
 
 fn start(dir: &Path, jwks: &Path, config: &Path) -> Server {
-    let mut s = Server::start(
-        &dir.join("data"),
-        &[
-            "--keys",
-            jwks.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    );
+    let mut s = Server::start_configured(&dir.join("data"), jwks, config);
     s.token = OPS_TOKEN.into();
     s
 }
@@ -77,19 +69,17 @@ fn posture(server: &Server, agent: &str, token: &str) -> J {
 
 /// Waits until the agent's posture (as `soc`/admin sees it) passes `done`.
 fn wait_posture(server: &Server, agent: &str, what: &str, done: impl Fn(&J) -> bool) -> J {
-    let start = Instant::now();
-    loop {
-        let p = posture(server, agent, OPS_TOKEN);
-        if done(&p) {
-            return p;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{agent}'s posture never became {what}: {p:#}\n{}",
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        || Some(posture(server, agent, OPS_TOKEN)).filter(|p| done(p)),
+        || {
+            let p = posture(server, agent, OPS_TOKEN);
+            format!(
+                "{agent}'s posture never became {what}: {p:#}\n{}",
+                server.log_text()
+            )
+        },
+    )
 }
 
 /// The alert detection raised for an agent's accepted events.
@@ -123,18 +113,11 @@ fn export_at_night(s: &Signer) -> Vec<u8> {
 
 /// Waits for a token or revocation request at the provider.
 fn wait_log(provider: &Provider, found: impl Fn(&J) -> bool) -> J {
-    let start = Instant::now();
-    loop {
-        if let Some(l) = provider.log().into_iter().find(|l| found(l)) {
-            return l;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the provider never saw it: {:#?}",
-            provider.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        || provider.log().into_iter().find(|l| found(l)),
+        || format!("the provider never saw it: {:#?}", provider.log()),
+    )
 }
 
 /// The SET pushed for an agent's suspension: RFC 8935 headers, signed

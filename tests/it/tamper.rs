@@ -231,15 +231,7 @@ fn make_event(signer: &Signer, n: usize, kind: &str) -> Vec<u8> {
 fn start_quiet(data: &Path, jwks: &Path) -> Server {
     let cfg = data.with_extension("toml");
     std::fs::write(&cfg, "[detection]\nenabled = false\n").unwrap();
-    Server::start(
-        data,
-        &[
-            "--keys",
-            jwks.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    )
+    Server::start_configured(data, jwks, &cfg)
 }
 
 fn build_base() -> Base {

@@ -188,6 +188,20 @@ pub struct Server {
 }
 
 impl Server {
+    /// `vigil serve` on `data` with the keys in `jwks` and the
+    /// configuration file `cfg`.
+    pub fn start_configured(data: &Path, jwks: &Path, cfg: &Path) -> Server {
+        Server::start(
+            data,
+            &[
+                "--keys",
+                jwks.to_str().unwrap(),
+                "--config",
+                cfg.to_str().unwrap(),
+            ],
+        )
+    }
+
     /// Starts `vigil serve --data DATA --listen 127.0.0.1:0` plus `extra`.
     pub fn start(data: &Path, extra: &[&str]) -> Server {
         Server::start_with(vigil(), data, extra)
@@ -450,4 +464,21 @@ pub fn write_jwks(path: &Path, keys: &[J]) {
         serde_json::to_vec_pretty(&serde_json::json!({ "keys": keys })).unwrap(),
     )
     .unwrap();
+}
+
+/// Polls `f` every 100 ms until it gives a value; after `limit`, panics
+/// with `why()`.
+pub fn wait_until<T>(
+    limit: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    why: impl Fn() -> String,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "{}", why());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
