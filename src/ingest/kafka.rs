@@ -161,7 +161,7 @@ impl ConsumerContext for VigilContext {
             if commit.count() > 0 {
                 match consumer.commit(&commit, CommitMode::Sync) {
                     Ok(()) => tracing::info!(
-                        partitions = commit.count(),
+                        offsets = %describe(&commit),
                         "Committed durable offsets before the partitions are released"
                     ),
                     Err(e) => {
@@ -184,11 +184,43 @@ impl ConsumerContext for VigilContext {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            tracing::info!(partitions = tpl.count(), "Kafka partitions assigned");
+            tracing::info!(partitions = %describe(tpl), "Kafka partitions assigned");
             self.assigned.store(tpl.count() > 0, Ordering::Relaxed);
         }
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+/// `topic/partition` (and `@offset` where one is set) of each element, for
+/// logs.
+fn describe(tpl: &TopicPartitionList) -> String {
+    let parts: Vec<String> = tpl
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => format!("{}/{}@{o}", e.topic(), e.partition()),
+            _ => format!("{}/{}", e.topic(), e.partition()),
+        })
+        .collect();
+    parts.join(",")
+}
+
+/// `partition:first-last(count)` of each partition in a batch, for logs.
+fn ranges(batch: &[OwnedMessage]) -> String {
+    let mut by: std::collections::BTreeMap<i32, (i64, i64, usize)> = Default::default();
+    for m in batch {
+        let e = by
+            .entry(m.partition())
+            .or_insert((m.offset(), m.offset(), 0));
+        e.0 = e.0.min(m.offset());
+        e.1 = e.1.max(m.offset());
+        e.2 += 1;
+    }
+    let parts: Vec<String> = by
+        .iter()
+        .map(|(p, (a, b, n))| format!("{p}:{a}-{b}({n})"))
+        .collect();
+    parts.join(",")
 }
 
 /// Publishes to Kafka with `acks=all` (the `.rejected` copies now; anomaly
@@ -422,6 +454,11 @@ impl Consume {
                 let _ = commit.add_partition_offset(t, *p, Offset::Offset(*o));
             }
         }
+        tracing::debug!(
+            batch = %ranges(batch),
+            offsets = %describe(&commit),
+            "Committing durable offsets"
+        );
         if let Err(e) = self.consumer.commit(&commit, CommitMode::Async) {
             tracing::warn!(error = %e, "Offset commit failed; it is retried with the next batch");
         }

