@@ -91,6 +91,22 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Read-only SQL over a data directory's audit store (tables events,
+    /// receipts, anomalies, responses, quarantine); exit 0 answered, 1 the
+    /// log is damaged, 2 a bad query or an error.
+    Query {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// `table` (aligned text) or `json` (`{"columns","rows"}`).
+        #[arg(long, default_value = "table")]
+        format: QueryFormat,
+        /// Most rows in the answer.
+        #[arg(long, default_value_t = 1_000_000)]
+        max_rows: usize,
+        /// The SQL query.
+        sql: String,
+    },
     /// Write a signed simulated fleet over days, with labelled attacks.
     Simulate(crate::simulate::SimulateArgs),
     /// Replay simulations through a real server and score detection
@@ -101,6 +117,13 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+}
+
+/// How `vigil query` prints its answer.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum QueryFormat {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -193,6 +216,12 @@ fn run(cli: Cli) -> Result<(), Exit> {
         Command::VerifyProof { file, vkey, event } => {
             verify_proof_command(&file, &vkey, event.as_deref())
         }
+        Command::Query {
+            data,
+            format,
+            max_rows,
+            sql,
+        } => query_command(&data, format, max_rows, &sql),
         Command::Quarantine { data, limit } => {
             let (entries, dropped) =
                 crate::store::quarantine::list(&data.join("quarantine"), limit)
@@ -268,6 +297,36 @@ fn verify_command(
     if reports.len() > 1 {
         print_cross_log_duplicates(&reports);
     }
+    Ok(())
+}
+
+fn query_command(data: &Path, format: QueryFormat, max_rows: usize, sql: &str) -> Result<(), Exit> {
+    use crate::audit::{query::QueryError, AuditError};
+    let limits = crate::audit::query::Limits {
+        max_rows,
+        timeout: std::time::Duration::from_secs(3600),
+        memory_bytes: 2 << 30,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the query runtime: {e}"))?;
+    let answer = rt
+        .block_on(crate::audit::query_dir(data, sql, limits))
+        .map_err(|e| Exit {
+            code: if matches!(e, QueryError::Store(AuditError::Record { .. })) {
+                1
+            } else {
+                2
+            },
+            message: e.to_string(),
+        })?;
+    let text = match format {
+        QueryFormat::Json => serde_json::to_string(&answer).expect("an answer serialises"),
+        QueryFormat::Table => crate::audit::query::table_text(&answer),
+    };
+    println!("{text}");
     Ok(())
 }
 

@@ -37,6 +37,9 @@ pub struct Config {
     /// The response policy.
     #[serde(default)]
     pub response: crate::respond::config::ResponseConfig,
+    /// Limits of `POST /v1/query`.
+    #[serde(default)]
+    pub query: QueryConfig,
     /// OIDC bearer tokens (used by a later capability).
     pub oidc: Option<toml::Table>,
 }
@@ -73,6 +76,8 @@ pub struct ServerConfig {
     pub verify_table_bytes: usize,
     /// Size of the duplicate index's Bloom filter, in bytes.
     pub dedupe_filter_bytes: usize,
+    /// Size at which a log segment is sealed (and written as Parquet).
+    pub segment_max_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +96,7 @@ impl Default for ServerConfig {
             checkpoint_interval_ms: 1000,
             verify_table_bytes: crate::event::tables::DEFAULT_TABLE_BYTES,
             dedupe_filter_bytes: crate::store::dedupe::DEFAULT_FILTER_BYTES,
+            segment_max_bytes: 64 << 20,
         }
     }
 }
@@ -146,6 +152,40 @@ impl Default for DetectionConfig {
         DetectionConfig {
             enabled: true,
             model: true,
+        }
+    }
+}
+
+/// `[query]`: what one `POST /v1/query` may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Most rows in an answer (default 10000).
+    pub max_rows: usize,
+    /// Longest a query may run, in seconds (default 30).
+    pub timeout_s: u64,
+    /// Most memory a query's operators may hold, in MiB (default 512).
+    pub memory_mib: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        let d = crate::audit::query::Limits::default();
+        QueryConfig {
+            max_rows: d.max_rows,
+            timeout_s: d.timeout.as_secs(),
+            memory_mib: d.memory_bytes >> 20,
+        }
+    }
+}
+
+impl QueryConfig {
+    /// The limits these settings give.
+    pub fn limits(&self) -> crate::audit::query::Limits {
+        crate::audit::query::Limits {
+            max_rows: self.max_rows,
+            timeout: std::time::Duration::from_secs(self.timeout_s.max(1)),
+            memory_bytes: self.memory_mib.max(1) << 20,
         }
     }
 }

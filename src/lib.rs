@@ -24,6 +24,7 @@
 //! - [`ingest`]: turning request bodies (JSON, NDJSON, Splunk HEC) into items.
 //! - [`api`]: the HTTP server (axum), roles and tokens.
 //! - [`verify`]: the offline auditor (`vigil verify`).
+//! - [`audit`]: sealed segments as Parquet and SQL over them (DataFusion).
 //! - [`server`]: `vigil serve` put together; [`shutdown`] the stop signal
 //!   its background tasks obey; [`config`], [`telemetry`], [`cli`],
 //!   [`demo`], [`loadgen`], [`failpoint`] (fault injection for tests),
@@ -32,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;

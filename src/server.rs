@@ -90,6 +90,7 @@ pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
     pipeline.quarantine_max_entries = config.server.quarantine_max_entries;
     pipeline.verify_table_bytes = config.server.verify_table_bytes;
     pipeline.dedupe_filter_bytes = config.server.dedupe_filter_bytes;
+    pipeline.segment_max_bytes = config.server.segment_max_bytes;
     let response = crate::respond::config::resolve(crate::respond::config::Sections {
         ciba: config.ciba.as_ref(),
         vault: config.vault.as_ref(),
@@ -238,6 +239,8 @@ impl Server {
             kafka_assigned,
             detection,
             postures,
+            audit: Arc::new(crate::audit::AuditStore::new(pipeline.view().clone())),
+            query_limits: settings.config.query.limits(),
         };
         // Last: whoever waits for this file may signal us at once.
         crate::store::fsutil::write_file_durably(
@@ -345,6 +348,14 @@ impl Server {
                 watch_keys(self.pipeline.clone(), hup, tasks.stop()),
             );
         }
+        tasks.spawn(
+            "parquet sealer",
+            crate::audit::run_sealer(
+                self.pipeline.view().clone(),
+                self.pipeline.sealed(),
+                tasks.stop(),
+            ),
+        );
         tasks.spawn(
             "table metrics",
             table_metrics(self.pipeline.clone(), tasks.stop()),

@@ -22,6 +22,11 @@ impl Stop {
         let _ = self.0.wait_for(|s| *s).await;
     }
 
+    /// Whether the stop signal has fired (for loops on blocking threads).
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// A signal that never fires (for tools that run until done).
     pub fn never() -> Stop {
         let (tx, rx) = watch::channel(false);

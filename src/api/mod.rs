@@ -11,6 +11,7 @@ mod events;
 mod hec;
 pub mod intake;
 mod posture;
+mod query;
 mod read;
 
 use std::future::Future;
@@ -41,6 +42,10 @@ pub struct AppState {
     pub detection: Arc<crate::detect::stage::Detection>,
     /// Agent postures.
     pub postures: Arc<crate::respond::posture::Book>,
+    /// SQL over the audit store.
+    pub audit: Arc<crate::audit::AuditStore>,
+    /// What one query may use.
+    pub query_limits: crate::audit::query::Limits,
 }
 
 impl AppState {
@@ -80,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log-key", get(read::log_key))
         .route("/v1/pipeline-keys", get(read::pipeline_keys))
         .route("/v1/quarantine", get(read::quarantine))
+        .route("/v1/query", post(query::post_query))
         .route("/v1/anomalies", get(anomalies::list))
         .route("/v1/anomalies/stream", get(anomalies::stream))
         .route("/v1/anomalies/{id}/feedback", post(anomalies::feedback))

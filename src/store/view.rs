@@ -123,6 +123,11 @@ impl LogView {
         }
     }
 
+    /// The first index of every segment, ascending (the last is active).
+    pub fn segment_firsts(&self) -> Vec<u64> {
+        self.segments.firsts()
+    }
+
     /// The data directory's layout.
     pub fn layout(&self) -> &Layout {
         &self.layout

@@ -105,11 +105,14 @@ impl Broker {
         ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("acks", "all")
-            .set("linger.ms", "5")
-            // One produce request at a time: the test's input reaches the
-            // broker in order, whatever the broker does with concurrent
-            // requests.
-            .set("max.in.flight.requests.per.connection", "1")
+            // One record per batch: tansu 0.6's fetch skips the rest of a
+            // batch when a consumer starts inside it (from an offset its
+            // group committed mid-batch), so a record batched with others
+            // could never reach any consumer after a rebalance or restart.
+            // Fixed upstream after 0.6 (tansu commit 87db6ea, "return the
+            // batch containing a mid-batch fetch offset").
+            .set("linger.ms", "0")
+            .set("batch.num.messages", "1")
             .create()
             .unwrap()
     }
@@ -439,8 +442,7 @@ fn two_instances_share_partitions_and_receipt_each_event_once() {
     // Graceful: B leaves the group after committing what is durable.
     assert_eq!(b.stop(), Some(0));
     send(1500, next + 1500);
-    // What the consumers are answerable for: every event the topic holds.
-    let total = in_topic(&broker, &sent);
+    let total = sent.len() as u64;
     // B's log, read by a server on its files without Kafka (and without
     // detection, whose anomaly events would add to it).
     let quiet = dir.path().join("reader.toml");
@@ -494,33 +496,6 @@ fn two_instances_share_partitions_and_receipt_each_event_once() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("cross-log duplicates: 0"), "{text}");
-}
-
-/// How many of the sent events the topic holds, each counted once; warns
-/// about any the broker does not have (then the test holds the consumers
-/// to what it has).
-fn in_topic(broker: &Broker, sent: &[(String, String)]) -> u64 {
-    let topic = broker.read_all("agent-events", sent.len());
-    let held: std::collections::HashSet<(String, String)> = topic
-        .iter()
-        .filter_map(|c| {
-            let v: serde_json::Value = serde_json::from_slice(&c.value).ok()?;
-            Some((
-                v["agent_id"].as_str()?.to_string(),
-                v["event_id"].as_str()?.to_string(),
-            ))
-        })
-        .collect();
-    let absent: Vec<_> = sent.iter().filter(|e| !held.contains(*e)).collect();
-    if !absent.is_empty() {
-        eprintln!(
-            "warning: the broker holds {} of {} sent events; absent: {:?}",
-            held.len(),
-            sent.len(),
-            &absent[..absent.len().min(10)]
-        );
-    }
-    sent.iter().filter(|e| held.contains(*e)).count() as u64
 }
 
 /// Which sent events are in neither log and which are in both, with where

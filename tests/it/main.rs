@@ -12,6 +12,7 @@ mod interop;
 mod kafka;
 mod keys;
 mod panics;
+mod query;
 mod response;
 mod schemas;
 mod services;

@@ -1,0 +1,231 @@
+//! The columnar audit store: sealed log segments as Parquet, queried with
+//! DataFusion together with the tail not yet sealed (contract section 5,
+//! `POST /v1/query`; section 8, `vigil query`).
+//!
+//! - [`tables`]: the tables' schemas and the rows a record adds.
+//! - [`seal`]: writing a sealed segment's Parquet files durably.
+//! - [`tail`]: the unsealed records as rows in memory.
+//! - [`query`]: read-only SQL with time, memory and row limits.
+//!
+//! The store is derived from the log and never trusted over it: its files
+//! can be deleted at any time and are written again from the segments.
+
+pub mod query;
+pub mod seal;
+pub mod tables;
+pub mod tail;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use datafusion::arrow::array::{Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::error::ArrowError;
+use datafusion::datasource::MemTable;
+use datafusion::parquet::errors::ParquetError;
+
+use crate::shutdown::Stop;
+use crate::store::layout::Layout;
+use crate::store::view::LogView;
+use query::{Answer, Limits, QueryError, Snapshot};
+use tail::Tail;
+
+/// Why the audit store cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// A log segment could not be read.
+    #[error("cannot read log segment {segment}: {source}")]
+    Read {
+        /// The segment's first index.
+        segment: u64,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A record's receipt body does not parse (the log is damaged: run
+    /// `vigil verify`).
+    #[error("record {index} has a receipt body that does not parse ({why}); run `vigil verify` on the data directory")]
+    Record {
+        /// Its index.
+        index: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// A Parquet file could not be written.
+    #[error("cannot write {path}: {source}; check the disk and the data directory's permissions")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Arrow refused the rows.
+    #[error("cannot build the columns: {0}")]
+    Arrow(#[from] ArrowError),
+    /// Parquet refused the rows.
+    #[error("cannot encode Parquet: {0}")]
+    Parquet(#[from] ParquetError),
+}
+
+impl AuditError {
+    fn read(segment: u64) -> impl FnOnce(std::io::Error) -> AuditError {
+        move |source| AuditError::Read { segment, source }
+    }
+
+    fn write(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
+        move |source| AuditError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Most quarantined entries the `quarantine` table shows (newest first).
+const QUARANTINE_ROWS: usize = 1_000_000;
+
+/// The `quarantine` table, read from the quarantine files.
+fn quarantine_table(layout: &Layout) -> Result<MemTable, QueryError> {
+    let (entries, _) = crate::store::quarantine::list(&layout.quarantine_dir(), QUARANTINE_ROWS)
+        .map_err(|source| AuditError::Read { segment: 0, source })?;
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("received_at", ts, true),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, false),
+        Field::new("sha256", DataType::Utf8, false),
+        Field::new("size", DataType::Int64, false),
+    ]));
+    let mut at = TimestampMillisecondBuilder::new().with_timezone("UTC");
+    let mut text: [StringBuilder; 4] = Default::default();
+    let mut size = Int64Builder::new();
+    for e in &entries {
+        at.append_option(
+            crate::time::Timestamp::parse_event_time(&e.received_at)
+                .map(|t| (t.0 / 1_000_000) as i64),
+        );
+        for (b, v) in text
+            .iter_mut()
+            .zip([&e.source, &e.reason, &e.error, &e.sha256])
+        {
+            b.append_value(v);
+        }
+        size.append_value(e.size as i64);
+    }
+    let mut columns: Vec<datafusion::arrow::array::ArrayRef> = vec![Arc::new(at.finish())];
+    columns.extend(text.iter_mut().map(|b| Arc::new(b.finish()) as _));
+    columns.push(Arc::new(size.finish()));
+    let batch = datafusion::arrow::array::RecordBatch::try_new(schema.clone(), columns)
+        .map_err(AuditError::from)?;
+    MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| QueryError::Refused(e.to_string()))
+}
+
+/// The runtime queries run on, apart from ingest's: two worker threads.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("vigil-query")
+            .enable_all()
+            .build()
+            .expect("the query runtime starts")
+    })
+}
+
+/// A server's audit store: queries over its live log.
+pub struct AuditStore {
+    view: LogView,
+    tail: Arc<Mutex<Tail>>,
+}
+
+impl AuditStore {
+    /// The store of the log `view` reads.
+    pub fn new(view: LogView) -> AuditStore {
+        AuditStore {
+            view,
+            tail: Arc::new(Mutex::new(Tail::new(0))),
+        }
+    }
+
+    /// Runs a read-only query over every durable record, on the query
+    /// runtime.
+    pub async fn query(&self, sql: String, limits: Limits) -> Result<Answer, QueryError> {
+        let (view, tail) = (self.view.clone(), self.tail.clone());
+        let task = runtime().spawn(async move {
+            let layout = view.layout().clone();
+            let firsts = view.segment_firsts();
+            let snapshot = {
+                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                let from = seal::sealed_upto(&layout, &firsts);
+                if t.from() != from {
+                    *t = Tail::new(from);
+                }
+                t.extend(&layout, &firsts, view.size())?;
+                t.clone()
+            };
+            let snap = Snapshot {
+                layout: &layout,
+                firsts: &firsts,
+                tail: &snapshot,
+            };
+            query::run(&snap, &sql, limits).await
+        });
+        // The deadline is kept here, on the caller's runtime: a query busy
+        // on every query thread would not see its own timer fire.
+        let abort = task.abort_handle();
+        match tokio::time::timeout(limits.timeout, task).await {
+            Ok(joined) => {
+                joined.map_err(|e| QueryError::Refused(format!("the query stopped: {e}")))?
+            }
+            Err(_) => {
+                abort.abort();
+                Err(QueryError::TimedOut(limits.timeout.as_secs()))
+            }
+        }
+    }
+}
+
+/// Runs a query over a data directory on disk (`vigil query`): the sealed
+/// files and every record after them.
+pub async fn query_dir(root: &Path, sql: &str, limits: Limits) -> Result<Answer, QueryError> {
+    let layout = Layout::new(root);
+    let firsts = layout
+        .list_segments()
+        .map_err(|source| AuditError::Read { segment: 0, source })?;
+    let mut tail = Tail::new(seal::sealed_upto(&layout, &firsts));
+    tail.extend(&layout, &firsts, u64::MAX)?;
+    let snap = Snapshot {
+        layout: &layout,
+        firsts: &firsts,
+        tail: &tail,
+    };
+    query::run(&snap, sql, limits).await
+}
+
+/// Writes the Parquet files of sealed segments as the writer seals them
+/// (and, at start, of any sealed segment without them), until `stop`.
+pub async fn run_sealer(
+    view: LogView,
+    mut sealed: tokio::sync::watch::Receiver<Option<u64>>,
+    mut stop: Stop,
+) {
+    loop {
+        let (v, s) = (view.clone(), stop.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            seal::catch_up(v.layout(), &v.segment_firsts(), &|| s.is_stopped())
+        })
+        .await;
+        match done {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(segments = n, "Wrote sealed segments as Parquet"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "Could not write a sealed segment as Parquet; queries read it from the log until it is written (retried at the next seal)")
+            }
+            Err(e) => tracing::error!(error = %e, "The Parquet writer stopped"),
+        }
+        tokio::select! {
+            _ = stop.stopped() => return,
+            changed = sealed.changed() => if changed.is_err() { return },
+        }
+    }
+}
