@@ -136,6 +136,8 @@ enum BenchCommand {
     Log(crate::loadgen::log::LogBenchArgs),
     /// Time anomaly -> posture change and -> CIBA request under background load.
     Response(crate::loadgen::response::ResponseBenchArgs),
+    /// Build a Parquet audit store of N receipts and time typical SQL questions.
+    Query(crate::loadgen::query::QueryBenchArgs),
 }
 
 /// `vigil serve` flags (they override the configuration file).
@@ -249,6 +251,9 @@ fn run(cli: Cli) -> Result<(), Exit> {
         Command::Bench {
             what: BenchCommand::Response(args),
         } => crate::loadgen::response::run(args).map_err(Exit::from),
+        Command::Bench {
+            what: BenchCommand::Query(args),
+        } => crate::loadgen::query::run_bench(args).map_err(Exit::from),
     }
 }
 

@@ -110,6 +110,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  server       http://{addr}   (token: {dir}/admin.token, e.g. curl -H \"Authorization: Bearer $(cat {dir}/admin.token)\" http://{addr}/v1/checkpoint)");
     println!("  anomalies    GET http://{addr}/v1/anomalies, live as Server-Sent Events at GET http://{addr}/v1/anomalies/stream");
+    println!("  SQL          POST http://{addr}/v1/query {{\"sql\":\"SELECT agent_id, count(*) FROM events GROUP BY 1\"}} (tables events, receipts, anomalies, responses, quarantine)");
     let mut feed = Feed::new(Client::connect(addr, &token).await?, sim);
     let first = feed.history().await?;
     feed.forgery().await?;
@@ -409,5 +410,6 @@ async fn show_receipt(
     );
     println!("  verify the whole log after stopping the demo:");
     println!("               {exe} verify --data {}", args.data.display());
+    println!("  and query it:  {exe} query --data {} \"SELECT kinds, count(*) FROM anomalies GROUP BY 1\"", args.data.display());
     Ok(())
 }

@@ -30,6 +30,7 @@ use crate::time::Timestamp;
 
 pub mod kafka;
 pub mod log;
+pub mod query;
 pub mod response;
 
 /// `vigil bench ingest` options.
