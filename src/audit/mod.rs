@@ -172,8 +172,9 @@ impl AuditStore {
         });
         // The deadline is kept here, on the caller's runtime: a query busy
         // on every query thread would not see its own timer fire.
+        let started = std::time::Instant::now();
         let abort = task.abort_handle();
-        match tokio::time::timeout(limits.timeout, task).await {
+        let result = match tokio::time::timeout(limits.timeout, task).await {
             Ok(joined) => {
                 joined.map_err(|e| QueryError::Refused(format!("the query stopped: {e}")))?
             }
@@ -181,7 +182,12 @@ impl AuditStore {
                 abort.abort();
                 Err(QueryError::TimedOut(limits.timeout.as_secs()))
             }
-        }
+        };
+        let m = crate::telemetry::metrics();
+        m.query_seconds.observe(started.elapsed().as_secs_f64());
+        m.queries
+            .inc(&[result.as_ref().map_or_else(QueryError::code, |_| "ok")]);
+        result
     }
 }
 
@@ -217,7 +223,12 @@ pub async fn run_sealer(
         .await;
         match done {
             Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(segments = n, "Wrote sealed segments as Parquet"),
+            Ok(Ok(n)) => {
+                crate::telemetry::metrics()
+                    .parquet_segments_total
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(segments = n, "Wrote sealed segments as Parquet")
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "Could not write a sealed segment as Parquet; queries read it from the log until it is written (retried at the next seal)")
             }

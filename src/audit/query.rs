@@ -91,6 +91,17 @@ pub enum QueryError {
 }
 
 impl QueryError {
+    /// Its error code in answers and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            QueryError::Refused(_) => "bad_query",
+            QueryError::TooManyRows(_) => "row_limit",
+            QueryError::TimedOut(_) => "time_limit",
+            QueryError::Memory(_) => "memory_limit",
+            QueryError::Store(_) => "store_unreadable",
+        }
+    }
+
     /// Whether the caller can fix it (400) rather than the server (500).
     pub fn is_callers(&self) -> bool {
         !matches!(self, QueryError::Store(_))

@@ -202,6 +202,10 @@ impl Stage {
         self.shared.board().push(emitted.anomaly.clone());
         m.anomalies_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for kind in &emitted.anomaly.kinds {
+            m.anomaly_kinds
+                .inc(&[kind.as_str(), emitted.anomaly.severity.as_str()]);
+        }
         if emitted.publish {
             if self.publishing.len() >= PUBLISHING_MAX {
                 self.publishing.join_next().await;

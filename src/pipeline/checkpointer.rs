@@ -130,6 +130,10 @@ impl Checkpointer {
         }));
         let m = metrics();
         m.checkpoints_total.fetch_add(1, Ordering::Relaxed);
+        m.last_checkpoint_ms.store(
+            (crate::time::Timestamp::now().0 / 1_000_000) as u64,
+            Ordering::Relaxed,
+        );
         m.checkpoint_size_records.store(size, Ordering::Relaxed);
         Ok(note)
     }

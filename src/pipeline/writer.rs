@@ -24,7 +24,7 @@ use crate::store::dedupe::{keys_of, Dedupe, Key};
 use crate::store::quarantine::{Quarantine, QuarantineEntry};
 use crate::store::segments::SegmentWriter;
 use crate::store::view::{served, LogView};
-use crate::telemetry::metrics;
+use crate::telemetry::{metrics, Outcome, Source};
 use crate::time::Timestamp;
 
 /// How long the writer waits idle before marking its last group synced.
@@ -353,8 +353,10 @@ impl Writer {
         item: Judged,
         received: &str,
     ) -> Result<ItemResult, String> {
+        let source = Source::of(&item.source);
         let (event, mut verdict, mut error) = match item.judgement {
             Judgement::Quarantine(u) => {
+                metrics().by_source.inc(source, Outcome::Quarantined);
                 group.quarantined.push((
                     QuarantineEntry {
                         received_at: received.to_string(),
@@ -390,6 +392,7 @@ impl Writer {
                 metrics()
                     .events_duplicate_total
                     .fetch_add(1, Ordering::Relaxed);
+                metrics().by_source.inc(source, Outcome::Duplicate);
                 return Ok(ItemResult::duplicate(
                     &event,
                     self.served_at(group, claim.index),
@@ -407,6 +410,7 @@ impl Writer {
         if verdict != Verdict::Accepted {
             let seen = Key::rejection(agent, id, &event.event_hash, verdict);
             if let Some(index) = self.seen(group, &seen, &event, verdict)? {
+                metrics().by_source.inc(source, Outcome::Duplicate);
                 return Ok(ItemResult::rejected(
                     &event,
                     verdict,
@@ -421,10 +425,12 @@ impl Writer {
                 metrics()
                     .events_accepted_total
                     .fetch_add(1, Ordering::Relaxed);
+                metrics().by_source.inc(source, Outcome::Accepted);
                 ItemResult::accepted(&event, served)
             }
             Verdict::Rejected(r) => {
                 metrics().rejected(r);
+                metrics().by_source.inc(source, Outcome::Rejected);
                 ItemResult::rejected(&event, verdict, error, Some(served))
             }
         })

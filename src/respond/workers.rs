@@ -52,8 +52,16 @@ pub async fn record(pipeline: &Pipeline, e: &Evidence) -> Result<(), RecordError
     let result = pipeline.append_own(e.action, e.fields()).await?;
     result
         .receipt
-        .map(|_| ())
-        .ok_or_else(|| RecordError::NoReceipt(e.event_id.clone()))
+        .ok_or_else(|| RecordError::NoReceipt(e.event_id.clone()))?;
+    let outcome = ["outcome", "status", "result", "action"]
+        .iter()
+        .find_map(|k| e.attributes.get(k).and_then(serde_json::Value::as_str))
+        .unwrap_or("recorded");
+    let action = e.action.strip_prefix("vigil.").unwrap_or(e.action);
+    crate::telemetry::metrics()
+        .responses
+        .inc(&[action, outcome]);
+    Ok(())
 }
 
 /// Records, retrying while the pipeline is busy; logs what it cannot.

@@ -5,6 +5,7 @@ mod util;
 
 mod cli;
 mod crash;
+mod dashboards;
 mod detection;
 mod durability;
 mod http;

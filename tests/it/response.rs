@@ -359,6 +359,34 @@ then = "step_up"
         &server,
         &vigil::respond::evidence::revocation_id(&id1, &other)
     ));
+    // The same story in SQL, from the anomalies and responses tables.
+    let sql = |q: &str| {
+        let body = serde_json::to_vec(&json!({ "sql": q })).unwrap();
+        let r = server.req("POST", "/v1/query", None, &body);
+        assert_eq!(r.status, 200, "{q}: {}", r.text());
+        r.json()["rows"].clone()
+    };
+    assert_eq!(
+        sql(&format!(
+            "SELECT action, outcome, count(*) FROM responses WHERE anomaly_id = '{id1}' \
+             AND agent_id = 'hr-1' GROUP BY 1, 2 ORDER BY 1, 2"
+        )),
+        json!([
+            ["vigil.response.decision", "revoke", 1],
+            ["vigil.response.decision", "step_up", 1],
+            ["vigil.response.revocation", "revoked", 2],
+            ["vigil.response.signal", "delivered", 1],
+            ["vigil.response.step_up_requested", null, 1],
+            ["vigil.response.step_up_result", "denied", 1],
+        ])
+    );
+    let versions = sql(&format!(
+        "SELECT count(*), max(score) >= 50 FROM anomalies WHERE anomaly_id = '{id1}' AND agent_id = 'hr-1'"
+    ));
+    assert!(
+        versions[0][0].as_i64().unwrap() >= 1 && versions[0][1] == json!(true),
+        "{versions}"
+    );
     // Every posture shown matches the published schema.
     shown.push(posture(&server, "hr-0", OPS_TOKEN));
     shown.push(posture(&server, "hr-1", OPS_TOKEN));

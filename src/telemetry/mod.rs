@@ -10,6 +10,9 @@ use std::sync::OnceLock;
 
 use crate::log::receipt::Reason;
 
+mod family;
+pub use family::{BySource, Family, Outcome, Source};
+
 /// Starts `tracing` output to stderr; `RUST_LOG` overrides `default_filter`.
 pub fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -92,6 +95,16 @@ macro_rules! registry {
             pub events_rejected_total: [AtomicU64; 9],
             /// Consumer lag (messages) by "topic/partition".
             pub kafka_lag: std::sync::Mutex<Vec<(String, i64)>>,
+            /// Inputs by source and outcome.
+            pub by_source: BySource,
+            /// Anomaly versions by kind and severity (one per kind).
+            pub anomaly_kinds: Family,
+            /// Response steps recorded, by action and outcome.
+            pub responses: Family,
+            /// SQL queries by outcome (`ok` or the error code).
+            pub queries: Family,
+            /// When this process last signed a checkpoint (Unix ms; 0: not yet).
+            pub last_checkpoint_ms: AtomicU64,
         }
 
         impl Metrics {
@@ -102,6 +115,11 @@ macro_rules! registry {
                     $( $hist: Histogram::new(LATENCY_BOUNDS), )*
                     events_rejected_total: Default::default(),
                     kafka_lag: std::sync::Mutex::new(Vec::new()),
+                    by_source: BySource::default(),
+                    anomaly_kinds: Family::new(&["kind", "severity"]),
+                    responses: Family::new(&["action", "outcome"]),
+                    queries: Family::new(&["outcome"]),
+                    last_checkpoint_ms: AtomicU64::new(0),
                 }
             }
 
@@ -178,6 +196,8 @@ registry! {
         leases_revoked_total,
         /// Failed attempts to reach the OpenID provider or Vault (each retried or recorded).
         response_failures_total,
+        /// Sealed log segments written as Parquet.
+        parquet_segments_total,
     }
     gauges {
         /// Durable records in the receipt log.
@@ -208,6 +228,8 @@ registry! {
         ingest_judge_seconds,
         /// Time from a judged batch's hand-over to the log writer until it is durable.
         log_commit_wait_seconds,
+        /// Time each SQL query took (answered or refused).
+        query_seconds,
     }
 }
 
@@ -233,6 +255,38 @@ impl Metrics {
             .kafka_lag
             .lock()
             .expect("the lag lock is never poisoned") = lags;
+    }
+
+    fn render_labelled(&self, out: &mut String) {
+        self.by_source.render(
+            out,
+            "vigil_ingest_source_events_total",
+            "Inputs by source (http, hec, kafka, pipeline) and outcome (accepted, rejected, duplicate, quarantined).",
+        );
+        self.anomaly_kinds.render(
+            out,
+            "vigil_anomaly_kinds_total",
+            "Anomaly versions by kind and severity (an anomaly of two kinds counts in both).",
+        );
+        self.responses.render(
+            out,
+            "vigil_responses_total",
+            "Response steps recorded in the log, by action and outcome.",
+        );
+        self.queries.render(
+            out,
+            "vigil_queries_total",
+            "SQL queries by outcome: ok, or the error code of the refusal.",
+        );
+        let last = self.last_checkpoint_ms.load(Ordering::Relaxed);
+        if last > 0 {
+            let now = (crate::time::Timestamp::now().0 / 1_000_000) as u64;
+            let _ = writeln!(
+                out,
+                "# HELP vigil_checkpoint_age_seconds Seconds since this process last signed a checkpoint.\n# TYPE vigil_checkpoint_age_seconds gauge\nvigil_checkpoint_age_seconds {}",
+                now.saturating_sub(last) as f64 / 1000.0
+            );
+        }
     }
 
     /// Renders every metric in the Prometheus text format.
@@ -269,6 +323,7 @@ impl Metrics {
             get(&self.quarantined_unknown_agent_total)
         );
         self.render_registered(&mut out);
+        self.render_labelled(&mut out);
         let _ = writeln!(
             out,
             "# HELP vigil_up 1 while the process serves.\n# TYPE vigil_up gauge\nvigil_up 1"
