@@ -54,8 +54,11 @@ enum Command {
     /// than one of them receipted.
     Verify {
         /// A data directory (repeatable).
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "bundle")]
         data: Vec<PathBuf>,
+        /// An export bundle (from `vigil export`) to check instead of a log.
+        #[arg(long, conflicts_with = "data")]
+        bundle: Option<PathBuf>,
         /// Agent keys you trust (JWKS, or JSON lines of JWKs), holding from
         /// the start of the log, beside the key history the log records.
         #[arg(long)]
@@ -90,6 +93,25 @@ enum Command {
         /// At most this many entries.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Write a time range of the log as a bundle auditors check offline
+    /// with `vigil verify --bundle` (events and receipts as NDJSON and
+    /// Parquet, the checkpoint, the proof, the keys, a manifest).
+    Export {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Records received at or after this time (`YYYY-MM-DDTHH:MM:SSZ`;
+        /// default: the log's start).
+        #[arg(long)]
+        from: Option<String>,
+        /// Records received before this time (default: up to the latest
+        /// checkpoint).
+        #[arg(long)]
+        to: Option<String>,
+        /// The bundle's directory (new or empty).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Read-only SQL over a data directory's audit store (tables events,
     /// receipts, anomalies, responses, quarantine); exit 0 answered, 1 the
@@ -209,12 +231,24 @@ fn run(cli: Cli) -> Result<(), Exit> {
         Command::Keygen { agent, kid, out } => keygen(&agent, kid, out).map_err(Exit::from),
         Command::Sign { key } => sign_command(&key).map_err(Exit::from),
         Command::Verify {
+            bundle: Some(dir),
+            vkey,
+            ..
+        } => verify_bundle_command(&dir, &vkey),
+        Command::Verify {
             data,
             keys,
             checkpoint,
             vkey,
             quiet,
+            bundle: None,
         } => verify_command(data, keys, checkpoint, vkey, quiet),
+        Command::Export {
+            data,
+            from,
+            to,
+            out,
+        } => export_command(data, from.as_deref(), to.as_deref(), out),
         Command::VerifyProof { file, vkey, event } => {
             verify_proof_command(&file, &vkey, event.as_deref())
         }
@@ -302,6 +336,66 @@ fn verify_command(
     if reports.len() > 1 {
         print_cross_log_duplicates(&reports);
     }
+    Ok(())
+}
+
+fn export_command(
+    data: PathBuf,
+    from: Option<&str>,
+    to: Option<&str>,
+    out: PathBuf,
+) -> Result<(), Exit> {
+    let time = |name: &str, t: Option<&str>| -> Result<Option<Timestamp>, Exit> {
+        t.map(|t| {
+            Timestamp::parse_event_time(t).ok_or_else(|| Exit {
+                code: 2,
+                message: format!("--{name} {t:?} is not a time like 2026-11-30T10:00:00Z"),
+            })
+        })
+        .transpose()
+    };
+    let opts = crate::audit::export::ExportOptions {
+        data,
+        from: time("from", from)?,
+        to: time("to", to)?,
+        out,
+    };
+    let done = crate::audit::export::export(&opts).map_err(|e| Exit {
+        code: 2,
+        message: e.to_string(),
+    })?;
+    println!(
+        "exported records {}..{} (of a log checkpointed at {}) to {}; check it with: vigil verify --bundle {}",
+        done.first,
+        done.end,
+        done.tree_size,
+        opts.out.display(),
+        opts.out.display()
+    );
+    Ok(())
+}
+
+fn verify_bundle_command(dir: &Path, vkey: &[String]) -> Result<(), Exit> {
+    let vkeys = vkey
+        .iter()
+        .map(|v| read_vkey(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let r = crate::verify::bundle::verify_bundle(dir, &vkeys).map_err(|e| match e {
+        e @ VerifyError::Invalid { .. } => Exit {
+            code: 1,
+            message: format!("{}: {e}", dir.display()),
+        },
+        VerifyError::Usage(message) => Exit { code: 2, message },
+    })?;
+    println!(
+        "bundle valid: records {}..{} of {} ({} signatures checked), proven against its checkpoint of size {} signed with {}",
+        r.first,
+        r.end,
+        r.origin,
+        r.signatures,
+        r.tree_size,
+        if r.pinned { "the key you pinned" } else { "the bundle's own key (pin the operator's with --vkey)" }
+    );
     Ok(())
 }
 

@@ -6,10 +6,12 @@
 //! - [`seal`]: writing a sealed segment's Parquet files durably.
 //! - [`tail`]: the unsealed records as rows in memory.
 //! - [`query`]: read-only SQL with time, memory and row limits.
+//! - [`export`]: a time range as a bundle auditors verify offline.
 //!
 //! The store is derived from the log and never trusted over it: its files
 //! can be deleted at any time and are written again from the segments.
 
+pub mod export;
 pub mod query;
 pub mod seal;
 pub mod tables;
@@ -153,6 +155,9 @@ impl AuditStore {
         let (view, tail) = (self.view.clone(), self.tail.clone());
         let task = runtime().spawn(async move {
             let layout = view.layout().clone();
+            // The durable size first: every segment holding records below
+            // it is then in the list.
+            let end = view.size();
             let firsts = view.segment_firsts();
             let snapshot = {
                 let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
@@ -160,7 +165,7 @@ impl AuditStore {
                 if t.from() != from {
                     *t = Tail::new(from);
                 }
-                t.extend(&layout, &firsts, view.size())?;
+                t.extend(&layout, &firsts, end)?;
                 t.clone()
             };
             let snap = Snapshot {

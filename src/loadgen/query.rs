@@ -150,26 +150,7 @@ pub fn run_bench(args: QueryBenchArgs) -> anyhow::Result<()> {
         timeout: std::time::Duration::from_secs(600),
         memory_bytes: 2 << 30,
     };
-    let mid = START_MS + SPAN_MS / 2;
-    let corr = format!("corr-{:09}", (args.receipts / 2 / 50) * 5 + 2);
-    let questions = [
-        (
-            "one correlation id, across agents, in time order",
-            format!("SELECT agent_id, event_id, occurred_at, action FROM events WHERE correlation_id = '{corr}' ORDER BY occurred_at"),
-        ),
-        (
-            "one agent's actions on a resource over 2 days",
-            format!("SELECT occurred_at, action, principal FROM events WHERE agent_id = 'agent-0042' AND resource = 'db://t/7' AND occurred_at >= '{}' AND occurred_at < '{}' ORDER BY occurred_at", at(mid), at(mid + 2 * 86_400_000)),
-        ),
-        (
-            "counts by agent and verdict per hour, one day",
-            format!("SELECT agent_id, verdict, date_trunc('hour', received_at) AS hour, count(*) FROM receipts WHERE received_at >= '{}' AND received_at < '{}' GROUP BY 1, 2, 3", at(mid), at(mid + 86_400_000)),
-        ),
-        (
-            "counts by agent and verdict per hour, all 10 days",
-            "SELECT agent_id, verdict, date_trunc('hour', received_at) AS hour, count(*) FROM receipts GROUP BY 1, 2, 3".to_string(),
-        ),
-    ];
+    let questions = questions(args.receipts);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -192,6 +173,30 @@ pub fn run_bench(args: QueryBenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The questions timed: (what, SQL).
+fn questions(receipts: u64) -> [(&'static str, String); 4] {
+    let mid = START_MS + SPAN_MS / 2;
+    let corr = format!("corr-{:09}", (receipts / 2 / 50) * 5 + 2);
+    [
+        (
+            "one correlation id, across agents, in time order",
+            format!("SELECT agent_id, event_id, occurred_at, action FROM events WHERE correlation_id = '{corr}' ORDER BY occurred_at"),
+        ),
+        (
+            "one agent's actions on a resource over 2 days",
+            format!("SELECT occurred_at, action, principal FROM events WHERE agent_id = 'agent-0042' AND resource = 'db://t/7' AND occurred_at >= '{}' AND occurred_at < '{}' ORDER BY occurred_at", at(mid), at(mid + 2 * 86_400_000)),
+        ),
+        (
+            "counts by agent and verdict per hour, one day",
+            format!("SELECT agent_id, verdict, date_trunc('hour', received_at) AS hour, count(*) FROM receipts WHERE received_at >= '{}' AND received_at < '{}' GROUP BY 1, 2, 3", at(mid), at(mid + 86_400_000)),
+        ),
+        (
+            "counts by agent and verdict per hour, all 10 days",
+            "SELECT agent_id, verdict, date_trunc('hour', received_at) AS hour, count(*) FROM receipts GROUP BY 1, 2, 3".to_string(),
+        ),
+    ]
 }
 
 fn walk_size(dir: &std::path::Path) -> std::io::Result<u64> {

@@ -170,6 +170,26 @@ impl CompactRange {
         self.size
     }
 
+    /// Its peaks' hashes, largest subtree first: with the size, all it
+    /// takes to go on appending (a proof of everything before a range).
+    pub fn hashes(&self) -> Vec<Hash> {
+        self.peaks.iter().map(|(_, h)| *h).collect()
+    }
+
+    /// The range of a tree of `size` leaves from its peaks' hashes (as
+    /// [`CompactRange::hashes`] gives them); `None` when their number is
+    /// not the number of set bits of `size`.
+    pub fn from_hashes(size: u64, hashes: &[Hash]) -> Option<CompactRange> {
+        let levels: Vec<u32> = (0..64).rev().filter(|l| size & (1 << l) != 0).collect();
+        if levels.len() != hashes.len() {
+            return None;
+        }
+        Some(CompactRange {
+            size,
+            peaks: levels.into_iter().zip(hashes.iter().copied()).collect(),
+        })
+    }
+
     /// Appends a leaf hash; calls `completed(level, index, hash)` for every
     /// complete subtree it closes (the leaf itself at level 0 first).
     pub fn push_with(&mut self, leaf: Hash, mut completed: impl FnMut(u32, u64, &Hash)) {
@@ -372,6 +392,23 @@ mod tests {
             t.push(leaf_hash(format!("leaf-{i}").as_bytes()));
         }
         t
+    }
+
+    #[test]
+    fn a_range_continues_from_the_hashes_of_what_came_before() {
+        let t = tree(40);
+        for first in 0..40 {
+            let before = CompactRange::from_source(&t, first).unwrap();
+            let mut r = CompactRange::from_hashes(first, &before.hashes()).unwrap();
+            for i in first..40 {
+                r.push(t.leaf(i).unwrap());
+                assert_eq!(r.root(), t.root(i + 1), "{first}..={i}");
+            }
+            let mut fewer = before.hashes();
+            if fewer.pop().is_some() {
+                assert!(CompactRange::from_hashes(first, &fewer).is_none());
+            }
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! It reads the data directory's files through [`crate::store`] and the
 //! formats of [`crate::log`]; it does not depend on the server's runtime.
 
+pub mod bundle;
 mod check;
 mod claims;
 mod keys;
@@ -742,7 +743,10 @@ fn start_fold(
 /// the keys later records are checked with, so it is checked alone).
 /// Checks a `vigil.pipeline_key` event that establishes the first
 /// pipeline key: signed with the key it carries.
-fn first_pipeline_key(ctx: &CheckContext<'_>, rec: &WalkRecord) -> Result<Checked, String> {
+pub(crate) fn first_pipeline_key(
+    ctx: &CheckContext<'_>,
+    rec: &WalkRecord,
+) -> Result<Checked, String> {
     let keys = ctx.keys;
     let event = crate::event::Event::parse(&rec.event).map_err(|u| u.message().to_string())?;
     let change = KeyHistory::change_in(&event)

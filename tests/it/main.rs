@@ -8,6 +8,7 @@ mod crash;
 mod dashboards;
 mod detection;
 mod durability;
+mod export;
 mod http;
 mod interop;
 mod kafka;
