@@ -88,7 +88,7 @@ const QUARANTINE_ROWS: usize = 1_000_000;
 fn quarantine_table(layout: &Layout) -> Result<MemTable, QueryError> {
     let (entries, _) = crate::store::quarantine::list(&layout.quarantine_dir(), QUARANTINE_ROWS)
         .map_err(|source| AuditError::Read { segment: 0, source })?;
-    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
     let schema = Arc::new(Schema::new(vec![
         Field::new("received_at", ts, true),
         Field::new("source", DataType::Utf8, false),
@@ -97,7 +97,7 @@ fn quarantine_table(layout: &Layout) -> Result<MemTable, QueryError> {
         Field::new("sha256", DataType::Utf8, false),
         Field::new("size", DataType::Int64, false),
     ]));
-    let mut at = TimestampMillisecondBuilder::new().with_timezone("UTC");
+    let mut at = TimestampMillisecondBuilder::new();
     let mut text: [StringBuilder; 4] = Default::default();
     let mut size = Int64Builder::new();
     for e in &entries {

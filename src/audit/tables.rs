@@ -149,10 +149,7 @@ impl Table {
                     Kind::Index => (DataType::UInt64, false),
                     Kind::Int => (DataType::Int64, true),
                     Kind::Float => (DataType::Float64, true),
-                    Kind::Time => (
-                        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                        true,
-                    ),
+                    Kind::Time => (DataType::Timestamp(TimeUnit::Millisecond, None), true),
                 };
                 Field::new(*name, ty, nullable)
             })
@@ -215,9 +212,7 @@ impl Sheet {
                 Kind::Index => Builder::Index(UInt64Builder::new()),
                 Kind::Int => Builder::Int(Int64Builder::new()),
                 Kind::Float => Builder::Float(Float64Builder::new()),
-                Kind::Time => {
-                    Builder::Time(TimestampMillisecondBuilder::new().with_timezone("UTC"))
-                }
+                Kind::Time => Builder::Time(TimestampMillisecondBuilder::new()),
             })
             .collect();
         Sheet {

@@ -36,6 +36,9 @@ pub struct QueryBenchArgs {
     /// Runs of each question.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// More SQL to time over the same store (repeatable).
+    #[arg(long)]
+    pub sql: Vec<String>,
 }
 
 /// Records per synthetic segment.
@@ -150,7 +153,8 @@ pub fn run_bench(args: QueryBenchArgs) -> anyhow::Result<()> {
         timeout: std::time::Duration::from_secs(600),
         memory_bytes: 2 << 30,
     };
-    let questions = questions(args.receipts);
+    let mut questions: Vec<(&str, String)> = questions(args.receipts).into();
+    questions.extend(args.sql.iter().map(|q| ("--sql", q.clone())));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
