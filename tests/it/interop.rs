@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use serde_json::Value as J;
+use serde_json::{json, Value as J};
 
 use crate::util::*;
 
@@ -184,4 +184,79 @@ fn one_byte_flipped_anywhere_in_the_raw_line_is_never_accepted() {
         accepted < 10,
         "flipping content bytes must break nearly every variant ({accepted} passed)"
     );
+}
+
+/// The README's `check_receipt.py` (Python's standard library and
+/// openssl), run as written on a real proof: it accepts it, and refuses a
+/// changed proof and another log's key.
+#[test]
+fn the_readme_receipt_check_with_standard_tools_works() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = readme
+        .split("<!-- check_receipt.py")
+        .nth(1)
+        .expect("the README has the check_receipt.py block");
+    let script = after
+        .split("```python\n")
+        .nth(1)
+        .and_then(|s| s.split("\n```").next())
+        .expect("a python block follows the marker");
+    let dir = tempfile::tempdir().unwrap();
+    let py = dir.path().join("check_receipt.py");
+    std::fs::write(&py, script).unwrap();
+    let (signers, jwks) = fleet(dir.path(), "rc", 30, 1);
+    let data = dir.path().join("data");
+    let server = Server::start_configured(&data, &jwks, &{
+        let cfg = dir.path().join("rc.toml");
+        std::fs::write(&cfg, "[detection]\nenabled = false\n").unwrap();
+        cfg
+    });
+    let s = &signers[0];
+    server.post_ndjson(&[s.sign(&s.event("rc-1", json!({})))]);
+    let proof = wait_until(
+        std::time::Duration::from_secs(10),
+        || {
+            server.receipt("rc-0", "rc-1").json()["proof"]
+                .as_str()
+                .map(String::from)
+        },
+        || "no proof within 10 s".into(),
+    );
+    let vkey = std::fs::read_to_string(data.join("log-keys.txt")).unwrap();
+    let vkey = vkey.lines().next().unwrap().to_string();
+    let check = |proof: &str, vkey: &str| {
+        let file = dir.path().join("receipt.proof");
+        std::fs::write(&file, proof).unwrap();
+        std::process::Command::new("python3")
+            .arg(&py)
+            .arg(&file)
+            .arg(vkey)
+            .output()
+            .unwrap()
+    };
+    let ok = check(&proof, &vkey);
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(out.contains("rc-0 rc-1: accepted) is in"), "{out}");
+    // A changed body (the verdict) or checkpoint, and another log's key.
+    let (head, note) = proof.split_once("\n\n").unwrap();
+    let extra = head.lines().nth(1).unwrap().trim_start_matches("extra ");
+    let body = String::from_utf8(vigil::event::signature::b64_decode(extra).unwrap()).unwrap();
+    let forged = vigil::event::signature::b64(body.replace("\"rc-1\"", "\"rc-2\"").as_bytes());
+    let bad_body = proof.replace(extra, &forged);
+    let bad_root = format!("{head}\n\n{}", note.replacen('\n', "\n9", 1));
+    let other = "other.example+01234567+AQ".to_string() + &"A".repeat(43);
+    for (what, p, k) in [
+        ("a changed receipt body", bad_body.as_str(), vkey.as_str()),
+        ("a changed checkpoint", bad_root.as_str(), vkey.as_str()),
+        ("another log's key", proof.as_str(), other.as_str()),
+    ] {
+        let r = check(p, k);
+        assert!(!r.status.success(), "{what} was accepted");
+    }
 }
