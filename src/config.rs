@@ -40,8 +40,8 @@ pub struct Config {
     /// Limits of `POST /v1/query`.
     #[serde(default)]
     pub query: QueryConfig,
-    /// OIDC bearer tokens (used by a later capability).
-    pub oidc: Option<toml::Table>,
+    /// OIDC bearer JWTs (absent = none).
+    pub oidc: Option<crate::api::jwt::OidcConfig>,
 }
 
 /// `[server]`

@@ -72,12 +72,6 @@ pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
     if let Some(o) = &config.server.origin {
         check_origin(o).map_err(|e| anyhow!("--origin: {e}"))?;
     }
-    if config.oidc.is_some() {
-        tracing::warn!(
-            section = "oidc",
-            "This section is read but not used yet: its capability is not part of this build"
-        );
-    }
     let mut pipeline = PipelineConfig::new(config.server.data.clone());
     pipeline.origin = config.server.origin.clone();
     pipeline.log_key_file = config.server.log_key_file.clone();
@@ -147,6 +141,7 @@ pub struct Server {
     term: Option<tokio::signal::unix::Signal>,
     detection: Option<crate::detect::stage::Stage>,
     response: Option<crate::respond::stage::Stage>,
+    oidc: Option<Arc<crate::api::jwt::Oidc>>,
 }
 
 /// Why the server stopped other than by a stop signal.
@@ -170,6 +165,19 @@ impl Server {
             .parse()
             .context("bad listen address")?;
         let mut tokens = configured_tokens(&settings.config)?;
+        let oidc = match &settings.config.oidc {
+            Some(cfg) => {
+                let http = crate::respond::http::HttpClient::new(Duration::from_secs(10))
+                    .map_err(|e| anyhow!("{e}"))?;
+                let oidc = Arc::new(crate::api::jwt::Oidc::new(cfg.clone(), http));
+                if let Err(e) = oidc.fetch_keys().await {
+                    tracing::error!(error = %e, "Cannot load the OIDC issuer's keys yet; bearer JWTs are refused until they load (retried every 10 s)");
+                }
+                tokens = tokens.with_oidc(oidc.clone());
+                Some(oidc)
+            }
+            None => None,
+        };
         if tokens.is_empty() && !listen.ip().is_loopback() {
             bail!(
                 "no token is configured, so vigil refuses to listen on the non-loopback address {listen}; \
@@ -260,6 +268,7 @@ impl Server {
             term: Some(term),
             detection: settings.config.detection.enabled.then_some(stage),
             response: Some(response),
+            oidc,
         })
     }
 
@@ -346,6 +355,12 @@ impl Server {
             tasks.spawn(
                 "key reloads",
                 watch_keys(self.pipeline.clone(), hup, tasks.stop()),
+            );
+        }
+        if let Some(oidc) = self.oidc.take() {
+            tasks.spawn(
+                "oidc keys",
+                crate::api::jwt::keep_keys_fresh(oidc, tasks.stop()),
             );
         }
         tasks.spawn(

@@ -61,16 +61,35 @@ pub enum Denied {
     Forbidden,
 }
 
-/// Every configured token.
-#[derive(Debug, Clone, Default)]
+/// Every configured token, and the OIDC issuer whose JWTs are accepted.
+#[derive(Clone, Default)]
 pub struct Tokens {
     entries: Vec<TokenEntry>,
+    oidc: Option<std::sync::Arc<super::jwt::Oidc>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("entries", &self.entries.len())
+            .field("oidc", &self.oidc.is_some())
+            .finish()
+    }
 }
 
 impl Tokens {
     /// Tokens from entries.
     pub fn new(entries: Vec<TokenEntry>) -> Tokens {
-        Tokens { entries }
+        Tokens {
+            entries,
+            oidc: None,
+        }
+    }
+
+    /// Also accepts the JWTs `oidc` verifies.
+    pub fn with_oidc(mut self, oidc: std::sync::Arc<super::jwt::Oidc>) -> Tokens {
+        self.oidc = Some(oidc);
+        self
     }
 
     /// A single token with every role (the generated admin token).
@@ -97,8 +116,9 @@ impl Tokens {
         (ok && !token.is_empty()).then_some(token)
     }
 
-    /// Checks that `token` grants one of `roles` (`admin` grants all).
-    pub fn check(&self, token: Option<&str>, roles: &[Role]) -> Result<&TokenEntry, Denied> {
+    /// Checks that `token` (a configured token, or a JWT of the OIDC
+    /// issuer) grants one of `roles` (`admin` grants all).
+    pub fn check(&self, token: Option<&str>, roles: &[Role]) -> Result<TokenEntry, Denied> {
         let token = token.ok_or(Denied::Unauthenticated)?;
         let digest = sha256(token.as_bytes());
         let mut found: Option<&TokenEntry> = None;
@@ -107,7 +127,11 @@ impl Tokens {
                 found = Some(e);
             }
         }
-        let entry = found.ok_or(Denied::Unauthenticated)?;
+        let entry = match (found, &self.oidc) {
+            (Some(e), _) => e.clone(),
+            (None, Some(oidc)) => jwt_entry(oidc, token)?,
+            (None, None) => return Err(Denied::Unauthenticated),
+        };
         if entry.roles.contains(&Role::Admin) || entry.roles.iter().any(|r| roles.contains(r)) {
             Ok(entry)
         } else {
@@ -115,9 +139,25 @@ impl Tokens {
         }
     }
 
-    /// Whether no token is configured.
+    /// Whether no token is configured and no OIDC issuer either.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.oidc.is_none()
+    }
+}
+
+/// The caller a JWT names, or 401 (why is logged at debug level).
+fn jwt_entry(oidc: &super::jwt::Oidc, token: &str) -> Result<TokenEntry, Denied> {
+    let now = crate::time::Timestamp::now().secs();
+    match oidc.verify(token, now) {
+        Ok(claims) => Ok(TokenEntry {
+            name: format!("oidc:{}", claims.subject),
+            digest: [0; 32],
+            roles: claims.roles,
+        }),
+        Err(why) => {
+            tracing::debug!(%why, "A bearer token is neither a configured token nor an accepted JWT");
+            Err(Denied::Unauthenticated)
+        }
     }
 }
 

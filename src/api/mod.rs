@@ -10,6 +10,7 @@ pub mod error;
 mod events;
 mod hec;
 pub mod intake;
+pub mod jwt;
 mod posture;
 mod query;
 mod read;
@@ -55,7 +56,7 @@ impl AppState {
         &self,
         headers: &HeaderMap,
         roles: &[Role],
-    ) -> Result<&auth::TokenEntry, ApiError> {
+    ) -> Result<auth::TokenEntry, ApiError> {
         match self.tokens.check(Tokens::presented(headers, false), roles) {
             Ok(entry) => Ok(entry),
             Err(Denied::Unauthenticated) => Err(ApiError::unauthenticated()),

@@ -170,6 +170,28 @@ impl Provider {
         }
     }
 
+    /// A JWT access token for Vigil's API from a console client
+    /// (client_credentials; see provider.mjs for each client's roles).
+    pub fn console_token(&self, client: &str) -> String {
+        let addr = self.issuer.trim_start_matches("http://").parse().unwrap();
+        let basic = format!(
+            "Basic {}",
+            vigil::event::signature::b64(format!("{client}:console-secret").as_bytes())
+        );
+        let r = crate::util::http(
+            addr,
+            "POST",
+            "/token",
+            &[
+                ("authorization", &basic),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            b"grant_type=client_credentials&scope=vigil&resource=https%3A%2F%2Fvigil.example%2F",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["access_token"].as_str().unwrap().to_string()
+    }
+
     fn call(&self, method: &str, path: &str, body: &[u8]) -> J {
         let addr = self.issuer.trim_start_matches("http://").parse().unwrap();
         let r = crate::util::http(
