@@ -112,6 +112,10 @@ enum Command {
         /// The bundle's directory (new or empty).
         #[arg(long)]
         out: PathBuf,
+        /// Also write the records as OCSF 1.3.0 (API Activity and Detection
+        /// Finding, NDJSON).
+        #[arg(long)]
+        ocsf: bool,
     },
     /// Read-only SQL over a data directory's audit store (tables events,
     /// receipts, anomalies, responses, quarantine); exit 0 answered, 1 the
@@ -248,7 +252,8 @@ fn run(cli: Cli) -> Result<(), Exit> {
             from,
             to,
             out,
-        } => export_command(data, from.as_deref(), to.as_deref(), out),
+            ocsf,
+        } => export_command(data, from.as_deref(), to.as_deref(), out, ocsf),
         Command::VerifyProof { file, vkey, event } => {
             verify_proof_command(&file, &vkey, event.as_deref())
         }
@@ -344,6 +349,7 @@ fn export_command(
     from: Option<&str>,
     to: Option<&str>,
     out: PathBuf,
+    ocsf: bool,
 ) -> Result<(), Exit> {
     let time = |name: &str, t: Option<&str>| -> Result<Option<Timestamp>, Exit> {
         t.map(|t| {
@@ -359,6 +365,7 @@ fn export_command(
         from: time("from", from)?,
         to: time("to", to)?,
         out,
+        ocsf,
     };
     let done = crate::audit::export::export(&opts).map_err(|e| Exit {
         code: 2,

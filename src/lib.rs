@@ -25,6 +25,7 @@
 //! - [`api`]: the HTTP server (axum), roles and tokens.
 //! - [`verify`]: the offline auditor (`vigil verify`).
 //! - [`audit`]: sealed segments as Parquet and SQL over them (DataFusion).
+//! - [`ocsf`]: anomalies and agent actions as OCSF 1.3.0 for SIEMs.
 //! - [`server`]: `vigil serve` put together; [`shutdown`] the stop signal
 //!   its background tasks obey; [`config`], [`telemetry`], [`cli`],
 //!   [`demo`], [`loadgen`], [`failpoint`] (fault injection for tests),
@@ -46,6 +47,7 @@ pub mod json;
 pub mod keys;
 pub mod loadgen;
 pub mod log;
+pub mod ocsf;
 pub mod pipeline;
 pub mod respond;
 pub mod server;

@@ -70,11 +70,34 @@ pub(super) async fn list(
     app.authorize(&headers, &[Role::Soc])?;
     let f = filter(&q)?;
     let anomalies = app.detection.board().list(&f);
+    if ocsf(&q)? {
+        let findings: Vec<_> = anomalies
+            .iter()
+            .map(crate::ocsf::detection_finding)
+            .collect();
+        return Ok(Json(json!({ "anomalies": findings })).into_response());
+    }
     Ok(Json(json!({ "anomalies": anomalies })).into_response())
 }
 
-fn sse_event(v: &Version) -> Result<SseEvent, Infallible> {
-    let data = serde_json::to_string(&v.anomaly).expect("an anomaly serialises");
+/// Whether `format=ocsf` asks for OCSF Detection Findings (the default
+/// is the contract's anomaly objects, `format=vigil`).
+fn ocsf(q: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match q.get("format").map(String::as_str) {
+        None | Some("vigil") => Ok(false),
+        Some("ocsf") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format {other:?} is not known; use format=ocsf (OCSF 1.3.0 Detection Finding) or leave it out"
+        ))),
+    }
+}
+
+fn sse_event(v: &Version, ocsf: bool) -> Result<SseEvent, Infallible> {
+    let data = if ocsf {
+        crate::ocsf::detection_finding(&v.anomaly).to_string()
+    } else {
+        serde_json::to_string(&v.anomaly).expect("an anomaly serialises")
+    };
     Ok(SseEvent::default()
         .id(v.seq.to_string())
         .event("anomaly")
@@ -86,8 +109,10 @@ fn sse_event(v: &Version) -> Result<SseEvent, Infallible> {
 pub(super) async fn stream(
     State(app): State<AppState>,
     headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     app.authorize(&headers, &[Role::Soc])?;
+    let ocsf = ocsf(&q)?;
     // Without Last-Event-ID the stream starts with what comes next; with
     // it, with the versions after that one that the board still keeps.
     let after = headers
@@ -105,7 +130,9 @@ pub(super) async fn stream(
         Some((v, rx))
     })
     .filter(move |v| std::future::ready(v.seq > last_past));
-    let events = stream::iter(past).chain(live).map(|v| sse_event(&v));
+    let events = stream::iter(past)
+        .chain(live)
+        .map(move |v| sse_event(&v, ocsf));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -57,7 +57,14 @@ pub struct ExportOptions {
     pub to: Option<Timestamp>,
     /// The bundle's directory (new or empty).
     pub out: PathBuf,
+    /// Also write the records as OCSF ([`OCSF_FILES`]).
+    pub ocsf: bool,
 }
+
+/// The optional OCSF files: API Activity for agents' events, Detection
+/// Finding for anomalies (derived from the NDJSON; `verify --bundle`
+/// renders them again and compares).
+pub const OCSF_FILES: [&str; 2] = ["events.ocsf.ndjson", "findings.ocsf.ndjson"];
 
 /// Why a bundle cannot be written.
 #[derive(Debug, thiserror::Error)]
@@ -133,9 +140,17 @@ pub fn export(opts: &ExportOptions) -> Result<Exported, ExportError> {
         "before": g.before.hashes().iter().map(hex::encode).collect::<Vec<_>>(),
         "consistency": consistency.iter().map(hex::encode).collect::<Vec<_>>(),
     });
+    let ocsf = if opts.ocsf {
+        let o = crate::ocsf::bundle_files(&g.receipts, &g.events)
+            .map_err(|e| ExportError::Usage(format!("cannot render the records as OCSF: {e}")))?;
+        vec![(OCSF_FILES[0], o.activities), (OCSF_FILES[1], o.findings)]
+    } else {
+        Vec::new()
+    };
     let mut rows = g.rows;
     let mut files: Vec<(&str, Vec<u8>)> =
         vec![("events.ndjson", g.events), ("receipts.ndjson", g.receipts)];
+    files.extend(ocsf);
     for (table, batch) in rows.finish() {
         match table {
             Table::Events => files.push(("events.parquet", encode(table, &batch)?)),

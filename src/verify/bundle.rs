@@ -18,7 +18,7 @@ use serde_json::Value as J;
 
 use super::check::{check_record, CheckContext, Checked};
 use super::{first_pipeline_key, invalid, VerifyError};
-use crate::audit::export::{BUNDLE_FILES, BUNDLE_SPEC};
+use crate::audit::export::{BUNDLE_FILES, BUNDLE_SPEC, OCSF_FILES};
 use crate::event::tables::TableCache;
 use crate::event::Hash;
 use crate::keys::history::KeyHistory;
@@ -72,6 +72,7 @@ pub fn verify_bundle(dir: &Path, vkeys: &[String]) -> Result<BundleReport, Verif
             ));
         }
     }
+    check_ocsf(&m, &read)?;
     let (cp, pinned) = checkpoint(&read("checkpoint.txt")?, &read("log-key.txt")?, vkeys)?;
     if cp.origin != m.origin || cp.size != m.tree_size {
         return Err(invalid(
@@ -115,6 +116,44 @@ pub fn verify_bundle(dir: &Path, vkeys: &[String]) -> Result<BundleReport, Verif
         signatures: walked.signatures,
         pinned,
     })
+}
+
+/// The OCSF files, when the manifest lists them: their hashes, and that
+/// they are exactly the rendering of the bundle's records.
+fn check_ocsf(
+    m: &Manifest,
+    read: &dyn Fn(&str) -> Result<Vec<u8>, VerifyError>,
+) -> Result<(), VerifyError> {
+    if !OCSF_FILES.iter().any(|f| m.files.contains_key(*f)) {
+        return Ok(());
+    }
+    let rendered = crate::ocsf::bundle_files(&read("receipts.ndjson")?, &read("events.ndjson")?)
+        .map_err(|e| invalid("receipts.ndjson and events.ndjson", e))?;
+    for (name, want) in OCSF_FILES
+        .iter()
+        .zip([rendered.activities, rendered.findings])
+    {
+        let got = read(name)?;
+        let listed = m.files.get(*name).and_then(J::as_str).unwrap_or_default();
+        if hex::encode(crate::event::sha256(&got)) != listed {
+            return Err(invalid(
+                *name,
+                "its SHA-256 is not the manifest's: the file was changed",
+            ));
+        }
+        if got != want {
+            let line = got
+                .split(|&b| b == b'\n')
+                .zip(want.split(|&b| b == b'\n'))
+                .position(|(a, b)| a != b)
+                .map_or(0, |i| i + 1);
+            return Err(invalid(
+                format!("{name} line {line}"),
+                "it is not the OCSF rendering of the bundle's records",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn manifest(bytes: &[u8]) -> Result<Manifest, VerifyError> {

@@ -392,8 +392,60 @@ then = "step_up"
     shown.push(posture(&server, "hr-1", OPS_TOKEN));
     shown.push(posture(&server, "hr-1", GATEWAY_TOKEN));
     crate::schemas::assert_valid("posture", &shown);
+    // For SIEMs: the anomalies as OCSF Detection Findings.
+    let r = server.req("GET", "/v1/anomalies?format=ocsf", None, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let findings = r.json()["anomalies"].as_array().unwrap().clone();
+    assert!(findings
+        .iter()
+        .any(|f| f["finding_info"]["uid"] == json!(id1)));
+    crate::schemas::assert_valid("ocsf_finding", &findings);
     assert_eq!(server.stop(), Some(0));
-    assert_log_verifies(&dir.path().join("data"));
+    let data = dir.path().join("data");
+    assert_log_verifies(&data);
+    // ... and in an export: every agent action as API Activity, every
+    // anomaly version as a Detection Finding, checked by verify --bundle.
+    let bundle = dir.path().join("bundle");
+    let out = run_vigil(&[
+        "export",
+        "--data",
+        data.to_str().unwrap(),
+        "--ocsf",
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_vigil(&["verify", "--bundle", bundle.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ndjson = |f: &str| -> Vec<J> {
+        std::fs::read_to_string(bundle.join(f))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (activities, findings) = (ndjson("events.ocsf.ndjson"), ndjson("findings.ocsf.ndjson"));
+    assert!(activities.len() > 20 && !findings.is_empty());
+    crate::schemas::assert_valid("ocsf_api_activity", &activities);
+    crate::schemas::assert_valid("ocsf_finding", &findings);
+    // A rendering that is not the records' is found, even resealed.
+    let text = std::fs::read_to_string(bundle.join("events.ocsf.ndjson")).unwrap();
+    std::fs::write(
+        bundle.join("events.ocsf.ndjson"),
+        text.replacen("\"Success\"", "\"Failure\"", 1),
+    )
+    .unwrap();
+    let out = run_vigil(&["verify", "--bundle", bundle.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("events.ocsf.ndjson"));
 }
 
 #[test]

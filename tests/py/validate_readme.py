@@ -49,6 +49,8 @@ SCHEMA_FILES = {
     "event": "vigil.event.v1.schema.json",
     "receipt": "vigil.receipt.v1.schema.json",
     "posture": "vigil.posture.v1.schema.json",
+    "ocsf_finding": "ocsf/detection_finding.schema.json",
+    "ocsf_api_activity": "ocsf/api_activity.schema.json",
 }
 TAG = re.compile(r"^\s*<!--\s*schema:\s*(\S+)\s*-->\s*$")
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([^\s`]*)")
