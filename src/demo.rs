@@ -109,6 +109,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         crate::simulate::fleet::ROLES.len()
     );
     println!("  server       http://{addr}   (token: {dir}/admin.token, e.g. curl -H \"Authorization: Bearer $(cat {dir}/admin.token)\" http://{addr}/v1/checkpoint)");
+    println!("  dashboard    http://{addr}/   (sign in with the token in {dir}/admin.token; attacks appear live)");
     println!("  anomalies    GET http://{addr}/v1/anomalies, live as Server-Sent Events at GET http://{addr}/v1/anomalies/stream");
     println!("  SQL          POST http://{addr}/v1/query {{\"sql\":\"SELECT agent_id, count(*) FROM events GROUP BY 1\"}} (tables events, receipts, anomalies, responses, quarantine)");
     let mut feed = Feed::new(Client::connect(addr, &token).await?, sim);

@@ -249,6 +249,7 @@ impl Server {
             postures,
             audit: Arc::new(crate::audit::AuditStore::new(pipeline.view().clone())),
             query_limits: settings.config.query.limits(),
+            sessions: Arc::default(),
         };
         // Last: whoever waits for this file may signal us at once.
         crate::store::fsutil::write_file_durably(

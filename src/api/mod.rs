@@ -6,6 +6,7 @@
 
 mod anomalies;
 pub mod auth;
+mod dashboard;
 pub mod error;
 mod events;
 mod hec;
@@ -14,6 +15,7 @@ pub mod jwt;
 mod posture;
 mod query;
 mod read;
+pub mod session;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,17 +49,19 @@ pub struct AppState {
     pub audit: Arc<crate::audit::AuditStore>,
     /// What one query may use.
     pub query_limits: crate::audit::query::Limits,
+    /// Signed-in browsers (the dashboard).
+    pub sessions: Arc<session::Sessions>,
 }
 
 impl AppState {
-    /// Checks the request's bearer token for one of `roles`; returns the
-    /// caller's entry.
+    /// Checks the request's bearer token (else its session cookie) for one
+    /// of `roles`; returns the caller's entry.
     pub fn authorize(
         &self,
         headers: &HeaderMap,
         roles: &[Role],
     ) -> Result<auth::TokenEntry, ApiError> {
-        match self.tokens.check(Tokens::presented(headers, false), roles) {
+        match session::caller(self, headers, roles) {
             Ok(entry) => Ok(entry),
             Err(Denied::Unauthenticated) => Err(ApiError::unauthenticated()),
             Err(Denied::Forbidden) => {
@@ -96,7 +100,19 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(read::metrics))
         .route("/healthz", get(read::healthz))
         .route("/readyz", get(read::readyz))
+        .route(
+            "/v1/session",
+            post(session::sign_in)
+                .get(session::current)
+                .delete(session::sign_out),
+        )
+        .route("/", get(dashboard::page))
+        .route("/assets/{name}", get(dashboard::asset))
         .fallback(read::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            session::csrf,
+        ))
         .with_state(state)
 }
 

@@ -171,6 +171,17 @@ fn every_route_refuses_missing_expired_foreign_and_forged_credentials() {
             );
         }
     }
+    // The dashboard's page: the sign-in page with 401, 403 without soc.
+    assert_eq!(call(None, "GET", "/", b"").status, 401);
+    for (what, token) in &bad {
+        assert_eq!(
+            call(Some(token), "GET", "/", b"").status,
+            401,
+            "GET / with a token {what}"
+        );
+    }
+    assert_eq!(call(Some(&ingest), "GET", "/", b"").status, 403);
+    assert_eq!(call(Some(&soc), "GET", "/", b"").status, 200);
     // The static token still works beside the issuer.
     let event = s.sign(&s.event("e-2", json!({})));
     let r = call(Some(INGEST), "POST", "/v1/events", &event);

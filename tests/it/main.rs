@@ -6,6 +6,7 @@ mod util;
 mod access;
 mod cli;
 mod crash;
+mod dashboard;
 mod dashboards;
 mod detection;
 mod durability;

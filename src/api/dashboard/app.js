@@ -1,0 +1,168 @@
+// Vigil's SOC dashboard: plain JavaScript, no dependencies. It signs in to
+// a session cookie and reads the API; every POST carries the CSRF header.
+'use strict';
+const $ = (s) => document.querySelector(s);
+let csrf = null;
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+const sqlText = (s) => "'" + String(s).replace(/'/g, "''") + "'";
+const show = (v) => (v !== null && typeof v === 'object' ? JSON.stringify(v) : v);
+
+async function api(method, path, body) {
+  const headers = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (method !== 'GET' && csrf) headers['x-csrf-token'] = csrf;
+  const r = await fetch(path, { method, headers, credentials: 'same-origin',
+    body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch (_) { /* text answers */ }
+  if (!r.ok) throw new Error((json && json.message) || String(r.status));
+  return json ?? text;
+}
+const sql = async (q) => (await api('POST', '/v1/query', { sql: q })).rows;
+
+function table(cols, rows) {
+  return `<table><thead><tr>${cols.map((c) => `<th>${esc(c)}</th>`).join('')}</tr></thead><tbody>${
+    rows.map((r) => `<tr>${r.map((v) => `<td>${esc(show(v))}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
+}
+
+// Sign-in.
+function showSignIn() { $('#signin').hidden = false; $('#view').hidden = true; $('#nav').hidden = true; }
+function signedIn(me) {
+  csrf = me.csrf;
+  $('#who').textContent = me.name;
+  $('#signin').hidden = true; $('#view').hidden = false; $('#nav').hidden = false;
+  if (!me.roles.includes('soc') && !me.roles.includes('admin')) {
+    $('#view').innerHTML = '<p class="error">This token lacks the soc role.</p>';
+    return;
+  }
+  health(); setInterval(health, 5000);
+  live();
+  route();
+}
+$('#signin-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  try { signedIn(await api('POST', '/v1/session', { token: $('#token').value })); $('#token').value = ''; }
+  catch (err) { $('#signin-error').textContent = 'Sign-in refused: ' + err.message; }
+});
+$('#signout').addEventListener('click', async () => { await api('DELETE', '/v1/session'); location.hash = '#/'; location.reload(); });
+
+async function health() {
+  try {
+    const cp = await api('GET', '/v1/checkpoint');
+    const ready = await api('GET', '/readyz');
+    $('#health').textContent = `log ${ready.log_size} records · checkpoint ${cp.split('\n')[1]}`;
+    $('#health').className = 'health ok';
+  } catch (e) { $('#health').textContent = 'log: ' + e.message; $('#health').className = 'health error'; }
+}
+
+// Live anomalies: the latest version of each, new ones marked live.
+const anomalies = new Map();
+const liveIds = new Set();
+async function live() {
+  (await api('GET', '/v1/anomalies?limit=200')).anomalies.forEach((a) => anomalies.set(a.anomaly_id, a));
+  const source = new EventSource('/v1/anomalies/stream');
+  source.addEventListener('anomaly', (m) => {
+    const a = JSON.parse(m.data);
+    anomalies.set(a.anomaly_id, a);
+    liveIds.add(a.anomaly_id);
+    if (view() === 'list') renderList();
+  });
+  if (view() === 'list') renderList();
+}
+const view = () => location.hash.split('/')[1] || 'list';
+window.addEventListener('hashchange', route);
+function route() {
+  const [, v, ...rest] = location.hash.split('/');
+  const arg = decodeURIComponent(rest.join('/'));
+  if (v === 'anomaly') return anomalyPage(arg);
+  if (v === 'agent') return agentPage(arg);
+  if (v === 'correlation') return correlationPage(arg);
+  if (v === 'responses') return responsesPage();
+  return renderList();
+}
+
+function renderList() {
+  const rows = [...anomalies.values()].sort((a, b) => b.detected_at.localeCompare(a.detected_at));
+  $('#view').innerHTML = `<h1>Anomalies <span class="muted">(${rows.length}, live)</span></h1>
+   <table id="anomalies"><thead><tr><th>detected</th><th>score</th><th>severity</th><th>agent</th><th>principal</th><th>summary</th><th>response</th></tr></thead><tbody>
+   ${rows.map((a) => `<tr class="anomaly${liveIds.has(a.anomaly_id) ? ' live' : ''}" data-id="${esc(a.anomaly_id)}">
+     <td class="muted">${esc(a.detected_at)}</td><td class="score sev-${esc(a.severity)}">${esc(a.score)}</td>
+     <td class="sev-${esc(a.severity)}">${esc(a.severity)}</td>
+     <td><a href="#/agent/${encodeURIComponent(a.agent_id)}">${esc(a.agent_id)}</a></td><td>${esc(a.principal || '')}</td>
+     <td>${esc(a.summary)}</td>
+     <td>${esc(a.response && a.response.action)} ${esc(a.response && a.response.status)}${a.feedback ? ' · ' + esc(a.feedback.verdict) : ''}</td></tr>`).join('')}
+   </tbody></table>`;
+  document.querySelectorAll('tr.anomaly').forEach((tr) => tr.addEventListener('click', (e) => {
+    if (e.target.tagName !== 'A') location.hash = '#/anomaly/' + encodeURIComponent(tr.dataset.id);
+  }));
+}
+
+async function anomalyPage(id) {
+  const a = anomalies.get(id) || (await api('GET', '/v1/anomalies?limit=10000')).anomalies.find((x) => x.anomaly_id === id);
+  if (!a) { $('#view').innerHTML = '<p class="error">No such anomaly.</p>'; return; }
+  const ids = a.event_ids.map(sqlText).join(',');
+  const events = ids ? await sql(`SELECT occurred_at, event_id, action, resource, verdict, correlation_id FROM events
+     WHERE agent_id = ${sqlText(a.agent_id)} AND event_id IN (${ids}) ORDER BY occurred_at`) : [];
+  const corr = a.correlation_id ? `<a href="#/correlation/${encodeURIComponent(a.correlation_id)}">${esc(a.correlation_id)}</a>` : '—';
+  $('#view').innerHTML = `<h1 class="sev-${esc(a.severity)}">${esc(a.summary)}</h1>
+   <div class="kv"><span class="muted">score</span><span class="score">${esc(a.score)} (${esc(a.severity)})</span>
+   <span class="muted">agent</span><a href="#/agent/${encodeURIComponent(a.agent_id)}">${esc(a.agent_id)}</a>
+   <span class="muted">principal</span><span>${esc(a.principal || '—')}</span>
+   <span class="muted">kinds</span><span>${esc(a.kinds.join(', '))}</span>
+   <span class="muted">detected</span><span>${esc(a.detected_at)} (event time ${esc(a.event_time)})</span>
+   <span class="muted">correlation</span><span>${corr}</span>
+   <span class="muted">response</span><span>${esc(JSON.stringify(a.response))}</span>
+   <span class="muted">feedback</span><span id="feedback-state">${a.feedback ? esc(a.feedback.verdict) : 'none'}</span></div>
+   <p><button id="fp" type="button">False positive</button> <button id="confirm" type="button">Confirm</button> <span id="feedback-msg"></span></p>
+   <h2>Observed against expected</h2>
+   ${table(['feature', 'observed', 'expected', 'contribution'], a.explanation.map((x) => [x.feature, x.observed, x.expected, x.contribution]))}
+   <h2>The events behind it</h2>${table(['occurred_at', 'event_id', 'action', 'resource', 'verdict', 'correlation_id'], events)}`;
+  const send = async (verdict) => {
+    try {
+      await api('POST', `/v1/anomalies/${encodeURIComponent(id)}/feedback`, { verdict, note: 'from the dashboard' });
+      $('#feedback-msg').textContent = `feedback recorded: ${verdict}`;
+      $('#feedback-msg').className = 'ok';
+      $('#feedback-state').textContent = verdict;
+    } catch (e) { $('#feedback-msg').textContent = 'refused: ' + e.message; $('#feedback-msg').className = 'error'; }
+  };
+  $('#fp').addEventListener('click', () => send('false_positive'));
+  $('#confirm').addEventListener('click', () => send('confirmed'));
+}
+
+async function agentPage(agent) {
+  const posture = await api('GET', `/v1/agents/${encodeURIComponent(agent)}/posture`).catch((e) => ({ state: 'unknown', reason: e.message }));
+  const hours = await sql(`SELECT date_trunc('hour', occurred_at) AS hour, count(*) FROM events WHERE agent_id = ${sqlText(agent)} GROUP BY 1 ORDER BY 1`);
+  const recent = await sql(`SELECT occurred_at, action, resource, principal, verdict FROM events WHERE agent_id = ${sqlText(agent)} ORDER BY occurred_at DESC LIMIT 50`);
+  const max = Math.max(1, ...hours.map((h) => h[1]));
+  const mean = hours.length ? hours.reduce((s, h) => s + h[1], 0) / hours.length : 0;
+  const leases = (posture.revocations || []).map((r) => `${r.lease_id}: ${r.status}`).join('; ') || '—';
+  $('#view').innerHTML = `<h1>Agent ${esc(agent)}</h1>
+   <div class="kv"><span class="muted">posture</span><span class="state-${esc(posture.state)}">${esc(posture.state)}</span>
+   <span class="muted">why</span><span>${esc(posture.reason || '')}</span>
+   <span class="muted">leases</span><span>${esc(leases)}</span></div>
+   ${posture.state === 'suspended' ? '<p><button id="restore" type="button">Restore (admin)</button> <span id="restore-msg"></span></p>' : ''}
+   <h2>Events per hour (${hours.length} hours; its mean ${mean.toFixed(1)} an hour)</h2>
+   <div class="bars">${hours.map((h) => `<div title="${esc(h[0])}: ${esc(h[1])}" style="height:${(100 * h[1] / max).toFixed(1)}%"></div>`).join('')}</div>
+   <h2>Latest actions</h2>${table(['occurred_at', 'action', 'resource', 'principal', 'verdict'], recent)}`;
+  const b = $('#restore');
+  if (b) b.addEventListener('click', async () => {
+    try { await api('POST', `/v1/agents/${encodeURIComponent(agent)}/restore`); agentPage(agent); }
+    catch (e) { $('#restore-msg').textContent = e.message; }
+  });
+}
+
+async function correlationPage(id) {
+  const rows = await sql(`SELECT occurred_at, agent_id, action, resource, principal, verdict FROM events
+     WHERE correlation_id = ${sqlText(id)} ORDER BY occurred_at LIMIT 500`);
+  $('#view').innerHTML = `<h1>Correlation ${esc(id)}</h1><p class="muted">Every action with this correlation id, across agents, in time order.</p>
+   ${table(['occurred_at', 'agent_id', 'action', 'resource', 'principal', 'verdict'], rows)}`;
+}
+
+async function responsesPage() {
+  const rows = await sql('SELECT received_at, action, agent_id, outcome, anomaly_id FROM responses ORDER BY log_index DESC LIMIT 200');
+  $('#view').innerHTML = `<h1>Responses</h1><p class="muted">Step-up requests and results, revocations, suspensions: newest first, each one receipted.</p>
+   ${table(['received_at', 'action', 'agent_id', 'outcome', 'anomaly_id'], rows)}`;
+}
+
+api('GET', '/v1/session').then(signedIn, showSignIn);
