@@ -140,8 +140,29 @@ fn about(caller: &TokenEntry, csrf: &str) -> serde_json::Value {
     json!({ "name": caller.name, "roles": roles, "csrf": csrf })
 }
 
-/// `POST /v1/session` with `{"token": "..."}`: signs a browser in.
-pub async fn sign_in(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+/// `POST /v1/session` with `{"token": "..."}`: signs a browser in. The
+/// body must be sent as `application/json`, which an HTML form on another
+/// site cannot do (no login CSRF).
+pub async fn sign_in(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            "send the token as Content-Type: application/json",
+        ));
+    }
     let j: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the body is not JSON ({e}); send {{\"token\":\"...\"}}"

@@ -89,8 +89,27 @@ fn a_soc_analyst_signs_in_sees_a_live_attack_and_marks_it_a_false_positive() {
         .unwrap()
         .starts_with("text/html"));
     assert!(!page.text().contains(&token));
-    let bad = http(addr, "POST", "/v1/session", &[], br#"{"token":"wrong"}"#);
+    let json_type = [("Content-Type", "application/json")];
+    let bad = http(
+        addr,
+        "POST",
+        "/v1/session",
+        &json_type,
+        br#"{"token":"wrong"}"#,
+    );
     assert_eq!(bad.status, 401);
+    let body = serde_json::to_vec(&json!({ "token": token })).unwrap();
+    let as_form = http(
+        addr,
+        "POST",
+        "/v1/session",
+        &[("Content-Type", "text/plain")],
+        &body,
+    );
+    assert_eq!(
+        as_form.status, 415,
+        "a cross-site form cannot sign a browser in"
+    );
     let body = serde_json::to_vec(&json!({ "token": token })).unwrap();
     let signed = http(
         addr,
