@@ -226,11 +226,7 @@ fn gather(layout: &Layout, opts: &ExportOptions, size: u64) -> Result<Gathered, 
         let Some(rec) = walker.next_record().map_err(io("read the log"))? else {
             break;
         };
-        let body: ReceiptBody =
-            serde_json::from_slice(&rec.body).map_err(|e| AuditError::Record {
-                index: rec.index,
-                why: e.to_string(),
-            })?;
+        let body = super::body_of(&rec)?;
         // Receipt times have one fixed format, so text order is time order.
         if g.first.is_none() && from.as_ref().is_none_or(|f| &body.received_at >= f) {
             g.first = Some(rec.index);

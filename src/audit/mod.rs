@@ -26,6 +26,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::datasource::MemTable;
 use datafusion::parquet::errors::ParquetError;
 
+use crate::log::receipt::ReceiptBody;
 use crate::shutdown::Stop;
 use crate::store::layout::Layout;
 use crate::store::view::LogView;
@@ -79,6 +80,14 @@ impl AuditError {
             source,
         }
     }
+}
+
+/// The receipt body of a record walked from the log.
+fn body_of(rec: &crate::store::walk::WalkRecord) -> Result<ReceiptBody, AuditError> {
+    serde_json::from_slice(&rec.body).map_err(|e| AuditError::Record {
+        index: rec.index,
+        why: e.to_string(),
+    })
 }
 
 /// Most quarantined entries the `quarantine` table shows (newest first).

@@ -22,7 +22,6 @@ use datafusion::parquet::schema::types::ColumnPath;
 
 use super::tables::{Rows, Table};
 use super::AuditError;
-use crate::log::receipt::ReceiptBody;
 use crate::store::fsutil::{create_dir_durably, write_file_durably};
 use crate::store::layout::Layout;
 use crate::store::walk::Walker;
@@ -82,11 +81,7 @@ pub fn read_segment(layout: &Layout, firsts: &[u64], seg: usize) -> Result<Rows,
         let Some(rec) = walker.next_record().map_err(AuditError::read(first))? else {
             break;
         };
-        let body: ReceiptBody =
-            serde_json::from_slice(&rec.body).map_err(|e| AuditError::Record {
-                index: rec.index,
-                why: e.to_string(),
-            })?;
+        let body = super::body_of(&rec)?;
         rows.push(&body, &rec.event);
     }
     Ok(rows)

@@ -6,7 +6,6 @@ use datafusion::arrow::array::RecordBatch;
 
 use super::tables::{Rows, Table};
 use super::AuditError;
-use crate::log::receipt::ReceiptBody;
 use crate::store::layout::Layout;
 use crate::store::walk::Walker;
 
@@ -53,11 +52,7 @@ impl Tail {
             else {
                 break; // the end of what is written (a torn tail is not read)
             };
-            let body: ReceiptBody =
-                serde_json::from_slice(&rec.body).map_err(|e| AuditError::Record {
-                    index: rec.index,
-                    why: e.to_string(),
-                })?;
+            let body = super::body_of(&rec)?;
             rows.push(&body, &rec.event);
             self.next = rec.index + 1;
             self.position = walker.position();
