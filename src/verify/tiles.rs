@@ -65,10 +65,8 @@ impl TileCheck {
         };
         let stale = self.open.get(&kind).is_none_or(|(t, _)| *t != tile.index);
         if stale {
-            let path = tile_path(&self.layout, &tile);
-            let bytes = std::fs::read(&path)
-                .map_err(|e| format!("{}: {e}", self.layout.relative(&path)))?;
-            let items: Vec<Vec<u8>> = match kind {
+            let (path, bytes) = self.read_tile(&tile)?;
+            let mut items: Vec<Vec<u8>> = match kind {
                 TileKind::Hash(_) => tiles::hashes(&bytes)
                     .unwrap_or_default()
                     .iter()
@@ -80,6 +78,10 @@ impl TileCheck {
                     .map(|e| e.to_vec())
                     .collect(),
             };
+            if path != tile_path(&self.layout, &tile) {
+                // The full tile stands for a partial deleted after it.
+                items.truncate(usize::from(tile.width));
+            }
             if items.len() != usize::from(tile.width) {
                 return Err(format!(
                     "{} holds {} items, not {}",
@@ -100,6 +102,29 @@ impl TileCheck {
             ));
         }
         Ok(())
+    }
+
+    /// The bytes of `tile`, or of its full tile when `tile` is a partial
+    /// the writer deleted once the full tile was durable (a crash can
+    /// leave the latest checkpoint older than that full tile).
+    fn read_tile(&self, tile: &TileId) -> Result<(std::path::PathBuf, Vec<u8>), String> {
+        let path = tile_path(&self.layout, tile);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok((path, bytes)),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && tile.width < TILE_WIDTH as u16 =>
+            {
+                let full = TileId {
+                    width: TILE_WIDTH as u16,
+                    ..*tile
+                };
+                let full_path = tile_path(&self.layout, &full);
+                std::fs::read(&full_path)
+                    .map(|bytes| (full_path, bytes))
+                    .map_err(|_| format!("{}: {e}", self.layout.relative(&path)))
+            }
+            Err(e) => Err(format!("{}: {e}", self.layout.relative(&path))),
+        }
     }
 
     /// Called for each tree node the walk completes.

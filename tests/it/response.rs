@@ -16,7 +16,7 @@ use crate::detection::{
     anomalies, at, forgeries, hr_fleet, metric, offboarding, post_all, routine_with_leases, settle,
     START,
 };
-use crate::services::{free_port, Bao, Provider, Receiver};
+use crate::services::{Bao, Provider, Receiver};
 use crate::util::*;
 
 const GATEWAY_TOKEN: &str = "gateway-token-for-tests";
@@ -450,6 +450,9 @@ then = "step_up"
 
 #[test]
 fn with_the_services_down_ingest_goes_on_and_failures_show_and_survive_a_restart() {
+    // Port 1 refuses connections and, unlike a port picked free for the
+    // moment, no service another test starts can take it.
+    const DOWN: u16 = 1;
     let dir = tempfile::tempdir().unwrap();
     let signers: Vec<Signer> = (0..2)
         .map(|i| Signer::new(40 + i, &format!("hr-{i}"), &format!("hr-{i}#1")))
@@ -481,8 +484,7 @@ roles = ["db-agent"]
 min_score = 50
 then = "revoke"
 "#,
-            free_port(),
-            free_port()
+            DOWN, DOWN
         ),
     );
     let mut server = start(dir.path(), &jwks, &cfg);
