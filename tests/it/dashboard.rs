@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value as J};
 
+use crate::services::free_port;
 use crate::util::*;
 
 /// `vigil demo`, killed on drop.
@@ -21,14 +22,6 @@ impl Drop for Demo {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn browser_ready() {
@@ -52,7 +45,7 @@ fn a_soc_analyst_signs_in_sees_a_live_attack_and_marks_it_a_false_positive() {
         .args([
             "demo",
             "--duration",
-            "200",
+            "300",
             "--listen",
             &addr.to_string(),
             "--data",

@@ -9,14 +9,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value as J};
 
+use crate::services::free_port;
 use crate::util::*;
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// The dashboard's queries, with Grafana's interval variables replaced.
 fn dashboard_queries() -> Vec<String> {
@@ -91,7 +85,7 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        let addr = free_addr();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let child = Command::new(prometheus_bin())
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!(
@@ -131,7 +125,7 @@ impl Prometheus {
 #[test]
 fn every_dashboard_query_reads_exported_metrics_through_a_real_prometheus() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics_addr = free_addr();
+    let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let cfg = dir.path().join("vigil.toml");
     std::fs::write(
         &cfg,

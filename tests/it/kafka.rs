@@ -3,7 +3,6 @@
 //! rdkafka directly (not through Vigil), the real `vigil serve` consumes
 //! them, and receipts are checked over HTTP and with `vigil verify`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use sha2::Digest;
 
+use crate::services::free_port;
 use crate::util::*;
 
 /// The tansu binary: $TANSU_BIN, then PATH, then ~/.cargo/bin.
@@ -34,14 +34,6 @@ fn tansu_bin() -> PathBuf {
         }
     }
     panic!("tansu is not installed: run ./scripts/test.sh, which runs `cargo install tansu --features dynostore`");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A tansu broker, killed on drop.

@@ -25,10 +25,12 @@ def main():
         page.fill("#token", token)
         page.click("#signin-form button")
         page.wait_for_selector("#anomalies")
-        row = page.wait_for_selector("tr.anomaly.live", timeout=150_000)
+        row = page.wait_for_selector("tr.anomaly.live", timeout=240_000)
         page.screenshot(path=f"{shots}/dashboard-live.png")
         anomaly = row.get_attribute("data-id")
-        row.query_selector("td:nth-child(6)").click()
+        # The list is drawn again on every live event: click through a
+        # locator, which finds the row again if it was replaced.
+        page.locator(f'tr.anomaly[data-id="{anomaly}"] td:nth-child(6)').click()
         page.wait_for_selector("#fp")
         page.click("#fp")
         page.wait_for_selector("text=feedback recorded: false_positive")
