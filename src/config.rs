@@ -166,6 +166,11 @@ pub struct QueryConfig {
     pub timeout_s: u64,
     /// Most memory a query's operators may hold, in MiB (default 512).
     pub memory_mib: usize,
+    /// Where sealed segments are written as Parquet and queried from:
+    /// `s3://bucket/prefix` for an S3-compatible bucket (endpoint, region
+    /// and credentials from the `AWS_*` environment variables), or unset
+    /// for the data directory's `parquet/` folder.
+    pub store: Option<String>,
 }
 
 impl Default for QueryConfig {
@@ -175,6 +180,7 @@ impl Default for QueryConfig {
             max_rows: d.max_rows,
             timeout_s: d.timeout.as_secs(),
             memory_mib: d.memory_bytes >> 20,
+            store: None,
         }
     }
 }

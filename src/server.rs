@@ -230,6 +230,10 @@ impl Server {
             &pipeline,
             detection.clone(),
         );
+        let parquet = crate::audit::objects::ParquetStore::open(
+            settings.config.query.store.as_deref(),
+            &crate::store::layout::Layout::new(&data),
+        )?;
         let pipeline = Arc::new(pipeline);
         let kafka_assigned = settings
             .config
@@ -247,7 +251,10 @@ impl Server {
             kafka_assigned,
             detection,
             postures,
-            audit: Arc::new(crate::audit::AuditStore::new(pipeline.view().clone())),
+            audit: Arc::new(crate::audit::AuditStore::new(
+                pipeline.view().clone(),
+                parquet,
+            )),
             query_limits: settings.config.query.limits(),
             sessions: Arc::default(),
         };
@@ -368,6 +375,7 @@ impl Server {
             "parquet sealer",
             crate::audit::run_sealer(
                 self.pipeline.view().clone(),
+                self.state.audit.parquet().clone(),
                 self.pipeline.sealed(),
                 tasks.stop(),
             ),

@@ -3,7 +3,8 @@
 //! `POST /v1/query`; section 8, `vigil query`).
 //!
 //! - [`tables`]: the tables' schemas and the rows a record adds.
-//! - [`seal`]: writing a sealed segment's Parquet files durably.
+//! - [`seal`]: a sealed segment's Parquet files.
+//! - [`objects`]: where they live, a local folder or an S3 bucket.
 //! - [`tail`]: the unsealed records as rows in memory.
 //! - [`query`]: read-only SQL with time, memory and row limits.
 //! - [`export`]: a time range as a bundle auditors verify offline.
@@ -12,6 +13,7 @@
 //! can be deleted at any time and are written again from the segments.
 
 pub mod export;
+pub mod objects;
 pub mod query;
 pub mod seal;
 pub mod tables;
@@ -30,7 +32,9 @@ use crate::log::receipt::ReceiptBody;
 use crate::shutdown::Stop;
 use crate::store::layout::Layout;
 use crate::store::view::LogView;
+use objects::ParquetStore;
 use query::{Answer, Limits, QueryError, Snapshot};
+use tables::LOG_TABLES;
 use tail::Tail;
 
 /// Why the audit store cannot be read or written.
@@ -64,6 +68,24 @@ pub enum AuditError {
     /// Arrow refused the rows.
     #[error("cannot build the columns: {0}")]
     Arrow(#[from] ArrowError),
+    /// The audit store's URL is not one Vigil can use.
+    #[error("cannot use {url:?} as the audit store: {why}")]
+    StoreUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The object store refused a request.
+    #[error("cannot {what} {at}: {source}; check the bucket, its endpoint and the AWS_* credentials")]
+    Objects {
+        /// The request: "list" or "write".
+        what: &'static str,
+        /// The object or folder.
+        at: String,
+        /// The store's error.
+        source: object_store::Error,
+    },
     /// Parquet refused the rows.
     #[error("cannot encode Parquet: {0}")]
     Parquet(#[from] ParquetError),
@@ -146,31 +168,40 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 /// A server's audit store: queries over its live log.
 pub struct AuditStore {
     view: LogView,
+    parquet: ParquetStore,
     tail: Arc<Mutex<Tail>>,
 }
 
 impl AuditStore {
-    /// The store of the log `view` reads.
-    pub fn new(view: LogView) -> AuditStore {
+    /// The store of the log `view` reads, with its sealed files in
+    /// `parquet`.
+    pub fn new(view: LogView, parquet: ParquetStore) -> AuditStore {
         AuditStore {
             view,
+            parquet,
             tail: Arc::new(Mutex::new(Tail::new(0))),
         }
+    }
+
+    /// Where its sealed files are.
+    pub fn parquet(&self) -> &ParquetStore {
+        &self.parquet
     }
 
     /// Runs a read-only query over every durable record, on the query
     /// runtime.
     pub async fn query(&self, sql: String, limits: Limits) -> Result<Answer, QueryError> {
-        let (view, tail) = (self.view.clone(), self.tail.clone());
+        let (view, parquet, tail) = (self.view.clone(), self.parquet.clone(), self.tail.clone());
         let task = runtime().spawn(async move {
             let layout = view.layout().clone();
             // The durable size first: every segment holding records below
             // it is then in the list.
             let end = view.size();
             let firsts = view.segment_firsts();
+            let listing = parquet.list(&LOG_TABLES).await?;
             let snapshot = {
                 let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-                let from = seal::sealed_upto(&layout, &firsts);
+                let from = listing.sealed_upto(&firsts);
                 if t.from() != from {
                     *t = Tail::new(from);
                 }
@@ -179,7 +210,8 @@ impl AuditStore {
             };
             let snap = Snapshot {
                 layout: &layout,
-                firsts: &firsts,
+                parquet: &parquet,
+                listing: &listing,
                 tail: &snapshot,
             };
             query::run(&snap, &sql, limits).await
@@ -206,17 +238,26 @@ impl AuditStore {
 }
 
 /// Runs a query over a data directory on disk (`vigil query`): the sealed
-/// files and every record after them.
-pub async fn query_dir(root: &Path, sql: &str, limits: Limits) -> Result<Answer, QueryError> {
+/// files (in its `parquet/` folder, or at `store`) and every record after
+/// them.
+pub async fn query_dir(
+    root: &Path,
+    store: Option<&str>,
+    sql: &str,
+    limits: Limits,
+) -> Result<Answer, QueryError> {
     let layout = Layout::new(root);
+    let parquet = ParquetStore::open(store, &layout)?;
     let firsts = layout
         .list_segments()
         .map_err(|source| AuditError::Read { segment: 0, source })?;
-    let mut tail = Tail::new(seal::sealed_upto(&layout, &firsts));
+    let listing = parquet.list(&LOG_TABLES).await?;
+    let mut tail = Tail::new(listing.sealed_upto(&firsts));
     tail.extend(&layout, &firsts, u64::MAX)?;
     let snap = Snapshot {
         layout: &layout,
-        firsts: &firsts,
+        parquet: &parquet,
+        listing: &listing,
         tail: &tail,
     };
     query::run(&snap, sql, limits).await
@@ -226,27 +267,23 @@ pub async fn query_dir(root: &Path, sql: &str, limits: Limits) -> Result<Answer,
 /// (and, at start, of any sealed segment without them), until `stop`.
 pub async fn run_sealer(
     view: LogView,
+    parquet: ParquetStore,
     mut sealed: tokio::sync::watch::Receiver<Option<u64>>,
     mut stop: Stop,
 ) {
     loop {
-        let (v, s) = (view.clone(), stop.clone());
-        let done = tokio::task::spawn_blocking(move || {
-            seal::catch_up(v.layout(), &v.segment_firsts(), &|| s.is_stopped())
-        })
-        .await;
+        let done = seal::catch_up(&parquet, view.layout(), &view.segment_firsts(), &stop).await;
         match done {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => {
+            Ok(0) => {}
+            Ok(n) => {
                 crate::telemetry::metrics()
                     .parquet_segments_total
                     .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(segments = n, "Wrote sealed segments as Parquet")
             }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "Could not write a sealed segment as Parquet; queries read it from the log until it is written (retried at the next seal)")
+            Err(e) => {
+                tracing::error!(error = %e, store = %parquet.describe(), "Could not write a sealed segment as Parquet; queries read it from the log until it is written (retried at the next seal)")
             }
-            Err(e) => tracing::error!(error = %e, "The Parquet writer stopped"),
         }
         tokio::select! {
             _ = stop.stopped() => return,

@@ -17,7 +17,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    ListingOptions, ListingTable, ListingTableConfig,
 };
 use datafusion::datasource::{provider_as_source, MemTable, TableProvider, ViewTable};
 use datafusion::error::DataFusionError;
@@ -31,7 +31,7 @@ use futures_util::StreamExt;
 use serde_json::Value as J;
 
 use super::quarantine_table;
-use super::seal;
+use super::objects::{Listing, ParquetStore};
 use super::tables::{Table, LOG_TABLES};
 use super::tail::Tail;
 use crate::store::layout::Layout;
@@ -116,13 +116,15 @@ fn refused(e: DataFusionError) -> QueryError {
     }
 }
 
-/// What a query reads: the data directory's sealed files up to `sealed`
-/// and the tail's rows.
+/// What a query reads: the sealed files the listing names below the
+/// tail's start, and the tail's rows.
 pub struct Snapshot<'a> {
     /// The data directory.
     pub layout: &'a Layout,
-    /// The log's segments.
-    pub firsts: &'a [u64],
+    /// Where the sealed files are.
+    pub parquet: &'a ParquetStore,
+    /// Which sealed files there are.
+    pub listing: &'a Listing,
     /// The records after the sealed files.
     pub tail: &'a Tail,
 }
@@ -189,6 +191,7 @@ fn context(snap: &Snapshot<'_>, limits: Limits) -> Result<SessionContext, QueryE
     parquet.pushdown_filters = true;
     parquet.reorder_filters = true;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    snap.parquet.register(&ctx);
     for table in LOG_TABLES {
         let provider = log_table(snap, table)?;
         ctx.register_table(table.name(), provider)
@@ -205,15 +208,14 @@ fn log_table(snap: &Snapshot<'_>, table: Table) -> Result<Arc<dyn TableProvider>
     let schema = table.schema();
     let tail =
         MemTable::try_new(schema.clone(), vec![snap.tail.batches(table)]).map_err(refused)?;
-    let files = seal::files(snap.layout, table, snap.firsts, snap.tail.from());
+    let files = snap.listing.files(table, snap.tail.from());
     if files.is_empty() {
         return Ok(Arc::new(tail));
     }
     let urls = files
         .iter()
-        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(refused)?;
+        .map(|&first| snap.parquet.url(table, first))
+        .collect::<Result<Vec<_>, _>>()?;
     let options =
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls)

@@ -14,12 +14,12 @@ use anyhow::Context;
 use clap::Args;
 use rayon::prelude::*;
 
+use crate::audit::objects::ParquetStore;
 use crate::audit::query::{run, Limits, Snapshot};
-use crate::audit::seal::{encode, file, sorted};
-use crate::audit::tables::{Rows, Table};
+use crate::audit::seal::{encode, sorted};
+use crate::audit::tables::{Rows, Table, LOG_TABLES};
 use crate::audit::tail::Tail;
 use crate::log::receipt::{ReceiptBody, RECEIPT_SPEC};
-use crate::store::fsutil::write_file_durably;
 use crate::store::layout::Layout;
 use crate::time::Timestamp;
 
@@ -39,6 +39,10 @@ pub struct QueryBenchArgs {
     /// More SQL to time over the same store (repeatable).
     #[arg(long)]
     pub sql: Vec<String>,
+    /// Build the Parquet files in this bucket (`s3://bucket/prefix`,
+    /// endpoint and credentials from `AWS_*`) instead of `--dir`.
+    #[arg(long)]
+    pub store: Option<String>,
 }
 
 /// Records per synthetic segment.
@@ -90,51 +94,69 @@ fn record(i: u64, n: u64) -> (ReceiptBody, Vec<u8>) {
     (body, bytes)
 }
 
-fn build(layout: &Layout, n: u64) -> anyhow::Result<Vec<u64>> {
+/// One segment's files, encoded.
+fn segment_files(first: u64, n: u64) -> anyhow::Result<Vec<(Table, Vec<u8>)>> {
+    let mut rows = Rows::default();
+    for i in first..(first + SEGMENT).min(n) {
+        let (body, event) = record(i, n);
+        rows.push(&body, &event);
+    }
+    let mut files = Vec::new();
+    for (table, batch) in rows.finish() {
+        if batch.num_rows() > 0 {
+            files.push((table, encode(table, &sorted(table, &batch)?)?));
+        }
+    }
+    files.sort_by_key(|(t, _)| *t == Table::Receipts);
+    Ok(files)
+}
+
+/// Builds the store's files (unless they are all there); returns the
+/// segments' first indexes.
+async fn build(store: &ParquetStore, n: u64) -> anyhow::Result<Vec<u64>> {
     let firsts: Vec<u64> = (0..n.div_ceil(SEGMENT)).map(|s| s * SEGMENT).collect();
-    let done = firsts
+    let listing = store.list(&[Table::Receipts]).await?;
+    let missing: Vec<u64> = firsts
         .iter()
-        .all(|&f| file(layout, Table::Receipts, f).is_file());
-    if done {
-        return Ok(firsts);
-    }
-    for t in [Table::Receipts, Table::Events] {
-        let dir = file(layout, t, 0);
-        std::fs::create_dir_all(dir.parent().expect("a table file has a directory"))?;
-    }
-    firsts
-        .par_iter()
-        .try_for_each(|&first| -> anyhow::Result<()> {
-            let mut rows = Rows::default();
-            for i in first..(first + SEGMENT).min(n) {
-                let (body, event) = record(i, n);
-                rows.push(&body, &event);
+        .copied()
+        .filter(|&f| !listing.is_sealed(f))
+        .collect();
+    // Encoded on every core, a few segments at a time.
+    for chunk in missing.chunks(rayon::current_num_threads() * 2) {
+        let encoded = chunk
+            .par_iter()
+            .map(|&first| segment_files(first, n).map(|files| (first, files)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (first, files) in encoded {
+            for (table, data) in files {
+                store.put(table, first, data).await?;
             }
-            for (table, batch) in rows.finish() {
-                if batch.num_rows() > 0 {
-                    let data = encode(table, &sorted(table, &batch)?)?;
-                    write_file_durably(&file(layout, table, first), &data, 0o644)?;
-                }
-            }
-            Ok(())
-        })?;
+        }
+    }
     Ok(firsts)
 }
 
 /// Runs the benchmark and prints its figures.
 pub fn run_bench(args: QueryBenchArgs) -> anyhow::Result<()> {
     let layout = Layout::new(&args.dir);
-    std::fs::create_dir_all(layout.root().join("parquet"))
+    std::fs::create_dir_all(layout.root())
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let parquet = ParquetStore::open(args.store.as_deref(), &layout)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let t = Instant::now();
-    let mut firsts = build(&layout, args.receipts)?;
+    let mut firsts = rt.block_on(build(&parquet, args.receipts))?;
     println!(
-        "store: {} receipts in {} segments, ready in {:.1} s",
+        "store: {} receipts in {} segments at {}, ready in {:.1} s",
         args.receipts,
         firsts.len(),
+        parquet.describe(),
         t.elapsed().as_secs_f64()
     );
-    let bytes: u64 = walk_size(&layout.root().join("parquet"))?;
+    let listing = rt.block_on(parquet.list(&LOG_TABLES))?;
+    let bytes = listing.bytes();
     println!(
         "size on disk: {:.1} MiB, {:.1} bytes per receipt (receipts and events tables)",
         bytes as f64 / (1 << 20) as f64,
@@ -145,7 +167,8 @@ pub fn run_bench(args: QueryBenchArgs) -> anyhow::Result<()> {
     let tail = Tail::new(*firsts.last().expect("a segment"));
     let snap = Snapshot {
         layout: &layout,
-        firsts: &firsts,
+        parquet: &parquet,
+        listing: &listing,
         tail: &tail,
     };
     let limits = Limits {
@@ -155,10 +178,6 @@ pub fn run_bench(args: QueryBenchArgs) -> anyhow::Result<()> {
     };
     let mut questions: Vec<(&str, String)> = questions(args.receipts).into();
     questions.extend(args.sql.iter().map(|q| ("--sql", q.clone())));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     for (what, sql) in questions {
         let mut times = Vec::new();
         let mut rows = 0;
@@ -203,16 +222,3 @@ fn questions(receipts: u64) -> [(&'static str, String); 4] {
     ]
 }
 
-fn walk_size(dir: &std::path::Path) -> std::io::Result<u64> {
-    let mut total = 0;
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let m = e.metadata()?;
-        total += if m.is_dir() {
-            walk_size(&e.path())?
-        } else {
-            m.len()
-        };
-    }
-    Ok(total)
-}

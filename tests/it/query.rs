@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value as J};
 
+use crate::services::S3;
 use crate::util::*;
 
 const ADMIN: &str = "t-admin";
@@ -121,26 +122,14 @@ fn sealed_files(data: &Path) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn sql_answers_over_sealed_parquet_and_the_tail_match_what_was_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut server, signers) = start(dir.path(), "");
-    let sent = send(&server, &signers);
-    let data = dir.path().join("data");
-    let sealed = wait_until(
-        Duration::from_secs(30),
-        || Some(sealed_files(&data)).filter(|&n| n >= 3),
-        || {
-            format!(
-                "the server wrote {} sealed segments as Parquet",
-                sealed_files(&data)
-            )
-        },
-    );
-
+/// Checks the answers to the typical questions against what was sent:
+/// counts by agent and verdict, one correlation id in time order, one
+/// agent's actions on a resource in a time range, hourly counts, and the
+/// quarantine.
+fn check_answers(server: &Server, sent: &[Sent]) {
     // Counts by agent and verdict.
     let mut want: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for e in &sent {
+    for e in sent {
         let verdict = if e.forged {
             "rejected:bad_signature"
         } else {
@@ -149,7 +138,7 @@ fn sql_answers_over_sealed_parquet_and_the_tail_match_what_was_sent() {
         *want.entry((e.agent.clone(), verdict.into())).or_default() += 1;
     }
     let got: BTreeMap<(String, String), i64> = rows(
-        &server,
+        server,
         "SELECT agent_id, verdict, count(*) AS n FROM receipts WHERE agent_id <> 'vigil' \
          GROUP BY agent_id, verdict ORDER BY agent_id, verdict",
     )
@@ -162,10 +151,7 @@ fn sql_answers_over_sealed_parquet_and_the_tail_match_what_was_sent() {
         (k, r[2].as_i64().unwrap())
     })
     .collect();
-    assert_eq!(
-        got, want,
-        "counts by agent and verdict ({sealed} segments sealed)"
-    );
+    assert_eq!(got, want, "counts by agent and verdict");
 
     // Every action of one correlation id, across agents, in time order.
     let want: Vec<J> = sent
@@ -174,7 +160,7 @@ fn sql_answers_over_sealed_parquet_and_the_tail_match_what_was_sent() {
         .map(|e| json!([e.agent, e.id]))
         .collect();
     let got = rows(
-        &server,
+        server,
         "SELECT agent_id, event_id FROM events WHERE correlation_id = 'corr-2' \
          AND verdict = 'accepted' ORDER BY occurred_at",
     );
@@ -194,7 +180,7 @@ fn sql_answers_over_sealed_parquet_and_the_tail_match_what_was_sent() {
         .collect();
     let iso = |ms: i64| vigil::time::Timestamp(ms as i128 * 1_000_000).to_rfc3339_millis();
     let got = rows(
-        &server,
+        server,
         &format!(
             "SELECT count(*), sum(bytes), min(event_id) FROM events WHERE agent_id = 'qa-1' \
              AND resource = 'db://t/1' AND verdict = 'accepted' \
@@ -214,7 +200,7 @@ fn sql_answers_over_sealed_parquet_and_the_tail_match_what_was_sent() {
 
     // Hourly counts come back with times in the contract's format.
     let hourly = rows(
-        &server,
+        server,
         "SELECT date_trunc('hour', received_at) AS hour, count(*) FROM receipts GROUP BY 1",
     );
     let total: i64 = hourly.iter().map(|r| r[1].as_i64().unwrap()).sum();
@@ -226,10 +212,30 @@ fn sql_answers_over_sealed_parquet_and_the_tail_match_what_was_sent() {
 
     // What got no receipt is in the quarantine table.
     let q = rows(
-        &server,
+        server,
         "SELECT reason, count(*) FROM quarantine GROUP BY reason",
     );
     assert_eq!(q, vec![vec![json!("unparseable"), json!(3)]]);
+
+}
+
+#[test]
+fn sql_answers_over_sealed_parquet_and_the_tail_match_what_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, signers) = start(dir.path(), "");
+    let sent = send(&server, &signers);
+    let data = dir.path().join("data");
+    let sealed = wait_until(
+        Duration::from_secs(30),
+        || Some(sealed_files(&data)).filter(|&n| n >= 3),
+        || {
+            format!(
+                "the server wrote {} sealed segments as Parquet",
+                sealed_files(&data)
+            )
+        },
+    );
+    check_answers(&server, &sent);
 
     // Offline, the same answer; and again with the Parquet files deleted
     // (the store is derived from the log).
@@ -356,4 +362,76 @@ fn only_reading_queries_run_within_their_limits_for_the_right_roles() {
         "{}",
         bad.text()
     );
+}
+
+#[test]
+fn the_audit_store_in_an_s3_bucket_gives_the_same_answers() {
+    let s3 = S3::start("vigil-audit");
+    let store = "s3://vigil-audit/prod/audit";
+    let dir = tempfile::tempdir().unwrap();
+    let (signers, jwks) = fleet(dir.path(), "qa", 40, 3);
+    let cfg = config(dir.path(), &format!("[query]\nstore = \"{store}\"\n"));
+    let data = dir.path().join("data");
+    let serve = || {
+        let mut cmd = vigil();
+        cmd.envs(s3.env());
+        let args = ["--keys", jwks.to_str().unwrap(), "--config", cfg.to_str().unwrap()];
+        let mut server = Server::start_with(cmd, &data, &args);
+        server.token = ADMIN.into();
+        server
+    };
+    let mut server = serve();
+    let sent = send(&server, &signers);
+    let receipts = || s3.objects("prod/audit/receipts/");
+    let sealed = wait_until(
+        Duration::from_secs(30),
+        || Some(receipts().len()).filter(|&n| n >= 3),
+        || format!("the server wrote {} sealed segments to the bucket", receipts().len()),
+    );
+    check_answers(&server, &sent);
+    assert!(
+        !data.join("parquet").exists(),
+        "with a bucket configured, nothing is written to the data directory's parquet/"
+    );
+    let events = s3.objects("prod/audit/events/");
+    assert!(events.len() >= sealed && events.iter().all(|(_, size)| *size > 0), "{events:?}");
+
+    // Offline, `vigil query --store` reads the same bucket.
+    let sql = "SELECT agent_id, verdict, count(*) AS n, sum(bytes) FROM events \
+               GROUP BY agent_id, verdict ORDER BY agent_id, verdict";
+    let live = query(&server, AUDIT, sql).json();
+    assert_eq!(server.stop(), Some(0));
+    let offline = |store: &str| {
+        let data = data.to_str().unwrap();
+        let args = ["query", "--data", data, "--store", store, "--format", "json", sql];
+        vigil().envs(s3.env()).args(args).output().unwrap()
+    };
+    let out = offline(store);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<J>(&out.stdout).unwrap(), live);
+
+    // A bucket that does not exist, or a scheme Vigil does not speak: exit
+    // 2 and a message that names it and says what to check.
+    let out = offline("s3://no-such-bucket/audit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("s3://no-such-bucket") && err.contains("AWS_"), "{err}");
+    let out = offline("gs://vigil-audit/prod");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("s3://bucket/prefix"), "{err}");
+
+    // A file deleted from the bucket is written again at the next start,
+    // and the answers never double-count meanwhile.
+    let (first_key, _) = receipts()[0].clone();
+    s3.delete(&first_key);
+    let out = offline(store);
+    assert_eq!(serde_json::from_slice::<J>(&out.stdout).unwrap(), live, "{first_key} deleted");
+    let server = serve();
+    wait_until(
+        Duration::from_secs(30),
+        || Some(()).filter(|_| receipts().iter().any(|(k, _)| *k == first_key)),
+        || format!("the restarted server wrote {first_key} again"),
+    );
+    assert_eq!(query(&server, AUDIT, sql).json(), live);
 }

