@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/anomalies/stream", get(anomalies::stream))
         .route("/v1/anomalies/{id}/feedback", post(anomalies::feedback))
         .route("/v1/agents/{agent_id}/posture", get(posture::get_posture))
+        .route("/v1/agents/{agent_id}/baseline", get(posture::get_baseline))
         .route("/v1/agents/{agent_id}/restore", post(posture::restore))
         .route("/v1/agents/{agent_id}/suspend", post(posture::suspend))
         .route("/metrics", get(read::metrics))

@@ -1,5 +1,6 @@
-//! Agent posture for gateways, and the admin routes that suspend an agent
-//! or end its suspension (contract section 5). Suspending and restoring
+//! Agent posture for gateways, an agent's learnt baseline for the SOC,
+//! and the admin routes that suspend an agent or end its suspension
+//! (contract section 5). Suspending and restoring
 //! are `vigil` events in the log, applied by the response stage when it
 //! reads them, so the log says who changed what and when.
 
@@ -49,6 +50,31 @@ pub async fn get_posture(
         .unwrap_or_else(|| Posture::active(&agent_id, app.postures.started()));
     let shown = if soc { posture } else { posture.for_gateway() };
     Ok(Json(shown).into_response())
+}
+
+/// `GET /v1/agents/{agent_id}/baseline` (role `soc`): what detection has
+/// learnt of the agent so far, in event time (the dashboard draws its
+/// activity against it).
+pub async fn get_baseline(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+) -> Result<Response, ApiError> {
+    app.authorize(&headers, &[Role::Soc])?;
+    known(&app, &agent_id)?;
+    let baseline = app
+        .detection
+        .baseline(&agent_id)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    match baseline {
+        Some(b) => Ok(Json(b).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_baseline",
+            format!("no accepted event of agent {agent_id:?} has been judged yet, so it has no baseline"),
+        )),
+    }
 }
 
 /// `POST /v1/agents/{agent_id}/restore` (admin): ends a suspension.

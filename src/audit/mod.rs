@@ -77,7 +77,9 @@ pub enum AuditError {
         why: String,
     },
     /// The object store refused a request.
-    #[error("cannot {what} {at}: {source}; check the bucket, its endpoint and the AWS_* credentials")]
+    #[error(
+        "cannot {what} {at}: {source}; check the bucket, its endpoint and the AWS_* credentials"
+    )]
     Objects {
         /// The request: "list" or "write".
         what: &'static str,

@@ -78,7 +78,10 @@ impl Listing {
     }
 
     fn of(&self, table: Table) -> Option<&BTreeMap<u64, u64>> {
-        self.tables.iter().find(|(t, _)| *t == table).map(|(_, s)| s)
+        self.tables
+            .iter()
+            .find(|(t, _)| *t == table)
+            .map(|(_, s)| s)
     }
 }
 
@@ -133,7 +136,11 @@ impl ParquetStore {
     pub fn describe(&self) -> String {
         match &self.local {
             Some(dir) => dir.display().to_string(),
-            None => format!("{}/{}", self.base.as_str().trim_end_matches('/'), self.prefix),
+            None => format!(
+                "{}/{}",
+                self.base.as_str().trim_end_matches('/'),
+                self.prefix
+            ),
         }
     }
 
@@ -224,7 +231,12 @@ impl ParquetStore {
         Ok(())
     }
 
-    fn failed(&self, what: &'static str, at: &ObjectPath, source: object_store::Error) -> AuditError {
+    fn failed(
+        &self,
+        what: &'static str,
+        at: &ObjectPath,
+        source: object_store::Error,
+    ) -> AuditError {
         AuditError::Objects {
             what,
             at: format!("{}/{at}", self.base.as_str().trim_end_matches('/')),

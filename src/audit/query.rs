@@ -16,9 +16,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, U
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig,
-};
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::datasource::{provider_as_source, MemTable, TableProvider, ViewTable};
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -30,8 +28,8 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures_util::StreamExt;
 use serde_json::Value as J;
 
-use super::quarantine_table;
 use super::objects::{Listing, ParquetStore};
+use super::quarantine_table;
 use super::tables::{Table, LOG_TABLES};
 use super::tail::Tail;
 use crate::store::layout::Layout;

@@ -26,6 +26,9 @@ pub struct AgentState {
     pub profile: Profile,
     /// The latest `occurred_at` seen (its clock).
     pub clock_ms: i64,
+    /// The earliest `occurred_at` seen.
+    #[serde(default)]
+    pub first_ms: i64,
     /// `occurred_at` of its latest accepted events.
     pub times: Vec<i64>,
     /// (`occurred_at`, resource fingerprint) of its latest events with one.
@@ -81,6 +84,9 @@ impl AgentState {
             push_bounded(&mut self.resources, (t, r), RESOURCES);
         }
         self.outcomes = ((self.outcomes << 1) | u32::from(failed)) & 0xF_FFFF;
+        if self.first_ms == 0 || t < self.first_ms {
+            self.first_ms = t;
+        }
         self.clock_ms = self.clock_ms.max(t);
         let rate = self
             .times

@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod anomaly;
+pub mod baseline;
 pub mod board;
 pub mod model;
 pub mod observation;
@@ -137,6 +138,13 @@ impl Detector {
     /// measuring what it adds).
     pub fn use_model(&mut self, on: bool) {
         self.model = on;
+    }
+
+    /// The learnt baseline of `agent_id`, if it has had an accepted event.
+    pub fn baseline(&self, agent_id: &str) -> Option<baseline::Baseline> {
+        self.agents
+            .get(agent_id)
+            .map(|s| baseline::Baseline::of(agent_id, s))
     }
 
     /// Agents with state.

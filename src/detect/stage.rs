@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::anomaly::{Anomaly, Feedback};
+use super::baseline::Baseline;
 use super::board::{Board, SavedBoard};
 use super::{Detector, Observation};
 use crate::event::PIPELINE_AGENT;
@@ -48,13 +49,42 @@ struct Saved {
     board: SavedBoard,
 }
 
-/// What the API shares with the stage: the board.
-#[derive(Debug, Default)]
+/// What the API shares with the stage: the board, and a way to ask for
+/// an agent's baseline.
+#[derive(Debug)]
 pub struct Detection {
     board: Mutex<Board>,
+    asks: tokio::sync::mpsc::Sender<Ask>,
 }
 
+/// A request for an agent's baseline, answered by the stage between
+/// records (it owns the detector).
+#[derive(Debug)]
+struct Ask {
+    agent_id: String,
+    reply: tokio::sync::oneshot::Sender<Option<Baseline>>,
+}
+
+/// Detection is not running (`[detection] enabled = false`, or stopping).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "detection is not running, so no baseline is learnt; enable it with [detection] enabled = true"
+)]
+pub struct DetectionOff;
+
 impl Detection {
+    /// The learnt baseline of `agent_id` as it stands after the records
+    /// judged so far (`None` when it has had no accepted event).
+    pub async fn baseline(&self, agent_id: &str) -> Result<Option<Baseline>, DetectionOff> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let ask = Ask {
+            agent_id: agent_id.to_string(),
+            reply,
+        };
+        self.asks.send(ask).await.map_err(|_| DetectionOff)?;
+        answer.await.map_err(|_| DetectionOff)
+    }
+
     /// The board, locked.
     pub fn board(&self) -> MutexGuard<'_, Board> {
         self.board
@@ -66,6 +96,7 @@ impl Detection {
 /// The stage, ready to run.
 pub struct Stage {
     shared: Arc<Detection>,
+    asks: tokio::sync::mpsc::Receiver<Ask>,
     detector: Detector,
     position: u64,
     path: PathBuf,
@@ -107,11 +138,14 @@ impl Stage {
             None => (Detector::default(), 0, Board::default()),
         };
         detector.use_model(model);
+        let (asks_tx, asks) = tokio::sync::mpsc::channel(64);
         let shared = Arc::new(Detection {
             board: Mutex::new(board),
+            asks: asks_tx,
         });
         let stage = Stage {
             shared: shared.clone(),
+            asks,
             detector,
             position,
             path,
@@ -137,6 +171,10 @@ impl Stage {
             let first = tokio::select! {
                 _ = stop.stopped() => break,
                 _ = &mut save_tick => None,
+                Some(ask) = self.asks.recv() => {
+                    let _ = ask.reply.send(self.detector.baseline(&ask.agent_id));
+                    continue;
+                }
                 r = cursor.next() => match r {
                     None => break,
                     Some(r) => Some(r),

@@ -221,4 +221,3 @@ fn questions(receipts: u64) -> [(&'static str, String); 4] {
         ),
     ]
 }
-

@@ -36,6 +36,7 @@ const ROUTES: &[(&str, &str, &[u8], bool)] = &[
         false,
     ),
     ("GET", "/v1/agents/acc-0/posture", b"", false),
+    ("GET", "/v1/agents/acc-0/baseline", b"", false),
     ("POST", "/v1/agents/acc-0/suspend", b"", false),
     ("POST", "/v1/agents/acc-0/restore", b"", false),
     ("GET", "/metrics", b"", false),

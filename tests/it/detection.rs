@@ -177,9 +177,19 @@ fn an_attack_is_explained_receipted_and_streamed_and_forgeries_teach_nothing() {
         Vec::<J>::new(),
         "the routine raised anomalies"
     );
+    baseline_is_the_routine(&server);
 
     post_all(&server, &offboarding(&signers[0]));
     settle(&server);
+    let paused = server
+        .req("GET", "/v1/agents/hr-0/baseline", None, b"")
+        .json();
+    assert_eq!(
+        paused["learning_paused_until"],
+        at(START + 7 * 86_400 + 3600 + 11 * 2 + 10 * 60),
+        "an alert pauses learning for ten minutes of event time after its last event: {paused}"
+    );
+    assert_eq!(paused["events_learnt"], 240, "the attack taught nothing");
     let found = anomalies(&server, "?agent_id=hr-0&min_score=50");
     assert_eq!(found.len(), 1, "one merged anomaly: {found:#?}");
     let a = &found[0];
@@ -243,6 +253,41 @@ fn an_attack_is_explained_receipted_and_streamed_and_forgeries_teach_nothing() {
     let mut server = server;
     assert_eq!(server.stop(), Some(0));
     assert_log_verifies(&dir.path().join("data"));
+}
+
+/// The baseline hr-0 learnt from the routine, as the SOC reads it: every
+/// routine event, six an hour from Monday to Friday 09:00-17:00 in its
+/// one week of event time, and nothing else.
+fn baseline_is_the_routine(server: &Server) {
+    let r = server.req("GET", "/v1/agents/hr-0/baseline", None, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["agent_id"], "hr-0");
+    assert_eq!(b["events_learnt"], 240, "{b}");
+    assert_eq!(b["judged_against"], "own");
+    assert_eq!(b["first_seen"], at(START));
+    assert_eq!(b["last_seen"], at(START + 4 * 86_400 + 47 * 600));
+    assert_eq!(b["learning_paused_until"], J::Null);
+    let per_hour: Vec<f64> = serde_json::from_value(b["expected_per_hour"].clone()).unwrap();
+    assert_eq!(per_hour.len(), 168);
+    for (h, &n) in per_hour.iter().enumerate() {
+        let (day, hour) = (h / 24, h % 24);
+        let want = if day < 5 && (9..17).contains(&hour) {
+            6.0
+        } else {
+            0.0
+        };
+        assert_eq!(n, want, "hour {hour} of day {day}");
+    }
+    assert_eq!(b["known"]["actions"], 2, "{b}");
+    assert_eq!(b["known"]["principals"], 1, "{b}");
+    assert_eq!(b["known"]["source_ips"], 1, "{b}");
+    assert!(b["rate_per_minute"]["mean"].as_f64().unwrap() <= 1.0, "{b}");
+
+    // An agent with no key is unknown; the SOC role is needed.
+    let unknown = server.req("GET", "/v1/agents/nobody/baseline", None, b"");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"], "unknown_agent");
 }
 
 /// The SSE stream replays what was detected after Last-Event-ID, then

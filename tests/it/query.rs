@@ -216,7 +216,6 @@ fn check_answers(server: &Server, sent: &[Sent]) {
         "SELECT reason, count(*) FROM quarantine GROUP BY reason",
     );
     assert_eq!(q, vec![vec![json!("unparseable"), json!(3)]]);
-
 }
 
 #[test]
@@ -375,7 +374,12 @@ fn the_audit_store_in_an_s3_bucket_gives_the_same_answers() {
     let serve = || {
         let mut cmd = vigil();
         cmd.envs(s3.env());
-        let args = ["--keys", jwks.to_str().unwrap(), "--config", cfg.to_str().unwrap()];
+        let args = [
+            "--keys",
+            jwks.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ];
         let mut server = Server::start_with(cmd, &data, &args);
         server.token = ADMIN.into();
         server
@@ -386,7 +390,12 @@ fn the_audit_store_in_an_s3_bucket_gives_the_same_answers() {
     let sealed = wait_until(
         Duration::from_secs(30),
         || Some(receipts().len()).filter(|&n| n >= 3),
-        || format!("the server wrote {} sealed segments to the bucket", receipts().len()),
+        || {
+            format!(
+                "the server wrote {} sealed segments to the bucket",
+                receipts().len()
+            )
+        },
     );
     check_answers(&server, &sent);
     assert!(
@@ -394,7 +403,10 @@ fn the_audit_store_in_an_s3_bucket_gives_the_same_answers() {
         "with a bucket configured, nothing is written to the data directory's parquet/"
     );
     let events = s3.objects("prod/audit/events/");
-    assert!(events.len() >= sealed && events.iter().all(|(_, size)| *size > 0), "{events:?}");
+    assert!(
+        events.len() >= sealed && events.iter().all(|(_, size)| *size > 0),
+        "{events:?}"
+    );
 
     // Offline, `vigil query --store` reads the same bucket.
     let sql = "SELECT agent_id, verdict, count(*) AS n, sum(bytes) FROM events \
@@ -403,11 +415,18 @@ fn the_audit_store_in_an_s3_bucket_gives_the_same_answers() {
     assert_eq!(server.stop(), Some(0));
     let offline = |store: &str| {
         let data = data.to_str().unwrap();
-        let args = ["query", "--data", data, "--store", store, "--format", "json", sql];
+        let args = [
+            "query", "--data", data, "--store", store, "--format", "json", sql,
+        ];
         vigil().envs(s3.env()).args(args).output().unwrap()
     };
     let out = offline(store);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(serde_json::from_slice::<J>(&out.stdout).unwrap(), live);
 
     // A bucket that does not exist, or a scheme Vigil does not speak: exit
@@ -415,7 +434,10 @@ fn the_audit_store_in_an_s3_bucket_gives_the_same_answers() {
     let out = offline("s3://no-such-bucket/audit");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("s3://no-such-bucket") && err.contains("AWS_"), "{err}");
+    assert!(
+        err.contains("s3://no-such-bucket") && err.contains("AWS_"),
+        "{err}"
+    );
     let out = offline("gs://vigil-audit/prod");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -426,7 +448,11 @@ fn the_audit_store_in_an_s3_bucket_gives_the_same_answers() {
     let (first_key, _) = receipts()[0].clone();
     s3.delete(&first_key);
     let out = offline(store);
-    assert_eq!(serde_json::from_slice::<J>(&out.stdout).unwrap(), live, "{first_key} deleted");
+    assert_eq!(
+        serde_json::from_slice::<J>(&out.stdout).unwrap(),
+        live,
+        "{first_key} deleted"
+    );
     let server = serve();
     wait_until(
         Duration::from_secs(30),

@@ -149,10 +149,12 @@ pub struct S3 {
 impl S3 {
     /// Starts it and creates `bucket`.
     pub fn start(bucket: &str) -> S3 {
-        let bin = std::env::var("MOTO_BIN").map(PathBuf::from).unwrap_or_else(|_| {
-            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-            Path::new(&home).join(".cache/vigil-moto/bin/moto_server")
-        });
+        let bin = std::env::var("MOTO_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+                Path::new(&home).join(".cache/vigil-moto/bin/moto_server")
+            });
         assert!(
             bin.exists(),
             "the S3 test server is not installed at {}: run scripts/test.sh, which installs it (pip install 'moto[server]')",

@@ -1,7 +1,9 @@
 """Drives Vigil's SOC dashboard in headless Chromium (Playwright, with
 Debian's chromium): signs in with a token, waits for an anomaly to arrive
 live, opens it, presses "False positive" and waits for the page to say the
-feedback was recorded. Screenshots go to SHOTS_DIR. Prints the anomaly id.
+feedback was recorded, then opens its agent's page and checks the activity
+chart is drawn against a learnt baseline. Screenshots go to SHOTS_DIR.
+Prints the anomaly id.
 
 Usage: dashboard_browser.py URL TOKEN SHOTS_DIR
 """
@@ -35,6 +37,14 @@ def main():
         page.click("#fp")
         page.wait_for_selector("text=feedback recorded: false_positive")
         page.screenshot(path=f"{shots}/dashboard-anomaly.png", full_page=True)
+        page.locator(".kv a[href^='#/agent/']").first.click()
+        chart = page.wait_for_selector("#activity")
+        page.wait_for_selector("#baseline")
+        hours = int(chart.get_attribute("data-hours"))
+        marks = page.locator("#activity .slot b").count()
+        if hours < 2 or marks != hours:
+            raise SystemExit(f"agent page: {hours} hours drawn, {marks} with a baseline mark")
+        page.screenshot(path=f"{shots}/dashboard-agent.png", full_page=True)
         browser.close()
     print(anomaly)
 

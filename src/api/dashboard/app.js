@@ -130,24 +130,68 @@ async function anomalyPage(id) {
   $('#confirm').addEventListener('click', () => send('confirmed'));
 }
 
+// Hour of the week of an hour's start, 0 = Monday 00:00 UTC (as detection counts).
+const hourOfWeek = (ms) => { const d = new Date(ms); return ((d.getUTCDay() + 6) % 7) * 24 + d.getUTCHours(); };
+const HOUR_MS = 3600000;
+
+// The agent's last week of hourly activity (accepted events) against the
+// events its baseline expects at each hour of the week; an hour far above
+// it (more than expected + 3 sd + 2, counts taken as Poisson) is marked.
+function activityChart(hours, baseline) {
+  if (!hours.length) return '<p class="muted">No accepted events.</p>';
+  const counts = new Map(hours.map((h) => [Date.parse(h[0]), h[1]]));
+  const last = Math.max(...counts.keys());
+  const first = Math.max(Math.min(...counts.keys()), last - 167 * HOUR_MS);
+  const slots = [];
+  for (let t = first; t <= last; t += HOUR_MS) {
+    const expected = baseline ? baseline.expected_per_hour[hourOfWeek(t)] : null;
+    slots.push({ t, n: counts.get(t) || 0, expected });
+  }
+  const top = Math.max(1, ...slots.map((s) => Math.max(s.n, s.expected || 0)));
+  const pct = (v) => (100 * v / top).toFixed(1);
+  const over = (s) => s.expected !== null && s.n > s.expected + 3 * Math.sqrt(s.expected) + 2;
+  const bars = slots.map((s) => {
+    const tip = `${new Date(s.t).toISOString().slice(0, 13)}:00Z: ${s.n} events` + (s.expected === null ? '' : `, baseline ${s.expected.toFixed(1)}`);
+    const mark = s.expected === null ? '' : `<b style="bottom:${pct(s.expected)}%"></b>`;
+    return `<div class="slot${over(s) ? ' over' : ''}" title="${esc(tip)}"><i style="height:${pct(s.n)}%"></i>${mark}</div>`;
+  }).join('');
+  const above = slots.filter(over).length;
+  return `<div class="bars" id="activity" data-hours="${slots.length}" data-over="${above}">${bars}</div>
+   <p class="muted legend"><span class="key-bar"></span> events that hour <span class="key-base"></span> its baseline for that hour of the week
+   ${above ? `<span class="over-note">${above} hour(s) far above it</span>` : ''}</p>`;
+}
+
+function baselineFacts(b) {
+  if (!b) return '<p class="muted">No baseline: detection has judged no accepted event of this agent yet, or is off.</p>';
+  const r = b.rate_per_minute;
+  return `<div class="kv" id="baseline">
+   <span class="muted">learnt from</span><span>${esc(b.events_learnt)} events, ${esc(b.first_seen)} to ${esc(b.last_seen)} (judged against its ${b.judged_against === 'own' ? 'own baseline' : "role's baseline until it has more"})</span>
+   <span class="muted">usual rate</span><span>${r.mean.toFixed(1)} a minute (sd ${r.sd.toFixed(1)}, max ${r.max})</span>
+   <span class="muted">resources in 10 min</span><span>${b.resources_per_10_min.mean.toFixed(1)} (max ${b.resources_per_10_min.max})</span>
+   <span class="muted">knows</span><span>${b.known.actions} actions, ${b.known.resources} resource patterns, ${b.known.principals} principals, ${b.known.source_ips} source addresses</span>
+   ${b.learning_paused_until ? `<span class="muted">learning paused</span><span>until ${esc(b.learning_paused_until)} (after an alert)</span>` : ''}</div>`;
+}
+
 async function agentPage(agent) {
-  const posture = await api('GET', `/v1/agents/${encodeURIComponent(agent)}/posture`).catch((e) => ({ state: 'unknown', reason: e.message }));
-  const hours = await sql(`SELECT date_trunc('hour', occurred_at) AS hour, count(*) FROM events WHERE agent_id = ${sqlText(agent)} GROUP BY 1 ORDER BY 1`);
+  const enc = encodeURIComponent(agent);
+  const posture = await api('GET', `/v1/agents/${enc}/posture`).catch((e) => ({ state: 'unknown', reason: e.message }));
+  const baseline = await api('GET', `/v1/agents/${enc}/baseline`).catch(() => null);
+  const hours = await sql(`SELECT date_trunc('hour', occurred_at) AS hour, count(*) FROM events
+     WHERE agent_id = ${sqlText(agent)} AND verdict = 'accepted' GROUP BY 1 ORDER BY 1 DESC LIMIT 168`);
   const recent = await sql(`SELECT occurred_at, action, resource, principal, verdict FROM events WHERE agent_id = ${sqlText(agent)} ORDER BY occurred_at DESC LIMIT 50`);
-  const max = Math.max(1, ...hours.map((h) => h[1]));
-  const mean = hours.length ? hours.reduce((s, h) => s + h[1], 0) / hours.length : 0;
   const leases = (posture.revocations || []).map((r) => `${r.lease_id}: ${r.status}`).join('; ') || '—';
   $('#view').innerHTML = `<h1>Agent ${esc(agent)}</h1>
    <div class="kv"><span class="muted">posture</span><span class="state-${esc(posture.state)}">${esc(posture.state)}</span>
    <span class="muted">why</span><span>${esc(posture.reason || '')}</span>
    <span class="muted">leases</span><span>${esc(leases)}</span></div>
    ${posture.state === 'suspended' ? '<p><button id="restore" type="button">Restore (admin)</button> <span id="restore-msg"></span></p>' : ''}
-   <h2>Events per hour (${hours.length} hours; its mean ${mean.toFixed(1)} an hour)</h2>
-   <div class="bars">${hours.map((h) => `<div title="${esc(h[0])}: ${esc(h[1])}" style="height:${(100 * h[1] / max).toFixed(1)}%"></div>`).join('')}</div>
+   <h2>Activity per hour against its baseline</h2>
+   ${activityChart(hours, baseline)}
+   <h2>Baseline</h2>${baselineFacts(baseline)}
    <h2>Latest actions</h2>${table(['occurred_at', 'action', 'resource', 'principal', 'verdict'], recent)}`;
   const b = $('#restore');
   if (b) b.addEventListener('click', async () => {
-    try { await api('POST', `/v1/agents/${encodeURIComponent(agent)}/restore`); agentPage(agent); }
+    try { await api('POST', `/v1/agents/${enc}/restore`); agentPage(agent); }
     catch (e) { $('#restore-msg').textContent = e.message; }
   });
 }
