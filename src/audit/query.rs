@@ -7,7 +7,7 @@
 //! going over any of them is an error that says which and how to narrow
 //! the query, never a partial answer.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -19,6 +19,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::datasource::{provider_as_source, MemTable, TableProvider, ViewTable};
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlanBuilder;
@@ -173,11 +174,29 @@ fn every_step_yields(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPl
     .map_err(refused)
 }
 
+/// The Parquet footers and file statistics read so far, kept across
+/// queries (each query has its own runtime, for its memory limit): sealed
+/// files never change under their name, and a bucket is then asked only
+/// for the pages a query needs.
+fn shared_caches() -> &'static CacheManagerConfig {
+    static CACHES: OnceLock<CacheManagerConfig> = OnceLock::new();
+    CACHES.get_or_init(|| {
+        let config = CacheManagerConfig::default();
+        match CacheManager::try_new(&config) {
+            Ok(m) => config
+                .with_file_metadata_cache(Some(m.get_file_metadata_cache()))
+                .with_file_statistics_cache(m.get_file_statistic_cache()),
+            Err(_) => config,
+        }
+    })
+}
+
 /// A session with the tables registered.
 fn context(snap: &Snapshot<'_>, limits: Limits) -> Result<SessionContext, QueryError> {
     // No spilling: a query that needs more than its memory is refused
     // rather than writing temporary files beside the log.
     let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(shared_caches().clone())
         .with_memory_limit(limits.memory_bytes, 1.0)
         .with_disk_manager_builder(
             DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
