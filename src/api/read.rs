@@ -183,7 +183,12 @@ pub(super) async fn readyz(State(app): State<AppState>) -> Response {
             .into_response();
     }
     match app.pipeline.failure() {
-        None => Json(json!({ "status": "ready", "log_size": app.pipeline.size() })).into_response(),
+        None => Json(json!({
+            "status": "ready",
+            "log_size": app.pipeline.size(),
+            "checkpoint_age_s": crate::telemetry::metrics().checkpoint_age_seconds(),
+        }))
+        .into_response(),
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "failed", "message": why })),

@@ -168,8 +168,17 @@ fn rare(cx: &Context, what: &Rare, fp: Option<u64>, shown: &str, base: f64) -> O
         observed: J::from(shown),
         expected: json!(format!("one of {} known", refset.len())),
         score,
-        says: format!("used {shown}, a {} {whose}", what.noun),
+        says: format!("used {shown}, {} {} {whose}", article(what.noun), what.noun),
     })
+}
+
+/// "a" or "an" before `noun`.
+fn article(noun: &str) -> &'static str {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 fn lease_expired(f: &Fields) -> Option<Signal> {

@@ -278,15 +278,19 @@ impl Metrics {
             "vigil_queries_total",
             "SQL queries by outcome: ok, or the error code of the refusal.",
         );
-        let last = self.last_checkpoint_ms.load(Ordering::Relaxed);
-        if last > 0 {
-            let now = (crate::time::Timestamp::now().0 / 1_000_000) as u64;
+        if let Some(age) = self.checkpoint_age_seconds() {
             let _ = writeln!(
                 out,
-                "# HELP vigil_checkpoint_age_seconds Seconds since this process last signed a checkpoint.\n# TYPE vigil_checkpoint_age_seconds gauge\nvigil_checkpoint_age_seconds {}",
-                now.saturating_sub(last) as f64 / 1000.0
+                "# HELP vigil_checkpoint_age_seconds Seconds since this process last signed a checkpoint.\n# TYPE vigil_checkpoint_age_seconds gauge\nvigil_checkpoint_age_seconds {age}",
             );
         }
+    }
+
+    /// Seconds since this process last signed a checkpoint, if it has.
+    pub fn checkpoint_age_seconds(&self) -> Option<f64> {
+        let last = self.last_checkpoint_ms.load(Ordering::Relaxed);
+        let now = (crate::time::Timestamp::now().0 / 1_000_000) as u64;
+        (last > 0).then(|| now.saturating_sub(last) as f64 / 1000.0)
     }
 
     /// Renders every metric in the Prometheus text format.

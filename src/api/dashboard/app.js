@@ -47,13 +47,47 @@ $('#signin-form').addEventListener('submit', async (e) => {
 });
 $('#signout').addEventListener('click', async () => { await api('DELETE', '/v1/session'); location.hash = '#/'; location.reload(); });
 
+const unb64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+
+// Checks the checkpoint's Ed25519 signature (a C2SP signed note) in this
+// browser against the log's verifier keys: true, false, or null when the
+// browser cannot (WebCrypto needs https or localhost).
+async function checkpointSigned(note, keys) {
+  if (!globalThis.crypto || !crypto.subtle) return null;
+  const cut = note.indexOf('\n\n');
+  const msg = new TextEncoder().encode(note.slice(0, cut + 1));
+  const lines = note.slice(cut + 2).split('\n');
+  for (const vkey of keys.trim().split('\n')) {
+    // name+hash+base64: the base64 may itself hold '+'.
+    const [name, keyHash] = vkey.split('+', 2);
+    const b64 = vkey.slice(name.length + keyHash.length + 2);
+    const raw = unb64(b64);
+    if (raw[0] !== 1) continue;
+    const key = await crypto.subtle.importKey('raw', raw.slice(1), { name: 'Ed25519' }, false, ['verify']);
+    for (const line of lines) {
+      const m = line.match(/^\u2014 (\S+) (\S+)$/);
+      if (!m || m[1] !== name) continue;
+      const sig = unb64(m[2]);
+      if (hex(sig.slice(0, 4)) === keyHash && await crypto.subtle.verify({ name: 'Ed25519' }, key, sig.slice(4), msg)) return true;
+    }
+  }
+  return false;
+}
+
+// The log's health: its size, its latest checkpoint (size, age, and its
+// signature checked here).
 async function health() {
+  const h = $('#health');
   try {
-    const cp = await api('GET', '/v1/checkpoint');
-    const ready = await api('GET', '/readyz');
-    $('#health').textContent = `log ${ready.log_size} records · checkpoint ${cp.split('\n')[1]}`;
-    $('#health').className = 'health ok';
-  } catch (e) { $('#health').textContent = 'log: ' + e.message; $('#health').className = 'health error'; }
+    const [cp, ready, keys] = await Promise.all([
+      api('GET', '/v1/checkpoint'), api('GET', '/readyz'), api('GET', '/v1/log-key')]);
+    const signed = await checkpointSigned(cp, keys).catch(() => false);
+    const age = ready.checkpoint_age_s == null ? '' : ` (${Math.round(ready.checkpoint_age_s)} s ago)`;
+    const state = signed === null ? 'signature not checked (needs https)' : signed ? 'signature verified' : 'SIGNATURE INVALID';
+    h.textContent = `log ${ready.log_size} records · checkpoint ${cp.split('\n')[1]}${age} · ${state}`;
+    h.className = signed === false ? 'health error' : 'health ok';
+  } catch (e) { h.textContent = 'log: ' + e.message; h.className = 'health error'; }
 }
 
 // Live anomalies: the latest version of each, new ones marked live.
