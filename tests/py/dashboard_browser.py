@@ -82,7 +82,7 @@ def main():
         marks = page.locator("#activity .slot b").count()
         if hours < 2 or marks != hours:
             raise SystemExit(f"agent page: {hours} hours drawn, {marks} with a baseline mark")
-        page.screenshot(path=f"{shots}/dashboard-agent.png", full_page=True)
+        page.screenshot(path=f"{shots}/dashboard-agent.png")
         browser.close()
     print(anomaly)
 
