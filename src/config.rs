@@ -42,6 +42,9 @@ pub struct Config {
     pub query: QueryConfig,
     /// OIDC bearer JWTs (absent = none).
     pub oidc: Option<crate::api::jwt::OidcConfig>,
+    /// Thresholds of hygiene findings.
+    #[serde(default)]
+    pub hygiene: crate::hygiene::Policy,
 }
 
 /// `[server]`

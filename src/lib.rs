@@ -42,6 +42,7 @@ pub mod demo;
 pub mod detect;
 pub mod event;
 pub mod failpoint;
+pub mod hygiene;
 pub mod ingest;
 pub mod json;
 pub mod keys;

@@ -251,6 +251,7 @@ impl Server {
             kafka_assigned,
             detection,
             postures,
+            hygiene: crate::hygiene::stage::Hygiene::new(settings.config.hygiene.clone()),
             audit: Arc::new(crate::audit::AuditStore::new(
                 pipeline.view().clone(),
                 parquet,
@@ -359,6 +360,13 @@ impl Server {
             }
             tasks.spawn("response", stage.run(self.pipeline.clone(), tasks.stop()));
         }
+        tasks.spawn(
+            "hygiene",
+            self.state
+                .hygiene
+                .clone()
+                .run(self.pipeline.clone(), tasks.stop()),
+        );
         if let Some(hup) = self.hup.take() {
             tasks.spawn(
                 "key reloads",

@@ -9,6 +9,7 @@ pub mod auth;
 mod dashboard;
 pub mod error;
 mod events;
+mod findings;
 mod hec;
 pub mod intake;
 pub mod jwt;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub detection: Arc<crate::detect::stage::Detection>,
     /// Agent postures.
     pub postures: Arc<crate::respond::posture::Book>,
+    /// The agent inventory hygiene findings are judged from.
+    pub hygiene: Arc<crate::hygiene::stage::Hygiene>,
     /// SQL over the audit store.
     pub audit: Arc<crate::audit::AuditStore>,
     /// What one query may use.
@@ -96,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/anomalies/{id}/feedback", post(anomalies::feedback))
         .route("/v1/agents/{agent_id}/posture", get(posture::get_posture))
         .route("/v1/agents/{agent_id}/baseline", get(posture::get_baseline))
+        .route("/v1/findings", get(findings::list))
         .route("/v1/agents/{agent_id}/restore", post(posture::restore))
         .route("/v1/agents/{agent_id}/suspend", post(posture::suspend))
         .route("/metrics", get(read::metrics))

@@ -12,6 +12,7 @@ mod detection;
 mod durability;
 mod export;
 mod http;
+mod hygiene;
 mod interop;
 mod kafka;
 mod keys;

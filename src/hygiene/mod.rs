@@ -1,0 +1,325 @@
+//! Agent hygiene findings (contract section 6a), from evidence in the log:
+//! the keys it logged (`vigil.key.*` events, with their validity and
+//! agent records) and the accepted events of each agent. No I/O here;
+//! [`stage`] feeds it the log, and findings are judged against the wall
+//! clock whenever they are asked for.
+//!
+//! Kinds found: `stale_key`, `key_without_expiry`, `zombie_agent`,
+//! `ownerless_agent`, `static_credentials`. Not yet: `unused_privilege`
+//! and `unattested_agent`, which need the admin routes that record a
+//! role's actions and an owner's attestation.
+
+pub mod stage;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::detect::{Judged, Observation};
+use crate::event::{Event, PIPELINE_AGENT};
+use crate::keys::history::{KeyHistory, KEY_REMOVED, PIPELINE_KEY};
+use crate::keys::jwks::parse_key;
+use crate::store::view::LogRecord;
+use crate::time::Timestamp;
+
+const DAY_MS: f64 = 86_400_000.0;
+/// Log indices kept as evidence of static credentials.
+const EVIDENCE_MAX: usize = 10;
+
+/// `[hygiene]`: the thresholds of findings (contract section 9). Days may
+/// be fractional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// A key older than this (from its `nbf`, else from when Vigil first
+    /// saw it) is stale.
+    pub max_key_age_days: f64,
+    /// An agent known this long with no accepted event this recent is a
+    /// zombie.
+    pub zombie_after_days: f64,
+    /// An action its role allows unused this long is standing privilege
+    /// (not judged yet).
+    pub unused_after_days: f64,
+    /// How often an owner must attest an agent (not judged yet).
+    pub attest_every_days: f64,
+    /// Roles whose agents must use leases: every event a `lease_id`.
+    pub lease_required_roles: Vec<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_key_age_days: 90.0,
+            zombie_after_days: 30.0,
+            unused_after_days: 30.0,
+            attest_every_days: 90.0,
+            lease_required_roles: Vec::new(),
+        }
+    }
+}
+
+/// One finding, as the contract gives it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Finding {
+    /// Stable for the same kind, agent and key.
+    pub finding_id: String,
+    /// What is wrong.
+    pub kind: &'static str,
+    /// The agent.
+    pub agent_id: String,
+    /// `low`, `medium` or `high`.
+    pub severity: &'static str,
+    /// One sentence.
+    pub summary: String,
+    /// Log indices of the records that show it.
+    pub evidence: Vec<u64>,
+    /// What to do.
+    pub fix: String,
+    /// Since when it holds.
+    pub since: String,
+}
+
+/// A key as the log established it.
+#[derive(Debug, Clone)]
+struct KeyFacts {
+    nbf_ms: Option<i64>,
+    exp_ms: Option<i64>,
+    revoked: bool,
+    first_seen_ms: i64,
+    index: u64,
+}
+
+/// A run of accepted events without a lease.
+#[derive(Debug, Clone, Default)]
+struct Unleased {
+    count: u64,
+    first_ms: i64,
+    indices: Vec<u64>,
+}
+
+/// What the log says of one agent.
+#[derive(Debug, Clone, Default)]
+struct AgentFacts {
+    first_seen_ms: i64,
+    role: Option<String>,
+    owner: Option<String>,
+    active: bool,
+    record_index: u64,
+    keys: BTreeMap<String, KeyFacts>,
+    last_accepted: Option<(i64, u64)>,
+    unleased: Unleased,
+}
+
+/// Every agent's facts, fed record by record in log order.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    agents: BTreeMap<String, AgentFacts>,
+    position: u64,
+}
+
+fn ms(t: Timestamp) -> i64 {
+    (t.0 / 1_000_000) as i64
+}
+
+fn at(ms: i64) -> String {
+    Timestamp(i128::from(ms) * 1_000_000).to_rfc3339_millis()
+}
+
+impl Inventory {
+    /// The next log index it expects.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Agents it knows.
+    pub fn agent_count(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Takes one record in.
+    pub fn observe(&mut self, rec: &LogRecord) {
+        self.position = rec.index + 1;
+        if rec.body.agent_id == PIPELINE_AGENT {
+            self.key_event(rec);
+            return;
+        }
+        let Some(obs) = Observation::from_record(&rec.body, &rec.event, None) else {
+            return;
+        };
+        let Judged::Accepted(f) = &obs.judged else {
+            return;
+        };
+        let agent = self.agents.entry(obs.agent_id.clone()).or_default();
+        if agent.last_accepted.is_none_or(|(t, _)| f.occurred_ms >= t) {
+            agent.last_accepted = Some((f.occurred_ms, rec.index));
+        }
+        if f.lease_id.is_none() {
+            let u = &mut agent.unleased;
+            if u.count == 0 || f.occurred_ms < u.first_ms {
+                u.first_ms = f.occurred_ms;
+            }
+            u.count += 1;
+            if u.indices.len() < EVIDENCE_MAX {
+                u.indices.push(rec.index);
+            }
+        }
+    }
+
+    fn key_event(&mut self, rec: &LogRecord) {
+        let Ok(event) = Event::parse(&rec.event) else {
+            return;
+        };
+        let Some(change) = KeyHistory::change_in(&event) else {
+            return;
+        };
+        if change.action == PIPELINE_KEY {
+            return;
+        }
+        let Ok((key, record)) = parse_key(&change.jwk) else {
+            return;
+        };
+        let seen = Timestamp::parse_event_time(&rec.body.received_at).map_or(0, ms);
+        let agent = self.agents.entry(key.agent_id.clone()).or_default();
+        if agent.first_seen_ms == 0 {
+            agent.first_seen_ms = seen;
+        }
+        if change.action == KEY_REMOVED {
+            agent.keys.remove(&key.kid);
+            return;
+        }
+        agent.role = record.role;
+        agent.owner = record.owner;
+        agent.active = record.status == crate::keys::AgentStatus::Active;
+        agent.record_index = rec.index;
+        let first_seen_ms = agent.keys.get(&key.kid).map_or(seen, |k| k.first_seen_ms);
+        agent.keys.insert(
+            key.kid.clone(),
+            KeyFacts {
+                nbf_ms: key.nbf.map(ms),
+                exp_ms: key.exp.map(ms),
+                revoked: key.revoked_at.is_some(),
+                first_seen_ms,
+                index: rec.index,
+            },
+        );
+    }
+
+    /// The findings as of `now_ms` (wall clock), by agent then kind.
+    pub fn findings(&self, now_ms: i64, policy: &Policy) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for (id, a) in &self.agents {
+            a.findings(id, now_ms, policy, &mut out);
+        }
+        out
+    }
+}
+
+fn finding_id(kind: &str, agent: &str, subject: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [kind, agent, subject] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    format!("f-{}", hex::encode(&h.finalize()[..8]))
+}
+
+impl AgentFacts {
+    /// Keys valid now: not revoked, not expired.
+    fn live_keys(&self, now_ms: i64) -> impl Iterator<Item = (&String, &KeyFacts)> {
+        self.keys
+            .iter()
+            .filter(move |(_, k)| !k.revoked && k.exp_ms.is_none_or(|e| e > now_ms))
+    }
+
+    fn findings(&self, id: &str, now_ms: i64, policy: &Policy, out: &mut Vec<Finding>) {
+        if !self.active {
+            return;
+        }
+        let days = |d: f64| (d * DAY_MS) as i64;
+        for (kid, k) in self.live_keys(now_ms) {
+            let born = k.nbf_ms.unwrap_or(k.first_seen_ms);
+            let stale_at = born + days(policy.max_key_age_days);
+            if now_ms >= stale_at {
+                out.push(Finding {
+                    finding_id: finding_id("stale_key", id, kid),
+                    kind: "stale_key",
+                    agent_id: id.into(),
+                    severity: "medium",
+                    summary: format!("Key {kid} of agent {id} is older than {} days (since {}).", policy.max_key_age_days, at(born)),
+                    evidence: vec![k.index],
+                    fix: format!("Rotate: add a new key for {id} with an exp, move the agent to it, then set exp on {kid}."),
+                    since: at(stale_at),
+                });
+            }
+            if k.exp_ms.is_none() {
+                out.push(Finding {
+                    finding_id: finding_id("key_without_expiry", id, kid),
+                    kind: "key_without_expiry",
+                    agent_id: id.into(),
+                    severity: "low",
+                    summary: format!("Key {kid} of agent {id} never expires."),
+                    evidence: vec![k.index],
+                    fix: format!(
+                        "Give {kid} an exp (NumericDate) at most {} days after its nbf.",
+                        policy.max_key_age_days
+                    ),
+                    since: at(k.first_seen_ms),
+                });
+            }
+        }
+        self.agent_findings(id, now_ms, policy, out);
+    }
+
+    fn agent_findings(&self, id: &str, now_ms: i64, policy: &Policy, out: &mut Vec<Finding>) {
+        let zombie_ms = (policy.zombie_after_days * DAY_MS) as i64;
+        let live: Vec<u64> = self.live_keys(now_ms).map(|(_, k)| k.index).collect();
+        let last = self.last_accepted.map(|(t, _)| t);
+        let quiet_since = last.unwrap_or(self.first_seen_ms).max(self.first_seen_ms);
+        if !live.is_empty()
+            && now_ms - self.first_seen_ms >= zombie_ms
+            && now_ms - quiet_since >= zombie_ms
+        {
+            let mut evidence = live.clone();
+            evidence.extend(self.last_accepted.map(|(_, i)| i));
+            let acted = last.map_or("has never acted".to_string(), |t| {
+                format!("last acted at {}", at(t))
+            });
+            out.push(Finding {
+                finding_id: finding_id("zombie_agent", id, ""),
+                kind: "zombie_agent",
+                agent_id: id.into(),
+                severity: "high",
+                summary: format!("Agent {id} has a valid key but {acted}: nothing accepted in {} days.", policy.zombie_after_days),
+                evidence,
+                fix: format!("Decommission {id} (status decommissioned, or revoke its keys) if it is no longer needed; if it is, find out why it stopped acting."),
+                since: at(quiet_since + zombie_ms),
+            });
+        }
+        if self.owner.as_deref().is_none_or(str::is_empty) {
+            out.push(Finding {
+                finding_id: finding_id("ownerless_agent", id, ""),
+                kind: "ownerless_agent",
+                agent_id: id.into(),
+                severity: "medium",
+                summary: format!("Agent {id} has no owner: nobody answers for it."),
+                evidence: vec![self.record_index],
+                fix: format!("Set owner on {id}'s keys: the person or team responsible for it."),
+                since: at(self.first_seen_ms),
+            });
+        }
+        let role = self.role.as_deref().unwrap_or("");
+        if self.unleased.count > 0 && policy.lease_required_roles.iter().any(|r| r == role) {
+            out.push(Finding {
+                finding_id: finding_id("static_credentials", id, ""),
+                kind: "static_credentials",
+                agent_id: id.into(),
+                severity: "medium",
+                summary: format!("Agent {id} of role {role}, which requires leases, acted {} times without a lease_id.", self.unleased.count),
+                evidence: self.unleased.indices.clone(),
+                fix: format!("Give {id} short-lived leases and put lease_id on every event, as role {role} requires."),
+                since: at(self.unleased.first_ms),
+            });
+        }
+    }
+}

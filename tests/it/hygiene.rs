@@ -1,0 +1,219 @@
+//! Hygiene findings from outside (contract section 6a): a fleet with a
+//! planted stale key, a key that never expires, an agent with no owner, an
+//! agent using static credentials where its role requires leases, and a
+//! zombie (a valid key, no accepted event) gives exactly those findings,
+//! each with log evidence that SQL confirms; a decommissioned agent and
+//! the pipeline itself give none.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{json, Value as J};
+
+use crate::util::*;
+
+const ADMIN: &str = "t-admin";
+const INGEST: &str = "t-ingest";
+/// 0.0003 days: 25.9 s.
+const ZOMBIE_AFTER_S: u64 = 26;
+const DAY: i64 = 86_400;
+
+fn now_s() -> i64 {
+    vigil::time::Timestamp::now().secs()
+}
+
+/// (agent, key members beyond the defaults, whether it acts, whether its
+/// events carry a lease).
+fn fleet_plan() -> Vec<(&'static str, J, bool, bool)> {
+    let now = now_s();
+    let ok = json!({"role": "hr-assistant", "owner": "people-ops", "nbf": now - 10 * DAY, "exp": now + 30 * DAY});
+    let with = |extra: J| {
+        let mut j = ok.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                j.as_object_mut().unwrap().remove(k);
+            } else {
+                j[k] = v.clone();
+            }
+        }
+        j
+    };
+    vec![
+        ("good-0", ok.clone(), true, true),
+        ("stale-0", with(json!({"nbf": now - 100 * DAY})), true, true),
+        ("forever-0", with(json!({"exp": null})), true, true),
+        ("orphan-0", with(json!({"owner": null})), true, true),
+        ("static-0", with(json!({"role": "db-analyst"})), true, false),
+        ("zombie-0", ok.clone(), false, true),
+        (
+            "retired-0",
+            with(json!({"status": "decommissioned", "owner": null, "exp": null})),
+            false,
+            true,
+        ),
+    ]
+}
+
+fn findings(server: &Server, query: &str) -> Vec<J> {
+    let r = server.req("GET", &format!("/v1/findings{query}"), None, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["findings"].as_array().unwrap().clone()
+}
+
+fn kinds(list: &[J]) -> BTreeSet<(String, String)> {
+    list.iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_string(),
+                f["agent_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_planted_fleet_gives_exactly_its_findings_with_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = fleet_plan();
+    let signers: Vec<Signer> = plan
+        .iter()
+        .enumerate()
+        .map(|(i, (agent, ..))| Signer::new(60 + i as u8, agent, &format!("{agent}#1")))
+        .collect();
+    let jwks = dir.path().join("fleet.jwks.json");
+    let keys: Vec<J> = signers
+        .iter()
+        .zip(&plan)
+        .map(|(s, (_, extra, ..))| s.jwk(extra.clone()))
+        .collect();
+    write_jwks(&jwks, &keys);
+    let cfg = dir.path().join("hygiene.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[hygiene]\nmax_key_age_days = 90\nzombie_after_days = 0.0003\n\
+             lease_required_roles = [\"db-analyst\"]\n\
+             [[tokens]]\nname = \"admin\"\ntoken = \"{ADMIN}\"\nroles = [\"admin\"]\n\
+             [[tokens]]\nname = \"siem\"\ntoken = \"{INGEST}\"\nroles = [\"ingest\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start_configured(&dir.path().join("data"), &jwks, &cfg);
+    server.token = ADMIN.into();
+    let act = |round: u32| {
+        let lines: Vec<Vec<u8>> = signers
+            .iter()
+            .zip(&plan)
+            .filter(|(_, (_, _, acts, _))| *acts)
+            .flat_map(|(s, (_, _, _, leased))| {
+                (0..3).map(move |i| {
+                    let mut fields = json!({"resource": "db://t/1"});
+                    if *leased {
+                        fields["lease_id"] = json!(format!("lease-{}", s.agent));
+                    }
+                    s.sign(&s.event(&format!("{}-{round}-{i}", s.agent), fields))
+                })
+            })
+            .collect();
+        let answer = server.post_ndjson(&lines);
+        assert_eq!(answer["accepted"], lines.len(), "{answer}");
+    };
+    act(0);
+
+    // Before the zombie threshold: everything but the zombie.
+    let early: BTreeSet<(String, String)> = [
+        ("key_without_expiry", "forever-0"),
+        ("ownerless_agent", "orphan-0"),
+        ("stale_key", "stale-0"),
+        ("static_credentials", "static-0"),
+    ]
+    .iter()
+    .map(|(k, a)| (k.to_string(), a.to_string()))
+    .collect();
+    wait_until(
+        Duration::from_secs(20),
+        || Some(()).filter(|_| kinds(&findings(&server, "")) == early),
+        || format!("findings: {:#?}", findings(&server, "")),
+    );
+
+    // Past it, the agents that act again are not zombies; the one that
+    // never acted is.
+    std::thread::sleep(Duration::from_secs(ZOMBIE_AFTER_S + 1));
+    act(1);
+    let mut all = early.clone();
+    all.insert(("zombie_agent".into(), "zombie-0".into()));
+    let list = wait_until(
+        Duration::from_secs(20),
+        || Some(findings(&server, "")).filter(|l| kinds(l) == all),
+        || format!("findings: {:#?}", findings(&server, "")),
+    );
+    check_evidence(&server, &list);
+
+    // Filters, a bad kind, and the roles.
+    let zombies = findings(&server, "?kind=zombie_agent");
+    assert_eq!(kinds(&zombies).len(), 1, "{zombies:?}");
+    assert_eq!(findings(&server, "?agent_id=good-0"), Vec::<J>::new());
+    let bad = server.req("GET", "/v1/findings?kind=nope", None, b"");
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("zombie_agent"), "{}", bad.text());
+    let auth = format!("Bearer {INGEST}");
+    let wrong = http(
+        server.addr,
+        "GET",
+        "/v1/findings",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(wrong.status, 403);
+    assert!(!wrong.text().contains("zombie-0"));
+}
+
+/// Every finding has the contract's members, a stable id, and evidence
+/// that is in the log: the key records and events SQL finds at those
+/// indices belong to the finding's agent.
+fn check_evidence(server: &Server, list: &[J]) {
+    for f in list {
+        for m in [
+            "finding_id",
+            "kind",
+            "agent_id",
+            "severity",
+            "summary",
+            "fix",
+            "since",
+        ] {
+            assert!(f[m].is_string(), "{m} of {f}");
+        }
+        let agent = f["agent_id"].as_str().unwrap();
+        let indices: Vec<String> = f["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap().to_string())
+            .collect();
+        assert!(!indices.is_empty(), "{f}");
+        let sql = format!(
+            "SELECT event_id, agent_id, resource FROM events WHERE log_index IN ({})",
+            indices.join(",")
+        );
+        let body = serde_json::to_vec(&json!({ "sql": sql })).unwrap();
+        let r = server.req("POST", "/v1/query", Some("application/json"), &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let rows = r.json()["rows"].as_array().unwrap().clone();
+        assert_eq!(rows.len(), indices.len(), "{f}: {rows:?}");
+        for row in rows {
+            let (who, resource) = (row[1].as_str().unwrap(), row[2].as_str().unwrap_or(""));
+            assert!(
+                who == agent || resource.starts_with(&format!("key:{agent}/")),
+                "evidence of {agent} is {row}"
+            );
+        }
+    }
+    let again = findings(server, "");
+    let ids = |l: &[J]| {
+        l.iter()
+            .map(|f| f["finding_id"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&again), ids(list), "finding ids are stable");
+}
