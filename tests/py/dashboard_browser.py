@@ -3,7 +3,8 @@ Debian's chromium): signs in with a token, waits for an anomaly to arrive
 live (and the header to show the checkpoint's signature verified), opens
 it, presses "False positive" and waits for the page to say the
 feedback was recorded, then opens its agent's page and checks the activity
-chart is drawn against a learnt baseline. Screenshots go to SHOTS_DIR.
+chart is drawn against a learnt baseline, and the hygiene findings page.
+Screenshots go to SHOTS_DIR.
 Prints the anomaly id.
 
 Usage: dashboard_browser.py URL TOKEN SHOTS_DIR
@@ -83,6 +84,10 @@ def main():
         if hours < 2 or marks != hours:
             raise SystemExit(f"agent page: {hours} hours drawn, {marks} with a baseline mark")
         page.screenshot(path=f"{shots}/dashboard-agent.png")
+        # Agent hygiene: the demo fleet's keys never expire.
+        page.click("nav a[href='#/findings']")
+        page.wait_for_selector("#findings tr.finding[data-kind='key_without_expiry']")
+        page.screenshot(path=f"{shots}/dashboard-findings.png")
         browser.close()
     print(anomaly)
 

@@ -113,6 +113,7 @@ function route() {
   if (v === 'agent') return agentPage(arg);
   if (v === 'correlation') return correlationPage(arg);
   if (v === 'responses') return responsesPage();
+  if (v === 'findings') return findingsPage();
   return renderList();
 }
 
@@ -235,6 +236,18 @@ async function correlationPage(id) {
      WHERE correlation_id = ${sqlText(id)} ORDER BY occurred_at LIMIT 500`);
   $('#view').innerHTML = `<h1>Correlation ${esc(id)}</h1><p class="muted">Every action with this correlation id, across agents, in time order.</p>
    ${table(['occurred_at', 'agent_id', 'action', 'resource', 'principal', 'verdict'], rows)}`;
+}
+
+// Agent hygiene: stale keys, keys without expiry, zombies, ownerless
+// agents, static credentials (GET /v1/findings), worst first.
+async function findingsPage() {
+  const order = { high: 0, medium: 1, low: 2 };
+  const list = (await api('GET', '/v1/findings')).findings
+    .sort((a, b) => order[a.severity] - order[b.severity] || a.agent_id.localeCompare(b.agent_id));
+  const rows = list.map((f) => `<tr class="finding" data-kind="${esc(f.kind)}"><td class="sev-${esc(f.severity)}">${esc(f.severity)}</td><td>${esc(f.kind)}</td>
+     <td><a href="#/agent/${encodeURIComponent(f.agent_id)}">${esc(f.agent_id)}</a></td><td>${esc(f.summary)}</td><td>${esc(f.fix)}</td><td>${esc(f.since)}</td></tr>`).join('');
+  $('#view').innerHTML = `<h1>Findings (${list.length})</h1><p class="muted">Agent hygiene judged from the log's evidence against the policy ([hygiene]), as of now.</p>
+   <table id="findings"><thead><tr><th>severity</th><th>kind</th><th>agent</th><th>summary</th><th>what to do</th><th>since</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 async function responsesPage() {
