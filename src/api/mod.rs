@@ -100,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents/{agent_id}/posture", get(posture::get_posture))
         .route("/v1/agents/{agent_id}/baseline", get(posture::get_baseline))
         .route("/v1/findings", get(findings::list))
+        .route("/v1/agents", get(posture::list_agents))
         .route("/v1/agents/{agent_id}/restore", post(posture::restore))
         .route("/v1/agents/{agent_id}/suspend", post(posture::suspend))
         .route("/metrics", get(read::metrics))

@@ -52,6 +52,41 @@ pub async fn get_posture(
     Ok(Json(shown).into_response())
 }
 
+/// `GET /v1/agents` (roles `admin`, `soc`): every agent with a key in
+/// force, its record, its public keys and when it last acted (the latest
+/// `occurred_at` of its accepted events).
+pub async fn list_agents(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.authorize(&headers, &[Role::Soc])?;
+    let set = app.pipeline.keys().current();
+    let mut by_agent: std::collections::BTreeMap<&str, Vec<serde_json::Value>> =
+        std::collections::BTreeMap::new();
+    for k in set
+        .keys()
+        .filter(|k| k.agent_id != crate::event::PIPELINE_AGENT)
+    {
+        by_agent.entry(&k.agent_id).or_default().push(k.jwk.clone());
+    }
+    let agents: Vec<serde_json::Value> = by_agent
+        .into_iter()
+        .map(|(id, keys)| {
+            let record = set.agent(id).cloned().unwrap_or_default();
+            let mut a = json!({
+                "agent_id": id, "role": record.role, "owner": record.owner,
+                "status": record.status.as_str(), "keys": keys,
+            });
+            if let Some(ms) = app.hygiene.last_seen_ms(id) {
+                a["last_seen"] =
+                    json!(crate::time::Timestamp(i128::from(ms) * 1_000_000).to_rfc3339_millis());
+            }
+            a
+        })
+        .collect();
+    Ok(Json(json!({ "agents": agents })).into_response())
+}
+
 /// `GET /v1/agents/{agent_id}/baseline` (role `soc`): what detection has
 /// learnt of the agent so far, in event time (the dashboard draws its
 /// activity against it).

@@ -37,7 +37,15 @@ pub(super) async fn post_query(
             "the SQL text is longer than {MAX_SQL_BYTES} bytes"
         )));
     }
-    match app.audit.query(sql.to_string(), app.query_limits).await {
+    let inventory = app
+        .hygiene
+        .tables()
+        .map_err(|e| ApiError::unavailable(format!("the inventory tables cannot be built: {e}")))?;
+    match app
+        .audit
+        .query(sql.to_string(), app.query_limits, inventory)
+        .await
+    {
         Ok(answer) => Ok(Json(answer).into_response()),
         Err(e) if e.is_callers() => Err(ApiError::new(
             StatusCode::BAD_REQUEST,

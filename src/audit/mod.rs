@@ -32,6 +32,7 @@ use crate::log::receipt::ReceiptBody;
 use crate::shutdown::Stop;
 use crate::store::layout::Layout;
 use crate::store::view::LogView;
+use crate::store::walk::Walker;
 use objects::ParquetStore;
 use query::{Answer, Limits, QueryError, Snapshot};
 use tables::LOG_TABLES;
@@ -192,7 +193,12 @@ impl AuditStore {
 
     /// Runs a read-only query over every durable record, on the query
     /// runtime.
-    pub async fn query(&self, sql: String, limits: Limits) -> Result<Answer, QueryError> {
+    pub async fn query(
+        &self,
+        sql: String,
+        limits: Limits,
+        extra: Vec<(&'static str, datafusion::arrow::array::RecordBatch)>,
+    ) -> Result<Answer, QueryError> {
         let (view, parquet, tail) = (self.view.clone(), self.parquet.clone(), self.tail.clone());
         let task = runtime().spawn(async move {
             let layout = view.layout().clone();
@@ -215,6 +221,7 @@ impl AuditStore {
                 parquet: &parquet,
                 listing: &listing,
                 tail: &snapshot,
+                extra: &extra,
             };
             query::run(&snap, &sql, limits).await
         });
@@ -256,13 +263,43 @@ pub async fn query_dir(
     let listing = parquet.list(&LOG_TABLES).await?;
     let mut tail = Tail::new(listing.sealed_upto(&firsts));
     tail.extend(&layout, &firsts, u64::MAX)?;
+    let extra = inventory_tables(&layout, &firsts, sql)?;
     let snap = Snapshot {
         layout: &layout,
         parquet: &parquet,
         listing: &listing,
         tail: &tail,
+        extra: &extra,
     };
     query::run(&snap, sql, limits).await
+}
+
+/// The inventory's tables for an offline query, with the default
+/// `[hygiene]` thresholds: built by one walk of the whole log, so only
+/// when the query names one of them.
+fn inventory_tables(
+    layout: &Layout,
+    firsts: &[u64],
+    sql: &str,
+) -> Result<Vec<(&'static str, datafusion::arrow::array::RecordBatch)>, AuditError> {
+    let lower = sql.to_ascii_lowercase();
+    if !["agents", "keys", "findings"]
+        .iter()
+        .any(|t| lower.contains(t))
+    {
+        return Ok(Vec::new());
+    }
+    let mut inv = crate::hygiene::Inventory::default();
+    if let Some(&first) = firsts.first() {
+        let header = crate::log::record::HEADER_LEN as u64;
+        let mut walker = Walker::new(layout, firsts.to_vec(), 0, header, first);
+        while let Some(rec) = walker.next_record().map_err(AuditError::read(first))? {
+            inv.observe(rec.index, &body_of(&rec)?, &rec.event);
+        }
+    }
+    let now = (crate::time::Timestamp::now().0 / 1_000_000) as i64;
+    let findings = inv.findings(now, &crate::hygiene::Policy::default());
+    Ok(crate::hygiene::tables::tables(&inv, &findings)?)
 }
 
 /// Writes the Parquet files of sealed segments as the writer seals them

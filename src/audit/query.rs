@@ -126,6 +126,8 @@ pub struct Snapshot<'a> {
     pub listing: &'a Listing,
     /// The records after the sealed files.
     pub tail: &'a Tail,
+    /// More tables, whole in memory (the inventory's).
+    pub extra: &'a [(&'static str, RecordBatch)],
 }
 
 /// Runs one read-only SQL query.
@@ -212,6 +214,12 @@ fn context(snap: &Snapshot<'_>, limits: Limits) -> Result<SessionContext, QueryE
     for table in LOG_TABLES {
         let provider = log_table(snap, table)?;
         ctx.register_table(table.name(), provider)
+            .map_err(refused)?;
+    }
+    for (name, batch) in snap.extra {
+        let table =
+            MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).map_err(refused)?;
+        ctx.register_table(*name, Arc::new(table))
             .map_err(refused)?;
     }
     let quarantine = quarantine_table(snap.layout)?;

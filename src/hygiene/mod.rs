@@ -10,6 +10,7 @@
 //! role's actions and an owner's attestation.
 
 pub mod stage;
+pub mod tables;
 
 use std::collections::BTreeMap;
 
@@ -20,7 +21,8 @@ use crate::detect::{Judged, Observation};
 use crate::event::{Event, PIPELINE_AGENT};
 use crate::keys::history::{KeyHistory, KEY_REMOVED, PIPELINE_KEY};
 use crate::keys::jwks::parse_key;
-use crate::store::view::LogRecord;
+use crate::keys::AgentStatus;
+use crate::log::receipt::ReceiptBody;
 use crate::time::Timestamp;
 
 const DAY_MS: f64 = 86_400_000.0;
@@ -99,16 +101,33 @@ struct Unleased {
 }
 
 /// What the log says of one agent.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct AgentFacts {
     first_seen_ms: i64,
     role: Option<String>,
     owner: Option<String>,
-    active: bool,
+    status: AgentStatus,
     record_index: u64,
     keys: BTreeMap<String, KeyFacts>,
     last_accepted: Option<(i64, u64)>,
     unleased: Unleased,
+}
+
+impl Default for AgentFacts {
+    fn default() -> Self {
+        AgentFacts {
+            first_seen_ms: 0,
+            role: None,
+            owner: None,
+            // An agent seen only through events (no key logged) is judged
+            // by nothing until its key record says what it is.
+            status: AgentStatus::Decommissioned,
+            record_index: 0,
+            keys: BTreeMap::new(),
+            last_accepted: None,
+            unleased: Unleased::default(),
+        }
+    }
 }
 
 /// Every agent's facts, fed record by record in log order.
@@ -137,14 +156,19 @@ impl Inventory {
         self.agents.len()
     }
 
-    /// Takes one record in.
-    pub fn observe(&mut self, rec: &LogRecord) {
-        self.position = rec.index + 1;
-        if rec.body.agent_id == PIPELINE_AGENT {
-            self.key_event(rec);
+    /// The `occurred_at` (ms) of `agent_id`'s latest accepted event.
+    pub fn last_seen_ms(&self, agent_id: &str) -> Option<i64> {
+        self.agents.get(agent_id)?.last_accepted.map(|(t, _)| t)
+    }
+
+    /// Takes in record `index`: its receipt body and event bytes.
+    pub fn observe(&mut self, index: u64, body: &ReceiptBody, event: &[u8]) {
+        self.position = index + 1;
+        if body.agent_id == PIPELINE_AGENT {
+            self.key_event(index, body, event);
             return;
         }
-        let Some(obs) = Observation::from_record(&rec.body, &rec.event, None) else {
+        let Some(obs) = Observation::from_record(body, event, None) else {
             return;
         };
         let Judged::Accepted(f) = &obs.judged else {
@@ -152,7 +176,7 @@ impl Inventory {
         };
         let agent = self.agents.entry(obs.agent_id.clone()).or_default();
         if agent.last_accepted.is_none_or(|(t, _)| f.occurred_ms >= t) {
-            agent.last_accepted = Some((f.occurred_ms, rec.index));
+            agent.last_accepted = Some((f.occurred_ms, index));
         }
         if f.lease_id.is_none() {
             let u = &mut agent.unleased;
@@ -161,13 +185,13 @@ impl Inventory {
             }
             u.count += 1;
             if u.indices.len() < EVIDENCE_MAX {
-                u.indices.push(rec.index);
+                u.indices.push(index);
             }
         }
     }
 
-    fn key_event(&mut self, rec: &LogRecord) {
-        let Ok(event) = Event::parse(&rec.event) else {
+    fn key_event(&mut self, index: u64, body: &ReceiptBody, event: &[u8]) {
+        let Ok(event) = Event::parse(event) else {
             return;
         };
         let Some(change) = KeyHistory::change_in(&event) else {
@@ -179,7 +203,7 @@ impl Inventory {
         let Ok((key, record)) = parse_key(&change.jwk) else {
             return;
         };
-        let seen = Timestamp::parse_event_time(&rec.body.received_at).map_or(0, ms);
+        let seen = Timestamp::parse_event_time(&body.received_at).map_or(0, ms);
         let agent = self.agents.entry(key.agent_id.clone()).or_default();
         if agent.first_seen_ms == 0 {
             agent.first_seen_ms = seen;
@@ -190,8 +214,8 @@ impl Inventory {
         }
         agent.role = record.role;
         agent.owner = record.owner;
-        agent.active = record.status == crate::keys::AgentStatus::Active;
-        agent.record_index = rec.index;
+        agent.status = record.status;
+        agent.record_index = index;
         let first_seen_ms = agent.keys.get(&key.kid).map_or(seen, |k| k.first_seen_ms);
         agent.keys.insert(
             key.kid.clone(),
@@ -200,7 +224,7 @@ impl Inventory {
                 exp_ms: key.exp.map(ms),
                 revoked: key.revoked_at.is_some(),
                 first_seen_ms,
-                index: rec.index,
+                index,
             },
         );
     }
@@ -233,7 +257,7 @@ impl AgentFacts {
     }
 
     fn findings(&self, id: &str, now_ms: i64, policy: &Policy, out: &mut Vec<Finding>) {
-        if !self.active {
+        if self.status != AgentStatus::Active {
             return;
         }
         let days = |d: f64| (d * DAY_MS) as i64;

@@ -6,6 +6,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::error::ArrowError;
+
 use super::{Finding, Inventory, Policy};
 use crate::pipeline::Pipeline;
 use crate::shutdown::Stop;
@@ -43,6 +46,19 @@ impl Hygiene {
         (inv.findings(now, &self.policy), inv.position())
     }
 
+    /// The inventory's SQL tables (`agents`, `keys`, `findings`) as of
+    /// now.
+    pub fn tables(&self) -> Result<Vec<(&'static str, RecordBatch)>, ArrowError> {
+        let now = (Timestamp::now().0 / 1_000_000) as i64;
+        let inv = self.inventory();
+        super::tables::tables(&inv, &inv.findings(now, &self.policy))
+    }
+
+    /// The `occurred_at` (ms) of `agent_id`'s latest accepted event.
+    pub fn last_seen_ms(&self, agent_id: &str) -> Option<i64> {
+        self.inventory().last_seen_ms(agent_id)
+    }
+
     /// Follows the log until `stop`.
     pub async fn run(self: Arc<Self>, pipeline: Arc<Pipeline>, mut stop: Stop) {
         let mut cursor = pipeline.view().tail(0);
@@ -59,7 +75,7 @@ impl Hygiene {
                 let mut failed = None;
                 for r in std::iter::once(first).chain(cursor.ready(BATCH)) {
                     match r {
-                        Ok(rec) => inv.observe(&rec),
+                        Ok(rec) => inv.observe(rec.index, &rec.body, &rec.event),
                         Err(e) => failed = Some(e),
                     }
                 }

@@ -170,6 +170,7 @@ pub fn run_bench(args: QueryBenchArgs) -> anyhow::Result<()> {
         parquet: &parquet,
         listing: &listing,
         tail: &tail,
+        extra: &[],
     };
     let limits = Limits {
         max_rows: usize::MAX,

@@ -38,6 +38,7 @@ const ROUTES: &[(&str, &str, &[u8], bool)] = &[
     ("GET", "/v1/agents/acc-0/posture", b"", false),
     ("GET", "/v1/agents/acc-0/baseline", b"", false),
     ("GET", "/v1/findings", b"", false),
+    ("GET", "/v1/agents", b"", false),
     ("POST", "/v1/agents/acc-0/suspend", b"", false),
     ("POST", "/v1/agents/acc-0/restore", b"", false),
     ("GET", "/metrics", b"", false),

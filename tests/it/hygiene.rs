@@ -148,6 +148,7 @@ fn a_planted_fleet_gives_exactly_its_findings_with_evidence() {
         || format!("findings: {:#?}", findings(&server, "")),
     );
     check_evidence(&server, &list);
+    inventory_surfaces(&server, &all);
 
     // Filters, a bad kind, and the roles.
     let zombies = findings(&server, "?kind=zombie_agent");
@@ -166,6 +167,96 @@ fn a_planted_fleet_gives_exactly_its_findings_with_evidence() {
     );
     assert_eq!(wrong.status, 403);
     assert!(!wrong.text().contains("zombie-0"));
+
+    // Offline, `vigil query` judges with the default thresholds (30 days
+    // for a zombie, no role requiring leases).
+    assert_eq!(server.stop(), Some(0));
+    let data = dir.path().join("data");
+    let out = run_vigil(&[
+        "query",
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "json",
+        "SELECT kind, agent_id FROM findings ORDER BY kind",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = serde_json::from_slice::<J>(&out.stdout).unwrap()["rows"].clone();
+    assert_eq!(
+        rows,
+        json!([
+            ["key_without_expiry", "forever-0"],
+            ["ownerless_agent", "orphan-0"],
+            ["stale_key", "stale-0"]
+        ])
+    );
+}
+
+fn sql_rows(server: &Server, sql: &str) -> Vec<J> {
+    let body = serde_json::to_vec(&json!({ "sql": sql })).unwrap();
+    let r = server.req("POST", "/v1/query", Some("application/json"), &body);
+    assert_eq!(r.status, 200, "{sql}: {}", r.text());
+    r.json()["rows"].as_array().unwrap().clone()
+}
+
+/// The inventory through `GET /v1/agents` and the SQL tables `agents`,
+/// `keys` and `findings`.
+fn inventory_surfaces(server: &Server, all: &BTreeSet<(String, String)>) {
+    let r = server.req("GET", "/v1/agents", None, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let agents = r.json()["agents"].as_array().unwrap().clone();
+    let ids: Vec<&str> = agents
+        .iter()
+        .map(|a| a["agent_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "forever-0",
+            "good-0",
+            "orphan-0",
+            "retired-0",
+            "stale-0",
+            "static-0",
+            "zombie-0"
+        ]
+    );
+    for a in &agents {
+        let acts = !["zombie-0", "retired-0"].contains(&a["agent_id"].as_str().unwrap());
+        assert_eq!(a["last_seen"].is_string(), acts, "{a}");
+        assert_eq!(a["keys"][0]["kty"], "OKP", "{a}");
+        assert!(a["keys"][0].get("d").is_none(), "public members only: {a}");
+    }
+    assert_eq!(agents[3]["status"], "decommissioned");
+    assert_eq!(agents[2]["owner"], J::Null);
+
+    let found: BTreeSet<(String, String)> = sql_rows(server, "SELECT kind, agent_id FROM findings")
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().into(), r[1].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(&found, all);
+    let rows = sql_rows(
+        server,
+        "SELECT a.agent_id, a.status, count(k.kid) FROM agents a JOIN keys k ON a.agent_id = k.agent_id \
+         WHERE k.exp IS NULL GROUP BY 1, 2 ORDER BY 1",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            json!(["forever-0", "active", 1]),
+            json!(["retired-0", "decommissioned", 1])
+        ]
+    );
+    let acted = sql_rows(
+        server,
+        "SELECT count(*) FROM agents WHERE last_seen IS NOT NULL",
+    );
+    assert_eq!(acted, vec![json!([5])]);
 }
 
 /// Every finding has the contract's members, a stable id, and evidence
