@@ -170,6 +170,7 @@ impl Detector {
         if t - state.open_last_ms > MERGE_MS {
             state.open = None;
         }
+        let idle_ms = (state.clock_ms > 0 && !late).then(|| t - state.clock_ms);
         let windows = state.record(t, resource, f.failed, f.sensitive);
         let lesson = lesson(f, state.last_action, windows);
         let cx = rules::Context {
@@ -179,6 +180,7 @@ impl Detector {
             lesson: &lesson,
             failures: windows.failures,
             late,
+            idle_ms,
         };
         let mut signals = rules::judge(&cx);
         signals.extend(lease);

@@ -14,6 +14,10 @@ pub const WARM_EVENTS: u64 = 30;
 pub const ROLE_MATURE_EVENTS: u64 = 100;
 /// Events after which an hour-of-week profile is trusted.
 pub const HOURS_MATURE_EVENTS: u64 = 200;
+/// An agent whose previous accepted event is this far behind (event time)
+/// is dormant, and its next event a wake-up (the zombie threshold of
+/// `[hygiene]`'s default).
+pub const DORMANT_MS: i64 = 30 * 86_400_000;
 /// A value the role has seen this often is normal for a new agent of it.
 const ROLE_NORMAL: u32 = 3;
 
@@ -32,6 +36,9 @@ pub struct Context<'a> {
     /// The event is older than the reorder window: window features are
     /// not judged.
     pub late: bool,
+    /// How far (ms, event time) it is after the agent's previous accepted
+    /// event, if it had one and this one is not late.
+    pub idle_ms: Option<i64>,
 }
 
 impl Context<'_> {
@@ -80,6 +87,7 @@ pub fn judge(cx: &Context) -> Vec<Signal> {
     push(lease_expired(f));
     push(off_hours(cx));
     push(deeper_delegation(cx));
+    push(woke(cx));
     if !cx.late {
         push(window_spike(cx, &RATE, 0.0));
         push(window_spike(cx, &SWEEP, sens));
@@ -220,6 +228,24 @@ fn off_hours(cx: &Context) -> Option<Signal> {
         expected: json!(format!("{:.1}% of its events at this hour", share * 100.0)),
         score: if cx.fields.sensitive { 70.0 } else { 55.0 },
         says: format!("acted at {hod:02}:00 UTC, outside its usual hours"),
+    })
+}
+
+/// A dormant agent acting again: a forgotten agent's credentials in use is
+/// how a zombie turns into a breach.
+fn woke(cx: &Context) -> Option<Signal> {
+    let idle = cx.idle_ms.filter(|&i| i >= DORMANT_MS)?;
+    let days = idle / 86_400_000;
+    Some(Signal {
+        kind: "dormant_agent",
+        feature: "idle_days",
+        observed: json!(days),
+        expected: json!(format!(
+            "under {} days between its events",
+            DORMANT_MS / 86_400_000
+        )),
+        score: if cx.fields.sensitive { 70.0 } else { 55.0 },
+        says: format!("acted after {days} days without an accepted event"),
     })
 }
 

@@ -252,3 +252,40 @@ fn reading_only_the_members_detection_needs_gives_the_same_fields() {
     let f = Fields::of_bytes(escaped).unwrap();
     assert_eq!((f.action.as_str(), f.depth), ("db.query", 2));
 }
+
+#[test]
+fn a_dormant_agent_that_wakes_up_is_an_alert() {
+    let mut d = Detector::default();
+    let (n, t) = routine(&mut d, "a", 5);
+    // Five weeks later, at its usual hour, its usual action.
+    let later = t - (t - MONDAY_9) % (7 * 24 * 60 * MIN) + 5 * 7 * 24 * 60 * MIN + 30 * MIN;
+    let e = event("a", n, later, "hr.read_employee", "hris://employees/E1");
+    let em = d.observe(&e, "now").expect("a wake-up");
+    assert_eq!(
+        em.anomaly.kinds,
+        vec!["dormant_agent".to_string()],
+        "{em:?}"
+    );
+    assert!(em.anomaly.score >= 50, "{em:?}");
+    assert!(
+        em.anomaly
+            .summary
+            .contains("days without an accepted event"),
+        "{em:?}"
+    );
+    // Its next events are routine again.
+    let e = event(
+        "a",
+        n + 1,
+        later + 30 * MIN,
+        "hr.read_employee",
+        "hris://employees/E2",
+    );
+    let again = d.observe(&e, "now");
+    assert!(
+        again
+            .as_ref()
+            .is_none_or(|a| !a.anomaly.kinds.contains(&"dormant_agent".to_string())),
+        "{again:?}"
+    );
+}
