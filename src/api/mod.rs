@@ -4,6 +4,7 @@
 //! until a shutdown future completes, letting requests in flight finish
 //! (each waits for its receipts to be durable) before returning.
 
+mod admin;
 mod anomalies;
 pub mod auth;
 mod dashboard;
@@ -22,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::pipeline::Pipeline;
@@ -101,6 +102,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents/{agent_id}/baseline", get(posture::get_baseline))
         .route("/v1/findings", get(findings::list))
         .route("/v1/agents", get(posture::list_agents))
+        .route("/v1/agents/{agent_id}", put(admin::put_agent))
+        .route("/v1/agents/{agent_id}/keys", post(admin::add_key))
+        .route(
+            "/v1/agents/{agent_id}/keys/{kid}/revoke",
+            post(admin::revoke_key),
+        )
+        .route(
+            "/v1/agents/{agent_id}/decommission",
+            post(admin::decommission),
+        )
+        .route("/v1/agents/{agent_id}/attest", post(admin::attest))
         .route("/v1/agents/{agent_id}/restore", post(posture::restore))
         .route("/v1/agents/{agent_id}/suspend", post(posture::suspend))
         .route("/metrics", get(read::metrics))

@@ -22,6 +22,9 @@ type LoadedDoc = ([u8; 32], KeyDoc);
 pub struct KeyRegistry {
     current: RwLock<Arc<KeySet>>,
     sources: Vec<PathBuf>,
+    /// Which source is the admin routes' document (the last, if any): a
+    /// missing file or one with no keys is simply no document.
+    admin: Option<usize>,
     /// The documents of the set in force.
     docs: Mutex<Vec<Option<LoadedDoc>>>,
     /// SHA-256 of each source's last refused bytes, so that a refusal is
@@ -79,7 +82,7 @@ pub enum KeyError {
 impl KeyRegistry {
     /// Loads every source, refusing to start on any error. The set is in
     /// force at once: the caller logs its keys before it serves anything.
-    pub fn open(sources: &[String]) -> Result<KeyRegistry, KeyError> {
+    pub fn open(sources: &[String], admin: Option<PathBuf>) -> Result<KeyRegistry, KeyError> {
         let mut paths = Vec::new();
         for s in sources {
             if s.starts_with("https://") || s.starts_with("http://") {
@@ -87,12 +90,24 @@ impl KeyRegistry {
             }
             paths.push(PathBuf::from(s));
         }
+        let admin_index = admin.as_ref().map(|_| paths.len());
+        paths.extend(admin);
         let mut docs = Vec::new();
-        for path in &paths {
-            let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
-                path: path.clone(),
-                source,
-            })?;
+        for (i, path) in paths.iter().enumerate() {
+            let bytes = match std::fs::read(path) {
+                Err(e) if Some(i) == admin_index && e.kind() == std::io::ErrorKind::NotFound => {
+                    docs.push(None);
+                    continue;
+                }
+                r => r.map_err(|source| KeyError::Read {
+                    path: path.clone(),
+                    source,
+                })?,
+            };
+            if Some(i) == admin_index && matches!(parse_jwks(&bytes), Err(JwksError::Empty)) {
+                docs.push(None);
+                continue;
+            }
             let doc = parse_jwks(&bytes).map_err(|why| KeyError::Refused {
                 path: path.clone(),
                 why,
@@ -112,6 +127,7 @@ impl KeyRegistry {
             current: RwLock::new(Arc::new(set)),
             refused: Mutex::new(vec![None; paths.len()]),
             sources: paths,
+            admin: admin_index,
             docs: Mutex::new(docs),
             refused_total: AtomicU64::new(0),
         })
@@ -154,6 +170,12 @@ impl KeyRegistry {
         for (i, path) in self.sources.iter().enumerate() {
             let bytes = match std::fs::read(path) {
                 Ok(b) => b,
+                Err(e) if Some(i) == self.admin && e.kind() == std::io::ErrorKind::NotFound => {
+                    if docs[i].take().is_some() {
+                        changed.push(i);
+                    }
+                    continue;
+                }
                 Err(e) => {
                     if refused[i] != Some([0; 32]) {
                         refused[i] = Some([0; 32]);
@@ -174,6 +196,12 @@ impl KeyRegistry {
             }
             let doc = match parse_jwks(&bytes) {
                 Ok(d) => d,
+                Err(JwksError::Empty) if Some(i) == self.admin => {
+                    if docs[i].take().is_some() {
+                        changed.push(i);
+                    }
+                    continue;
+                }
                 Err(why) => {
                     refused[i] = Some(fingerprint);
                     self.refused_total.fetch_add(1, Ordering::Relaxed);

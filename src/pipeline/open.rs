@@ -53,7 +53,7 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
         cfg.origin.as_deref(),
         cfg.log_key_file.as_deref(),
     )?;
-    let keys = KeyRegistry::open(&cfg.jwks)?;
+    let keys = KeyRegistry::open(&cfg.jwks, Some(Layout::new(&data.root).admin_keys()))?;
     let metrics = crate::telemetry::metrics();
     metrics
         .keys_loaded

@@ -7,6 +7,7 @@
 //! DIR/log.key                         the log's Ed25519 key, a private JWK (0600)
 //! DIR/pipeline.key                    the pipeline's event key for agent vigil (0600)
 //! DIR/admin.token                     generated token when none is configured (0600)
+//! DIR/admin-keys.jwks.json            agent keys and records set through the admin routes
 //! DIR/log-keys.txt                    every verifier key the log has used, newest first
 //! DIR/log/<first index>.seg           receipt log segments (receipt body + event bytes)
 //! DIR/log/<first index>.idx           record offsets of a sealed segment
@@ -65,6 +66,12 @@ impl Layout {
     /// `DIR/pipeline.key` (0600), the key of the pipeline's own events.
     pub fn pipeline_key(&self) -> PathBuf {
         self.root.join("pipeline.key")
+    }
+
+    /// `DIR/admin-keys.jwks.json`: the agent keys and records the admin
+    /// routes set, one more JWKS source.
+    pub fn admin_keys(&self) -> PathBuf {
+        self.root.join("admin-keys.jwks.json")
     }
 
     /// `DIR/admin.token` (0600), made when no token is configured.

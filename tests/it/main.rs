@@ -4,6 +4,7 @@
 mod util;
 
 mod access;
+mod admin;
 mod cli;
 mod crash;
 mod dashboard;

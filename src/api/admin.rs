@@ -1,0 +1,368 @@
+//! The admin routes that change agents and keys (contract sections 5 and
+//! 6a): register or update an agent, add a key, revoke a key, decommission
+//! an agent, record an owner's attestation.
+//!
+//! Keys and records set here live in one more JWKS document,
+//! `DIR/admin-keys.jwks.json`, written durably and then reloaded like any
+//! JWKS source: every change it brings is logged as a `vigil.key.*` event
+//! before it is in force, so the key history stays in the log. A revoke of
+//! a key from an operator's JWKS file adds the same key with `revoked_at`
+//! to this document (merging takes the most restrictive validity). An
+//! agent whose keys come from an operator's file keeps its record there:
+//! changing it here is refused (409), as a record cannot disagree across
+//! sources.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value as J};
+
+use super::auth::Role;
+use super::error::ApiError;
+use super::AppState;
+use crate::keys::KeySet;
+use crate::store::fsutil::write_file_durably;
+use crate::store::layout::Layout;
+use crate::time::Timestamp;
+
+/// One edit of the admin document at a time.
+static EDITING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The record members a key carries.
+const RECORD: [&str; 3] = ["role", "owner", "status"];
+
+fn body_json(body: &Bytes, example: &str) -> Result<J, ApiError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON ({e}); send {example}")))
+}
+
+fn conflict(message: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "conflict", message)
+}
+
+/// The admin document's keys of `agent`, and whether the agent has keys
+/// from another source.
+fn managed_here(doc: &J, set: &KeySet, agent: &str) -> Result<(), ApiError> {
+    let here: Vec<&str> = doc["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|k| k["agent_id"] == agent)
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    let elsewhere: Vec<&str> = set
+        .keys()
+        .filter(|k| k.agent_id == agent && !here.contains(&k.kid.as_str()))
+        .map(|k| k.kid.as_str())
+        .collect();
+    if elsewhere.is_empty() {
+        return Ok(());
+    }
+    Err(conflict(format!(
+        "agent {agent:?} has keys from an operator's JWKS file ({}): change its record (role, owner, status) in that file, where it is kept",
+        elsewhere.join(", ")
+    )))
+}
+
+/// Edits the admin document with `change`, writes it durably, reloads the
+/// keys (logging their changes) and checks `took` of the set in force; a
+/// change the reload refused is undone and answered 409 with why.
+async fn edit(
+    app: &AppState,
+    change: impl FnOnce(&mut J, &KeySet) -> Result<(), ApiError>,
+    took: impl Fn(&KeySet) -> bool,
+) -> Result<(), ApiError> {
+    let _one = EDITING.lock().await;
+    let path = Layout::new(&app.pipeline.data_dir().root).admin_keys();
+    let before = std::fs::read(&path).ok();
+    let mut doc: J = before
+        .as_deref()
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_else(|| json!({"keys": [], "agents": {}}));
+    change(&mut doc, &app.pipeline.keys().current())?;
+    let write = |bytes: Vec<u8>| {
+        write_file_durably(&path, &bytes, 0o644)
+            .map_err(|e| ApiError::unavailable(format!("cannot write {}: {e}", path.display())))
+    };
+    write(serde_json::to_vec_pretty(&doc).expect("JSON serialises"))?;
+    let notes = app.pipeline.reload_keys().await;
+    if took(&app.pipeline.keys().current()) {
+        return Ok(());
+    }
+    write(before.unwrap_or_else(|| br#"{"keys": [], "agents": {}}"#.to_vec()))?;
+    app.pipeline.reload_keys().await;
+    let why: Vec<String> = notes
+        .into_iter()
+        .map(|n| match n {
+            crate::keys::registry::ReloadNote::Info(s)
+            | crate::keys::registry::ReloadNote::Warning(s) => s,
+        })
+        .collect();
+    Err(conflict(format!(
+        "the change was not taken: {}",
+        why.join("; ")
+    )))
+}
+
+/// The agent's record as the admin document or the key set holds it.
+fn record_of(doc: &J, set: &KeySet, agent: &str) -> J {
+    if let Some(r) = set.agent(agent) {
+        return json!({"role": r.role, "owner": r.owner, "status": r.status.as_str()});
+    }
+    doc["agents"]
+        .get(agent)
+        .cloned()
+        .unwrap_or_else(|| json!({}))
+}
+
+fn with_record(mut jwk: J, record: &J) -> J {
+    for m in RECORD {
+        match record.get(m).filter(|v| !v.is_null()) {
+            Some(v) => jwk[m] = v.clone(),
+            None => {
+                jwk.as_object_mut().map(|o| o.remove(m));
+            }
+        }
+    }
+    jwk
+}
+
+/// The agent as it now stands.
+fn answer(app: &AppState, agent: &str) -> Response {
+    let set = app.pipeline.keys().current();
+    let keys: Vec<J> = set
+        .keys()
+        .filter(|k| k.agent_id == agent)
+        .map(|k| k.jwk.clone())
+        .collect();
+    let path = Layout::new(&app.pipeline.data_dir().root).admin_keys();
+    let doc: J = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(J::Null);
+    Json(json!({"agent_id": agent, "record": record_of(&doc, &set, agent), "keys": keys}))
+        .into_response()
+}
+
+/// `PUT /v1/agents/{agent_id}` `{"role","owner","purpose"?,"actions"?}`.
+pub async fn put_agent(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(agent): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let by = app.authorize(&headers, &[Role::Admin])?.name.clone();
+    let b = body_json(&body, r#"{"role":"...","owner":"..."}"#)?;
+    if agent == crate::event::PIPELINE_AGENT {
+        return Err(ApiError::bad_request("agent vigil is the pipeline's own"));
+    }
+    let record = json!({"role": b["role"], "owner": b["owner"], "status": "active"});
+    let want = record.clone();
+    let id = agent.clone();
+    edit(
+        &app,
+        |doc, set| {
+            managed_here(doc, set, &id)?;
+            doc["agents"][&id] = want.clone();
+            for k in doc["keys"].as_array_mut().into_iter().flatten() {
+                if k["agent_id"] == id.as_str() {
+                    *k = with_record(k.clone(), &want);
+                }
+            }
+            Ok(())
+        },
+        |set| {
+            set.agent(&agent)
+                .is_none_or(|r| r.owner.as_deref() == record["owner"].as_str())
+        },
+    )
+    .await?;
+    let attributes = json!({"agent_id": agent, "role": b["role"], "owner": b["owner"],
+        "purpose": b["purpose"], "actions": b["actions"], "by": format!("token {by}")});
+    log_admin(&app, "vigil.agent.registered", &agent, attributes).await?;
+    Ok(answer(&app, &agent))
+}
+
+/// `POST /v1/agents/{agent_id}/keys` with a public JWK.
+pub async fn add_key(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(agent): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    app.authorize(&headers, &[Role::Admin])?;
+    let example = r#"{"kid":"...","x":"<base64url Ed25519 public key>","exp":1767225600}"#;
+    let b = body_json(&body, example)?;
+    let (Some(kid), Some(x)) = (b["kid"].as_str(), b["x"].as_str()) else {
+        return Err(ApiError::bad_request(format!(
+            "the key needs kid and x: send {example}"
+        )));
+    };
+    if let Some(k) = app.pipeline.keys().current().key(&agent, kid) {
+        if k.jwk["x"] != x {
+            return Err(conflict(format!(
+                "key {kid:?} of agent {agent:?} exists with another public key: a kid names one key for good; give the new key a new kid"
+            )));
+        }
+    }
+    let mut jwk = json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": x, "agent_id": agent});
+    for m in ["nbf", "exp"] {
+        if !b[m].is_null() {
+            jwk[m] = b[m].clone();
+        }
+    }
+    crate::keys::jwks::parse_key(&jwk)
+        .map_err(|why| ApiError::bad_request(format!("the key is refused: {why}")))?;
+    let (a, k) = (agent.clone(), kid.to_string());
+    edit(
+        &app,
+        |doc, set| {
+            let entry = with_record(jwk, &record_of(doc, set, &a));
+            let keys = doc["keys"].as_array_mut().expect("the document has keys");
+            keys.retain(|e| !(e["agent_id"] == a.as_str() && e["kid"] == k.as_str()));
+            keys.push(entry);
+            Ok(())
+        },
+        |set| set.key(&agent, kid).is_some(),
+    )
+    .await?;
+    Ok(answer(&app, &agent))
+}
+
+/// `POST /v1/agents/{agent_id}/keys/{kid}/revoke` `{"revoked_at"?}`.
+pub async fn revoke_key(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((agent, kid)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    app.authorize(&headers, &[Role::Admin])?;
+    let b = body_json(&body, r#"{"revoked_at":1767225600}"#)?;
+    let at = match &b["revoked_at"] {
+        J::Null => Timestamp::now().secs(),
+        v => v.as_i64().ok_or_else(|| {
+            ApiError::bad_request("revoked_at must be a NumericDate (seconds since 1970)")
+        })?,
+    };
+    let Some(key) = app.pipeline.keys().current().key(&agent, &kid).cloned() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_key",
+            format!("agent {agent:?} has no key {kid:?}"),
+        ));
+    };
+    let (a, k) = (agent.clone(), kid.clone());
+    edit(
+        &app,
+        |doc, set| {
+            let mut entry = with_record(key.jwk.clone(), &record_of(doc, set, &a));
+            entry["revoked_at"] = json!(at);
+            let keys = doc["keys"].as_array_mut().expect("the document has keys");
+            keys.retain(|e| !(e["agent_id"] == a.as_str() && e["kid"] == k.as_str()));
+            keys.push(entry);
+            Ok(())
+        },
+        |set| {
+            set.key(&agent, &kid)
+                .is_some_and(|k| k.revoked_at.is_some())
+        },
+    )
+    .await?;
+    Ok(answer(&app, &agent))
+}
+
+/// `POST /v1/agents/{agent_id}/decommission`: the leaver step.
+pub async fn decommission(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(agent): Path<String>,
+) -> Result<Response, ApiError> {
+    app.authorize(&headers, &[Role::Admin])?;
+    let id = agent.clone();
+    edit(
+        &app,
+        |doc, set| {
+            managed_here(doc, set, &id)?;
+            let mut record = record_of(doc, set, &id);
+            record["status"] = json!("decommissioned");
+            doc["agents"][&id] = record.clone();
+            for k in doc["keys"].as_array_mut().into_iter().flatten() {
+                if k["agent_id"] == id.as_str() {
+                    *k = with_record(k.clone(), &record);
+                }
+            }
+            Ok(())
+        },
+        |set| {
+            set.agent(&agent)
+                .is_none_or(|r| r.status == crate::keys::AgentStatus::Decommissioned)
+        },
+    )
+    .await?;
+    Ok(answer(&app, &agent))
+}
+
+/// `POST /v1/agents/{agent_id}/attest` `{"needed": true/false, "by"}`.
+pub async fn attest(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(agent): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let token = app.authorize(&headers, &[Role::Admin])?.name.clone();
+    let b = body_json(&body, r#"{"needed":true,"by":"owner@example.com"}"#)?;
+    let (Some(needed), Some(by)) = (b["needed"].as_bool(), b["by"].as_str()) else {
+        return Err(ApiError::bad_request(
+            r#"send {"needed":true|false,"by":"who attests"}"#,
+        ));
+    };
+    if app.pipeline.keys().current().agent(&agent).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_agent",
+            format!("agent {agent:?} has no key"),
+        ));
+    }
+    let attributes = json!({"agent_id": agent, "needed": needed, "by": by, "recorded_by": format!("token {token}")});
+    let receipt = log_admin(&app, "vigil.agent.attested", &agent, attributes).await?;
+    Ok(
+        Json(json!({"agent_id": agent, "needed": needed, "by": by, "receipt": receipt}))
+            .into_response(),
+    )
+}
+
+/// Logs an admin event of agent `vigil` about `agent`; returns its receipt.
+async fn log_admin(
+    app: &AppState,
+    action: &str,
+    agent: &str,
+    attributes: J,
+) -> Result<J, ApiError> {
+    let attrs = crate::json::parse(attributes.to_string().as_bytes()).expect("JSON is I-JSON");
+    let fields = vec![
+        (
+            "resource".to_string(),
+            crate::json::Value::String(format!("agent:{agent}")),
+        ),
+        (
+            "correlation_id".to_string(),
+            crate::json::Value::String(format!("admin:{agent}")),
+        ),
+        ("attributes".to_string(), attrs),
+    ];
+    let result = app
+        .pipeline
+        .append_own(action, fields)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the change could not be logged: {e}")))?;
+    Ok(result
+        .receipt
+        .as_ref()
+        .and_then(|r| serde_json::from_str(r.json()).ok())
+        .unwrap_or(J::Null))
+}
