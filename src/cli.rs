@@ -121,6 +121,9 @@ enum Command {
     /// receipts, anomalies, responses, quarantine); exit 0 answered, 1 the
     /// log is damaged, 2 a bad query or an error.
     Query(QueryArgs),
+    /// Administer agents and keys on a running server (admin token):
+    /// list, register, add-key, revoke, decommission, attest.
+    Agents(crate::agents::AgentsArgs),
     /// Write a signed simulated fleet over days, with labelled attacks.
     Simulate(crate::simulate::SimulateArgs),
     /// Replay simulations through a real server and score detection
@@ -246,6 +249,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
             verify_proof_command(&file, &vkey, event.as_deref())
         }
         Command::Query(args) => query_command(&args),
+        Command::Agents(args) => crate::agents::run(args),
         Command::Quarantine { data, limit } => {
             let (entries, dropped) =
                 crate::store::quarantine::list(&data.join("quarantine"), limit)

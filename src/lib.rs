@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod api;
 pub mod audit;
 pub mod cli;

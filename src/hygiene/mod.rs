@@ -6,8 +6,8 @@
 //!
 //! Kinds found: `stale_key`, `key_without_expiry`, `zombie_agent`,
 //! `ownerless_agent`, `static_credentials`. Not yet: `unused_privilege`
-//! and `unattested_agent`, which need the admin routes that record a
-//! role's actions and an owner's attestation.
+//! and `unattested_agent` (the registrations' `actions` and the owners'
+//! attestations are `vigil.agent.*` events in the log, not judged yet).
 
 pub mod stage;
 pub mod tables;

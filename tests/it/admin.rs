@@ -146,6 +146,8 @@ fn agents_and_keys_change_through_the_api_and_the_log_keeps_their_history() {
     );
     assert_eq!(verdict(&server, &two, "a-4"), "rejected:agent_not_active");
 
+    cli(&server, dir.path(), &files[0]);
+
     // Only an admin may change anything.
     let none = http(server.addr, "PUT", "/v1/agents/x", &[], b"{}");
     assert_eq!(none.status, 401);
@@ -185,4 +187,90 @@ fn agents_and_keys_change_through_the_api_and_the_log_keeps_their_history() {
     assert_eq!(verdict(&server, &one, "a-6"), "rejected:key_revoked");
     assert_eq!(server.stop(), Some(0));
     assert_log_verifies(&data);
+}
+
+/// The same routes through `vigil agents`: a key made with `vigil keygen`
+/// is added, listed, attested; a refusal exits 1 with the server's why.
+fn cli(server: &Server, dir: &std::path::Path, file_agent: &Signer) {
+    let addr = server.addr.to_string();
+    let agents = |args: &[&str]| {
+        let mut all = vec!["agents", "--server", &addr, "--token", ADMIN];
+        all.extend_from_slice(args);
+        run_vigil(&all)
+    };
+    let key = dir.join("cli-0.key.jwk");
+    let made = run_vigil(&[
+        "keygen",
+        "--agent",
+        "cli-0",
+        "--kid",
+        "cli-0#1",
+        "--out",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        made.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let public = dir.join("cli-0.pub.jwk");
+    std::fs::write(&public, &made.stdout).unwrap();
+    let out = agents(&[
+        "register",
+        "cli-0",
+        "--role",
+        "support",
+        "--owner",
+        "support-team",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = agents(&["add-key", "cli-0", "--jwk", public.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = agents(&["add-key", "cli-0", "--jwk", key.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a private key is refused before sending"
+    );
+    let out = agents(&["list"]);
+    assert_eq!(out.status.code(), Some(0));
+    let list: J = serde_json::from_slice(&out.stdout).unwrap();
+    let cli0 = list["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent_id"] == "cli-0")
+        .cloned();
+    assert_eq!(cli0.unwrap()["owner"], "support-team", "{list}");
+    let out = agents(&[
+        "attest",
+        "cli-0",
+        "--needed",
+        "--by",
+        "support-lead@example.com",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = agents(&["register", &file_agent.agent, "--owner", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused (409)") && err.contains("JWKS file"),
+        "{err}"
+    );
 }
