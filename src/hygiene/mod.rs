@@ -5,9 +5,10 @@
 //! clock whenever they are asked for.
 //!
 //! Kinds found: `stale_key`, `key_without_expiry`, `zombie_agent`,
-//! `ownerless_agent`, `static_credentials`. Not yet: `unused_privilege`
-//! and `unattested_agent` (the registrations' `actions` and the owners'
-//! attestations are `vigil.agent.*` events in the log, not judged yet).
+//! `ownerless_agent`, `static_credentials`, and from the admin routes'
+//! `vigil.agent.registered` (the actions its role may take) and
+//! `vigil.agent.attested` events, `unused_privilege` and
+//! `unattested_agent`.
 
 pub mod stage;
 pub mod tables;
@@ -28,6 +29,13 @@ use crate::time::Timestamp;
 const DAY_MS: f64 = 86_400_000.0;
 /// Log indices kept as evidence of static credentials.
 const EVIDENCE_MAX: usize = 10;
+/// Distinct actions whose last use is remembered per agent.
+const USED_MAX: usize = 64;
+/// The admin event that registers an agent (with the actions its role
+/// may take).
+pub const REGISTERED: &str = "vigil.agent.registered";
+/// The admin event that records an owner's attestation.
+pub const ATTESTED: &str = "vigil.agent.attested";
 
 /// `[hygiene]`: the thresholds of findings (contract section 9). Days may
 /// be fractional.
@@ -100,9 +108,21 @@ struct Unleased {
     indices: Vec<u64>,
 }
 
+/// A registration through the admin routes.
+#[derive(Debug, Clone, Default)]
+struct Registration {
+    at_ms: i64,
+    index: u64,
+    actions: Vec<String>,
+}
+
 /// What the log says of one agent.
 #[derive(Debug, Clone)]
 struct AgentFacts {
+    registered: Option<Registration>,
+    attested: Option<(i64, u64)>,
+    /// The latest `occurred_at` of each action it took (bounded).
+    used: BTreeMap<String, i64>,
     first_seen_ms: i64,
     role: Option<String>,
     owner: Option<String>,
@@ -116,6 +136,9 @@ struct AgentFacts {
 impl Default for AgentFacts {
     fn default() -> Self {
         AgentFacts {
+            registered: None,
+            attested: None,
+            used: BTreeMap::new(),
             first_seen_ms: 0,
             role: None,
             owner: None,
@@ -178,6 +201,11 @@ impl Inventory {
         if agent.last_accepted.is_none_or(|(t, _)| f.occurred_ms >= t) {
             agent.last_accepted = Some((f.occurred_ms, index));
         }
+        if let Some(t) = agent.used.get_mut(&f.action) {
+            *t = (*t).max(f.occurred_ms);
+        } else if agent.used.len() < USED_MAX {
+            agent.used.insert(f.action.clone(), f.occurred_ms);
+        }
         if f.lease_id.is_none() {
             let u = &mut agent.unleased;
             if u.count == 0 || f.occurred_ms < u.first_ms {
@@ -195,6 +223,7 @@ impl Inventory {
             return;
         };
         let Some(change) = KeyHistory::change_in(&event) else {
+            self.admin_event(index, body, &event);
             return;
         };
         if change.action == PIPELINE_KEY {
@@ -227,6 +256,43 @@ impl Inventory {
                 index,
             },
         );
+    }
+
+    /// A registration or an attestation.
+    fn admin_event(&mut self, index: u64, body: &ReceiptBody, event: &Event) {
+        let action = event.str_field("action");
+        if action != REGISTERED && action != ATTESTED {
+            return;
+        }
+        let attrs = event.value.get("attributes");
+        let Some(agent_id) = attrs
+            .and_then(|a| a.get("agent_id"))
+            .and_then(|v| v.as_str())
+        else {
+            return;
+        };
+        let at_ms = Timestamp::parse_event_time(&body.received_at).map_or(0, ms);
+        let agent = self.agents.entry(agent_id.to_string()).or_default();
+        if agent.first_seen_ms == 0 {
+            agent.first_seen_ms = at_ms;
+        }
+        if action == ATTESTED {
+            agent.attested = Some((at_ms, index));
+            return;
+        }
+        let actions = match attrs.and_then(|a| a.get("actions")) {
+            Some(crate::json::Value::Array(list)) => list
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .take(USED_MAX)
+                .collect(),
+            _ => Vec::new(),
+        };
+        agent.registered = Some(Registration {
+            at_ms,
+            index,
+            actions,
+        });
     }
 
     /// The findings as of `now_ms` (wall clock), by agent then kind.
@@ -295,7 +361,57 @@ impl AgentFacts {
         self.agent_findings(id, now_ms, policy, out);
     }
 
+    /// Standing privilege and attestation: from the admin routes' events.
+    fn admin_findings(&self, id: &str, now_ms: i64, policy: &Policy, out: &mut Vec<Finding>) {
+        let days = |d: f64| (d * DAY_MS) as i64;
+        if let Some(reg) = &self.registered {
+            for action in &reg.actions {
+                let last = self.used.get(action).copied();
+                let idle_from = last.unwrap_or(reg.at_ms).max(reg.at_ms);
+                let due = idle_from + days(policy.unused_after_days);
+                if now_ms < due {
+                    continue;
+                }
+                let used = last.map_or("never used it".to_string(), |t| {
+                    format!("last used it at {}", at(t))
+                });
+                out.push(Finding {
+                    finding_id: finding_id("unused_privilege", id, action),
+                    kind: "unused_privilege",
+                    agent_id: id.into(),
+                    severity: "low",
+                    summary: format!("Agent {id} may take {action} but {used}: not in {} days.", policy.unused_after_days),
+                    evidence: vec![reg.index],
+                    fix: format!("Drop {action} from what {id}'s role allows (PUT /v1/agents/{id} with the actions it uses), or find out why it stopped."),
+                    since: at(due),
+                });
+            }
+        }
+        let base = self
+            .attested
+            .map_or(self.first_seen_ms, |(t, _)| t.max(self.first_seen_ms));
+        let due = base + days(policy.attest_every_days);
+        if now_ms >= due {
+            let last = self
+                .attested
+                .map_or("has never been attested".to_string(), |(t, _)| {
+                    format!("was last attested at {}", at(t))
+                });
+            out.push(Finding {
+                finding_id: finding_id("unattested_agent", id, ""),
+                kind: "unattested_agent",
+                agent_id: id.into(),
+                severity: "medium",
+                summary: format!("Agent {id} {last}: its owner must confirm every {} days that it is still needed.", policy.attest_every_days),
+                evidence: vec![self.attested.map_or(self.record_index, |(_, i)| i)],
+                fix: format!("Ask {id}'s owner to attest it (vigil agents attest {id} --needed --by ...), or decommission it."),
+                since: at(due),
+            });
+        }
+    }
+
     fn agent_findings(&self, id: &str, now_ms: i64, policy: &Policy, out: &mut Vec<Finding>) {
+        self.admin_findings(id, now_ms, policy, out);
         let zombie_ms = (policy.zombie_after_days * DAY_MS) as i64;
         let live: Vec<u64> = self.live_keys(now_ms).map(|(_, k)| k.index).collect();
         let last = self.last_accepted.map(|(t, _)| t);

@@ -1,7 +1,9 @@
 //! Hygiene findings from outside (contract section 6a): a fleet with a
 //! planted stale key, a key that never expires, an agent with no owner, an
-//! agent using static credentials where its role requires leases, and a
-//! zombie (a valid key, no accepted event) gives exactly those findings,
+//! agent using static credentials where its role requires leases, a
+//! zombie (a valid key, no accepted event), an agent allowed an action it
+//! never takes and an agent its owner never attested gives exactly those
+//! findings,
 //! each with log evidence that SQL confirms; a decommissioned agent and
 //! the pipeline itself give none.
 
@@ -92,6 +94,7 @@ fn a_planted_fleet_gives_exactly_its_findings_with_evidence() {
         &cfg,
         format!(
             "[hygiene]\nmax_key_age_days = 90\nzombie_after_days = 0.0003\n\
+             unused_after_days = 0.0003\nattest_every_days = 0.0003\n\
              lease_required_roles = [\"db-analyst\"]\n\
              [[tokens]]\nname = \"admin\"\ntoken = \"{ADMIN}\"\nroles = [\"admin\"]\n\
              [[tokens]]\nname = \"siem\"\ntoken = \"{INGEST}\"\nroles = [\"ingest\"]\n"
@@ -100,8 +103,11 @@ fn a_planted_fleet_gives_exactly_its_findings_with_evidence() {
     .unwrap();
     let mut server = Server::start_configured(&dir.path().join("data"), &jwks, &cfg);
     server.token = ADMIN.into();
+    // An agent registered through the admin routes, allowed two actions,
+    // that only ever takes one.
+    let privileged = register_privileged(&server);
     let act = |round: u32| {
-        let lines: Vec<Vec<u8>> = signers
+        let mut lines: Vec<Vec<u8>> = signers
             .iter()
             .zip(&plan)
             .filter(|(_, (_, _, acts, _))| *acts)
@@ -115,6 +121,9 @@ fn a_planted_fleet_gives_exactly_its_findings_with_evidence() {
                 })
             })
             .collect();
+        let p = &privileged;
+        let fields = json!({"resource": "db://t/1", "lease_id": "lease-p", "action": "db.query"});
+        lines.push(p.sign(&p.event(&format!("priv-{round}"), fields)));
         let answer = server.post_ndjson(&lines);
         assert_eq!(answer["accepted"], lines.len(), "{answer}");
     };
@@ -140,8 +149,32 @@ fn a_planted_fleet_gives_exactly_its_findings_with_evidence() {
     // never acted is.
     std::thread::sleep(Duration::from_secs(ZOMBIE_AFTER_S + 1));
     act(1);
+    // Owners attest every active agent but orphan-0 (it has no owner).
+    for agent in [
+        "good-0",
+        "stale-0",
+        "forever-0",
+        "static-0",
+        "zombie-0",
+        "priv-0",
+    ] {
+        let body = serde_json::to_vec(&json!({"needed": true, "by": "owner@example.com"})).unwrap();
+        let r = server.req(
+            "POST",
+            &format!("/v1/agents/{agent}/attest"),
+            Some("application/json"),
+            &body,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
     let mut all = early.clone();
-    all.insert(("zombie_agent".into(), "zombie-0".into()));
+    for (kind, agent) in [
+        ("zombie_agent", "zombie-0"),
+        ("unused_privilege", "priv-0"),
+        ("unattested_agent", "orphan-0"),
+    ] {
+        all.insert((kind.into(), agent.into()));
+    }
     let list = wait_until(
         Duration::from_secs(20),
         || Some(findings(&server, "")).filter(|l| kinds(l) == all),
@@ -220,6 +253,7 @@ fn inventory_surfaces(server: &Server, all: &BTreeSet<(String, String)>) {
             "forever-0",
             "good-0",
             "orphan-0",
+            "priv-0",
             "retired-0",
             "stale-0",
             "static-0",
@@ -232,7 +266,7 @@ fn inventory_surfaces(server: &Server, all: &BTreeSet<(String, String)>) {
         assert_eq!(a["keys"][0]["kty"], "OKP", "{a}");
         assert!(a["keys"][0].get("d").is_none(), "public members only: {a}");
     }
-    assert_eq!(agents[3]["status"], "decommissioned");
+    assert_eq!(agents[4]["status"], "decommissioned");
     assert_eq!(agents[2]["owner"], J::Null);
 
     let found: BTreeSet<(String, String)> = sql_rows(server, "SELECT kind, agent_id FROM findings")
@@ -256,7 +290,7 @@ fn inventory_surfaces(server: &Server, all: &BTreeSet<(String, String)>) {
         server,
         "SELECT count(*) FROM agents WHERE last_seen IS NOT NULL",
     );
-    assert_eq!(acted, vec![json!([5])]);
+    assert_eq!(acted, vec![json!([6])]);
 }
 
 /// Every finding has the contract's members, a stable id, and evidence
@@ -295,7 +329,9 @@ fn check_evidence(server: &Server, list: &[J]) {
         for row in rows {
             let (who, resource) = (row[1].as_str().unwrap(), row[2].as_str().unwrap_or(""));
             assert!(
-                who == agent || resource.starts_with(&format!("key:{agent}/")),
+                who == agent
+                    || resource.starts_with(&format!("key:{agent}/"))
+                    || resource == format!("agent:{agent}"),
                 "evidence of {agent} is {row}"
             );
         }
@@ -307,4 +343,27 @@ fn check_evidence(server: &Server, list: &[J]) {
             .collect::<Vec<_>>()
     };
     assert_eq!(ids(&again), ids(list), "finding ids are stable");
+}
+
+/// Registers priv-0 through the admin routes, allowed `db.query` and
+/// `db.drop`, with a key that expires; returns its signer.
+fn register_privileged(server: &Server) -> Signer {
+    let p = Signer::new(90, "priv-0", "priv-0#1");
+    let put = |method: &str, path: &str, body: J| {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let r = server.req(method, path, Some("application/json"), &bytes);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    };
+    put(
+        "PUT",
+        "/v1/agents/priv-0",
+        json!({"role": "hr-assistant", "owner": "people-ops", "actions": ["db.query", "db.drop"]}),
+    );
+    let x = p.jwk(json!({}))["x"].clone();
+    put(
+        "POST",
+        "/v1/agents/priv-0/keys",
+        json!({"kid": "priv-0#1", "x": x, "exp": now_s() + 30 * DAY}),
+    );
+    p
 }
