@@ -121,6 +121,12 @@ enum Command {
     /// receipts, anomalies, responses, quarantine); exit 0 answered, 1 the
     /// log is damaged, 2 a bad query or an error.
     Query(QueryArgs),
+    /// Reports for auditors and owners.
+    Report {
+        /// Which report.
+        #[command(subcommand)]
+        what: ReportCommand,
+    },
     /// Administer agents and keys on a running server (admin token):
     /// list, register, add-key, revoke, decommission, attest.
     Agents(crate::agents::AgentsArgs),
@@ -250,6 +256,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
         }
         Command::Query(args) => query_command(&args),
         Command::Agents(args) => crate::agents::run(args),
+        Command::Report { what } => report_command(what),
         Command::Quarantine { data, limit } => {
             let (entries, dropped) =
                 crate::store::quarantine::list(&data.join("quarantine"), limit)
@@ -389,6 +396,89 @@ fn verify_bundle_command(dir: &Path, vkey: &[String]) -> Result<(), Exit> {
         r.signatures,
         r.tree_size,
         if r.pinned { "the key you pinned" } else { "the bundle's own key (pin the operator's with --vkey)" }
+    );
+    Ok(())
+}
+
+/// `vigil report` reports.
+#[derive(clap::Subcommand, Debug)]
+enum ReportCommand {
+    /// Access certification: per owner, each agent with its role, keys
+    /// and their ages, actions taken, principals served, leases used,
+    /// anomalies and findings; written as access-report.json, .csv and
+    /// .html in `--out`.
+    Access {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where its sealed Parquet files are, if not in `DIR/parquet`.
+        #[arg(long)]
+        store: Option<String>,
+        /// Actions that occurred at or after this time (YYYY-MM-DDTHH:MM:SSZ).
+        #[arg(long)]
+        from: String,
+        /// Actions that occurred before this time.
+        #[arg(long)]
+        to: String,
+        /// Only this owner's agents.
+        #[arg(long)]
+        owner: Option<String>,
+        /// The directory to write the report to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn report_command(what: ReportCommand) -> Result<(), Exit> {
+    let ReportCommand::Access {
+        data,
+        store,
+        from,
+        to,
+        owner,
+        out,
+    } = what;
+    let usage = |message: String| Exit { code: 2, message };
+    let scope = crate::audit::report::Scope::new(&from, &to, owner).map_err(usage)?;
+    let limits = crate::audit::query::Limits {
+        max_rows: usize::MAX,
+        timeout: std::time::Duration::from_secs(3600),
+        memory_bytes: 2 << 30,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)?;
+    let answers = rt
+        .block_on(crate::audit::query_dir_many(
+            &data,
+            store.as_deref(),
+            &scope.questions(),
+            limits,
+        ))
+        .map_err(|e| usage(e.to_string()))?;
+    let report = crate::audit::report::assemble(&scope, &answers, crate::time::Timestamp::now());
+    std::fs::create_dir_all(&out)
+        .map_err(|e| usage(format!("cannot create {}: {e}", out.display())))?;
+    let files = [
+        (
+            "access-report.json",
+            serde_json::to_string_pretty(&report).expect("JSON serialises"),
+        ),
+        ("access-report.csv", crate::audit::report::csv(&report)),
+        ("access-report.html", crate::audit::report::html(&report)),
+    ];
+    for (name, text) in files {
+        let path = out.join(name);
+        crate::store::fsutil::write_file_durably(&path, text.as_bytes(), 0o644)
+            .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?;
+    }
+    println!(
+        "access report for {} to {}: {}",
+        scope.from,
+        scope.to,
+        out.display()
     );
     Ok(())
 }

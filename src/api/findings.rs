@@ -1,5 +1,6 @@
 //! `GET /v1/findings?agent_id=&kind=` (roles admin, soc, audit): the agent
-//! hygiene findings as of now (contract section 6a).
+//! hygiene findings as of now (contract section 6a); and the access
+//! certification report built on them.
 
 use std::collections::HashMap;
 
@@ -43,4 +44,36 @@ pub async fn list(
             && q.get("kind").is_none_or(|k| k == f.kind)
     });
     Ok(Json(json!({ "findings": findings })).into_response())
+}
+
+/// `GET /v1/reports/access?from=&to=&owner=` (role audit): the access
+/// certification report as JSON (`vigil report access` writes the same,
+/// with CSV and HTML).
+pub async fn access_report(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    app.authorize(&headers, &[Role::Audit])?;
+    let (Some(from), Some(to)) = (q.get("from"), q.get("to")) else {
+        return Err(ApiError::bad_request(
+            "give the period: ?from=YYYY-MM-DDTHH:MM:SSZ&to=...",
+        ));
+    };
+    let scope = crate::audit::report::Scope::new(from, to, q.get("owner").cloned())
+        .map_err(ApiError::bad_request)?;
+    let mut answers = Vec::new();
+    for sql in scope.questions() {
+        let inventory = app.hygiene.tables().map_err(|e| {
+            ApiError::unavailable(format!("the inventory tables cannot be built: {e}"))
+        })?;
+        let answer = app
+            .audit
+            .query(sql, app.query_limits, inventory)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("the report's query failed: {e}")))?;
+        answers.push(answer);
+    }
+    let now = crate::time::Timestamp::now();
+    Ok(Json(crate::audit::report::assemble(&scope, &answers, now)).into_response())
 }

@@ -101,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents/{agent_id}/posture", get(posture::get_posture))
         .route("/v1/agents/{agent_id}/baseline", get(posture::get_baseline))
         .route("/v1/findings", get(findings::list))
+        .route("/v1/reports/access", get(findings::access_report))
         .route("/v1/agents", get(posture::list_agents))
         .route("/v1/agents/{agent_id}", put(admin::put_agent))
         .route("/v1/agents/{agent_id}/keys", post(admin::add_key))

@@ -15,6 +15,7 @@
 pub mod export;
 pub mod objects;
 pub mod query;
+pub mod report;
 pub mod seal;
 pub mod tables;
 pub mod tail;
@@ -255,6 +256,18 @@ pub async fn query_dir(
     sql: &str,
     limits: Limits,
 ) -> Result<Answer, QueryError> {
+    let mut answers = query_dir_many(root, store, &[sql.to_string()], limits).await?;
+    Ok(answers.remove(0))
+}
+
+/// Runs several queries over one snapshot of a data directory (one walk
+/// of its tail, and of the whole log if one names an inventory table).
+pub async fn query_dir_many(
+    root: &Path,
+    store: Option<&str>,
+    sqls: &[String],
+    limits: Limits,
+) -> Result<Vec<Answer>, QueryError> {
     let layout = Layout::new(root);
     let parquet = ParquetStore::open(store, &layout)?;
     let firsts = layout
@@ -263,7 +276,7 @@ pub async fn query_dir(
     let listing = parquet.list(&LOG_TABLES).await?;
     let mut tail = Tail::new(listing.sealed_upto(&firsts));
     tail.extend(&layout, &firsts, u64::MAX)?;
-    let extra = inventory_tables(&layout, &firsts, sql)?;
+    let extra = inventory_tables(&layout, &firsts, &sqls.join("\n"))?;
     let snap = Snapshot {
         layout: &layout,
         parquet: &parquet,
@@ -271,7 +284,11 @@ pub async fn query_dir(
         tail: &tail,
         extra: &extra,
     };
-    query::run(&snap, sql, limits).await
+    let mut answers = Vec::with_capacity(sqls.len());
+    for sql in sqls {
+        answers.push(query::run(&snap, sql, limits).await?);
+    }
+    Ok(answers)
 }
 
 /// The inventory's tables for an offline query, with the default

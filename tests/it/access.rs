@@ -38,6 +38,12 @@ const ROUTES: &[(&str, &str, &[u8], bool)] = &[
     ("GET", "/v1/agents/acc-0/posture", b"", false),
     ("GET", "/v1/agents/acc-0/baseline", b"", false),
     ("GET", "/v1/findings", b"", false),
+    (
+        "GET",
+        "/v1/reports/access?from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z",
+        b"",
+        false,
+    ),
     ("GET", "/v1/agents", b"", false),
     ("PUT", "/v1/agents/acc-0", br#"{"owner":"x"}"#, false),
     (

@@ -201,6 +201,19 @@ fn a_planted_fleet_gives_exactly_its_findings_with_evidence() {
     assert_eq!(wrong.status, 403);
     assert!(!wrong.text().contains("zombie-0"));
 
+    // The access report, live.
+    let period = (at(now_s() - 3600), at(now_s() + 3600));
+    let live = server.req(
+        "GET",
+        &format!("/v1/reports/access?from={}&to={}", period.0, period.1),
+        None,
+        b"",
+    );
+    assert_eq!(live.status, 200, "{}", live.text());
+    let live = live.json();
+    let good = find_agent(&live, "good-0");
+    assert_eq!(good["actions_total"], 6, "{good}");
+
     // Offline, `vigil query` judges with the default thresholds (30 days
     // for a zombie, no role requiring leases).
     assert_eq!(server.stop(), Some(0));
@@ -228,6 +241,101 @@ fn a_planted_fleet_gives_exactly_its_findings_with_evidence() {
             ["stale_key", "stale-0"]
         ])
     );
+    access_report(&data, &period, dir.path());
+}
+
+fn at(secs: i64) -> String {
+    vigil::time::Timestamp::from_secs(secs).to_rfc3339_millis()
+}
+
+fn find_agent(report: &J, agent: &str) -> J {
+    report["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|o| o["agents"].as_array().unwrap().iter())
+        .find(|a| a["agent_id"] == agent)
+        .cloned()
+        .unwrap_or_else(|| panic!("{agent} is not in {report}"))
+}
+
+/// `vigil report access` for people-ops: each agent's counts as the test
+/// sent them (three events a round, two rounds, `db.query`; priv-0 one a
+/// round), its lease, and its findings (default thresholds).
+fn access_report(data: &std::path::Path, period: &(String, String), dir: &std::path::Path) {
+    let out = dir.join("report");
+    let run = run_vigil(&[
+        "report",
+        "access",
+        "--data",
+        data.to_str().unwrap(),
+        "--from",
+        &period.0,
+        "--to",
+        &period.1,
+        "--owner",
+        "people-ops",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: J =
+        serde_json::from_slice(&std::fs::read(out.join("access-report.json")).unwrap()).unwrap();
+    let owners = report["owners"].as_array().unwrap();
+    assert_eq!(owners.len(), 1, "{report}");
+    assert_eq!(owners[0]["owner"], "people-ops");
+    let want = [
+        ("forever-0", 6, 1, json!(["key_without_expiry"])),
+        ("good-0", 6, 1, json!([])),
+        ("priv-0", 2, 1, json!([])),
+        ("stale-0", 6, 1, json!(["stale_key"])),
+        ("static-0", 6, 0, json!([])),
+        ("zombie-0", 0, 0, json!([])),
+    ];
+    let agents = owners[0]["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), want.len(), "{report}");
+    for (agent, actions, leases, findings) in want.clone() {
+        let a = find_agent(&report, agent);
+        assert_eq!(a["actions_total"], actions, "{a}");
+        if actions > 0 {
+            assert_eq!(a["actions"]["db.query"], actions, "{a}");
+        }
+        assert_eq!(a["leases"], leases, "{a}");
+        assert_eq!(a["findings"], findings, "{a}");
+        assert!(a["keys"][0]["age_days"].is_i64(), "{a}");
+    }
+    assert_eq!(find_agent(&report, "stale-0")["keys"][0]["age_days"], 100);
+    let csv = std::fs::read_to_string(out.join("access-report.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + want.len(), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("people-ops,stale-0,hr-assistant,active,1,100,6,db.query=6,")),
+        "{csv}"
+    );
+    let html = std::fs::read_to_string(out.join("access-report.html")).unwrap();
+    assert!(
+        html.contains("Owner: people-ops") && html.contains("still needed?"),
+        "{html}"
+    );
+    let bad = run_vigil(&[
+        "report",
+        "access",
+        "--data",
+        data.to_str().unwrap(),
+        "--from",
+        "yesterday",
+        "--to",
+        &period.1,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("YYYY-MM-DDTHH:MM:SSZ"));
 }
 
 fn sql_rows(server: &Server, sql: &str) -> Vec<J> {
