@@ -142,6 +142,50 @@ pub struct Server {
     detection: Option<crate::detect::stage::Stage>,
     response: Option<crate::respond::stage::Stage>,
     oidc: Option<Arc<crate::api::jwt::Oidc>>,
+    remote_keys: Option<RemoteKeys>,
+}
+
+/// The https JWKS sources and the client that refreshes them.
+struct RemoteKeys {
+    remotes: Vec<crate::keys::remote::Remote>,
+    client: crate::respond::http::HttpClient,
+    poll: Duration,
+}
+
+/// Fetches every https JWKS source once and puts its cache file in its
+/// place among the sources. A source that cannot be fetched starts from
+/// its last good document, or stops the start when there is none.
+async fn fetch_remote_keys(
+    settings: &ServeSettings,
+    jwks: &mut [String],
+) -> anyhow::Result<Option<RemoteKeys>> {
+    use crate::keys::remote::{self, Remote};
+    if !jwks.iter().any(|s| remote::is_url(s)) {
+        return Ok(None);
+    }
+    let keys = &settings.config.keys;
+    let poll = Duration::from_secs(keys.poll_s);
+    let client =
+        remote::client(keys.ca_file.as_deref()).map_err(|e| anyhow!("[keys] ca_file: {e}"))?;
+    let data = &settings.pipeline.data;
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+    let mut remotes = Vec::new();
+    for source in jwks.iter_mut().filter(|s| remote::is_url(s)) {
+        let mut r = Remote::new(source, data, poll);
+        if let Err(e) = r.fetch(&client, poll).await {
+            if !r.cache.exists() {
+                bail!("cannot fetch agent keys from {source}: {e}; there is no earlier copy to start from");
+            }
+            tracing::warn!(url = %source, "Cannot fetch agent keys: {e}; starting from the last good copy ({})", r.cache.display());
+        }
+        *source = r.cache.to_string_lossy().into_owned();
+        remotes.push(r);
+    }
+    Ok(Some(RemoteKeys {
+        remotes,
+        client,
+        poll,
+    }))
 }
 
 /// Why the server stopped other than by a stop signal.
@@ -184,7 +228,9 @@ impl Server {
                  configure [[tokens]] or listen on 127.0.0.1"
             );
         }
-        let pipeline = Pipeline::open(&settings.pipeline).map_err(|e| anyhow!("{e}"))?;
+        let mut pipeline_cfg = settings.pipeline.clone();
+        let remote_keys = fetch_remote_keys(&settings, &mut pipeline_cfg.jwks).await?;
+        let pipeline = Pipeline::open(&pipeline_cfg).map_err(|e| anyhow!("{e}"))?;
         let logged = pipeline
             .log_keys_in_force()
             .await
@@ -278,6 +324,7 @@ impl Server {
             detection: settings.config.detection.enabled.then_some(stage),
             response: Some(response),
             oidc,
+            remote_keys,
         })
     }
 
@@ -371,6 +418,12 @@ impl Server {
             tasks.spawn(
                 "key reloads",
                 watch_keys(self.pipeline.clone(), hup, tasks.stop()),
+            );
+        }
+        if let Some(rk) = self.remote_keys.take() {
+            tasks.spawn(
+                "jwks fetcher",
+                crate::keys::remote::keep_fresh(rk.remotes, rk.client, rk.poll, tasks.stop()),
             );
         }
         if let Some(oidc) = self.oidc.take() {

@@ -112,11 +112,21 @@ impl Url {
 pub struct Reply {
     /// The status code.
     pub status: u16,
+    /// The headers (names lower-case).
+    pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Bytes,
 }
 
 impl Reply {
+    /// The first header named `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The body as JSON (`Null` when it is not JSON).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
@@ -141,13 +151,29 @@ impl std::fmt::Debug for HttpClient {
 impl HttpClient {
     /// A client whose exchanges take at most `timeout`.
     pub fn new(timeout: Duration) -> Result<HttpClient, HttpError> {
-        let tls = SslConnector::builder(SslMethod::tls_client())
-            .map_err(|e| HttpError::Tls {
-                host: "(setup)".into(),
-                why: e.to_string(),
-            })?
-            .build();
-        Ok(HttpClient { timeout, tls })
+        HttpClient::trusting(timeout, None)
+    }
+
+    /// A client that also trusts the CA certificates in `ca_file` (PEM).
+    pub fn trusting(
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<HttpClient, HttpError> {
+        let setup = |why: String| HttpError::Tls {
+            host: "(setup)".into(),
+            why,
+        };
+        let mut builder =
+            SslConnector::builder(SslMethod::tls_client()).map_err(|e| setup(e.to_string()))?;
+        if let Some(ca) = ca_file {
+            builder
+                .set_ca_file(ca)
+                .map_err(|e| setup(format!("cannot load CA file {}: {e}", ca.display())))?;
+        }
+        Ok(HttpClient {
+            timeout,
+            tls: builder.build(),
+        })
     }
 
     /// Sends one request and reads the answer.
@@ -243,13 +269,22 @@ where
     });
     let resp = sender.send_request(req).await.map_err(|e| fail(&e))?;
     let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
     let limited = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER);
     let body = limited
         .collect()
         .await
         .map_err(|_| HttpError::TooLarge(shown.to_string()))?
         .to_bytes();
-    Ok(Reply { status, body })
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// One value encoded as `application/x-www-form-urlencoded` says.

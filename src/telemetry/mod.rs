@@ -166,6 +166,9 @@ registry! {
         checkpoints_total,
         /// JWKS documents refused (previous keys kept).
         keys_refused_total,
+        /// Fetches of https JWKS sources that failed or were refused
+        /// (previous keys kept).
+        jwks_fetch_failures_total,
         /// Kafka messages handed to the pipeline.
         kafka_messages_total,
         /// Kafka offset commits of durable offsets.

@@ -19,6 +19,7 @@ mod kafka;
 mod keys;
 mod panics;
 mod query;
+mod remote_keys;
 mod response;
 mod schemas;
 mod services;
