@@ -73,6 +73,10 @@ enum Command {
         /// No progress lines on stderr.
         #[arg(long)]
         quiet: bool,
+        /// Also print the key history the log records, one key event a
+        /// line.
+        #[arg(long)]
+        key_history: bool,
     },
     /// Check one receipt proof (c2sp.org/tlog-proof@v1) with a verifier key.
     VerifyProof {
@@ -242,8 +246,9 @@ fn run(cli: Cli) -> Result<(), Exit> {
             checkpoint,
             vkey,
             quiet,
+            key_history,
             bundle: None,
-        } => verify_command(data, keys, checkpoint, vkey, quiet),
+        } => verify_command(data, keys, checkpoint, vkey, quiet, key_history),
         Command::Export {
             data,
             from,
@@ -296,6 +301,7 @@ fn verify_command(
     checkpoint: Option<PathBuf>,
     vkey: Vec<String>,
     quiet: bool,
+    key_history: bool,
 ) -> Result<(), Exit> {
     if data.len() > 1 && (checkpoint.is_some() || !vkey.is_empty()) {
         return Err(Exit {
@@ -327,6 +333,11 @@ fn verify_command(
             VerifyError::Usage(message) => Exit { code: 2, message },
         })?;
         print_report(&dir.display().to_string(), &report);
+        if key_history {
+            for line in &report.key_history {
+                println!("key history: {line}");
+            }
+        }
         reports.push(LogReport {
             log: dir.display().to_string(),
             report,

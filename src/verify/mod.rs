@@ -104,6 +104,9 @@ pub struct VerifyReport {
     pub index_checked: u64,
     /// Key events (keys added, changed, removed) in the log.
     pub key_events: u64,
+    /// Each key event, one line: its index, action, agent/kid, validity
+    /// and agent record.
+    pub key_history: Vec<String>,
     /// Whether a trusted checkpoint or a pinned log key anchored the check
     /// (else it checked internal consistency only).
     pub anchored: bool,
@@ -471,6 +474,7 @@ impl Fold {
                     .apply(&change)
                     .map_err(|e| invalid(place(), e.to_string()))?;
                 report.key_events += 1;
+                report.key_history.push(key_line(rec.index, &change));
             }
             if self.collect_accepted && c.verdict == Verdict::Accepted {
                 report.accepted_ids.push(Accepted {
@@ -807,4 +811,26 @@ fn end_of_walk(
             why,
         )),
     }
+}
+
+/// One line of the key history: where, what, and the key as it stands.
+fn key_line(index: u64, change: &crate::keys::history::KeyChange) -> String {
+    let j = &change.jwk;
+    let member = |m: &str| match &j[m] {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    format!(
+        "{index} {} {}/{} nbf={} exp={} revoked_at={} role={} owner={} status={}",
+        change.action,
+        member("agent_id"),
+        member("kid"),
+        member("nbf"),
+        member("exp"),
+        member("revoked_at"),
+        member("role"),
+        member("owner"),
+        member("status"),
+    )
 }

@@ -77,6 +77,11 @@ fn agents_and_keys_change_through_the_api_and_the_log_keeps_their_history() {
 
     // Rotate: a second key, then the first revoked an hour ago.
     let two = Signer::new(83, "api-0", "api-0#2");
+    assert_eq!(
+        verdict(&server, &two, "a-early"),
+        "rejected:unknown_key",
+        "a kid not added yet"
+    );
     let exp = vigil::time::Timestamp::now().secs() + 30 * 86_400;
     let r = admin(
         &server,
@@ -179,6 +184,38 @@ fn agents_and_keys_change_through_the_api_and_the_log_keeps_their_history() {
     );
     assert_eq!(server.stop(), Some(0));
     assert_log_verifies(&data);
+    let out = run_vigil(&[
+        "verify",
+        "--data",
+        data.to_str().unwrap(),
+        "--quiet",
+        "--key-history",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let history: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("key history: "))
+        .filter(|l| l.contains(" api-0/"))
+        .map(|l| l.split_once(' ').unwrap().1.to_string())
+        .collect();
+    let revoked = format!("revoked_at={past}");
+    let shown = |action: &str, kid: &str, has: &str| {
+        history
+            .iter()
+            .any(|l| l.starts_with(&format!("{action} api-0/{kid} ")) && l.contains(has))
+    };
+    assert!(
+        shown("vigil.key.added", "api-0#1", "owner=people-ops"),
+        "{history:#?}"
+    );
+    assert!(
+        shown("vigil.key.changed", "api-0#1", &revoked),
+        "{history:#?}"
+    );
+    assert!(
+        shown("vigil.key.changed", "api-0#2", "status=decommissioned"),
+        "{history:#?}"
+    );
 
     // After a restart, the admin's keys and records are still in force.
     let mut server = Server::start_configured(&data, &jwks, &cfg);
