@@ -55,6 +55,8 @@ pub struct Policy {
     pub attest_every_days: f64,
     /// Roles whose agents must use leases: every event a `lease_id`.
     pub lease_required_roles: Vec<String>,
+    /// Owners who have left: their agents are `ownerless_agent` too.
+    pub departed_owners: Vec<String>,
 }
 
 impl Default for Policy {
@@ -65,6 +67,7 @@ impl Default for Policy {
             unused_after_days: 30.0,
             attest_every_days: 90.0,
             lease_required_roles: Vec::new(),
+            departed_owners: Vec::new(),
         }
     }
 }
@@ -436,13 +439,19 @@ impl AgentFacts {
                 since: at(quiet_since + zombie_ms),
             });
         }
-        if self.owner.as_deref().is_none_or(str::is_empty) {
+        let owner = self.owner.as_deref().filter(|o| !o.is_empty());
+        let departed = owner.filter(|o| policy.departed_owners.iter().any(|d| d == o));
+        if owner.is_none() || departed.is_some() {
+            let summary = match departed {
+                Some(o) => format!("Agent {id}'s owner {o} has left: nobody answers for it."),
+                None => format!("Agent {id} has no owner: nobody answers for it."),
+            };
             out.push(Finding {
                 finding_id: finding_id("ownerless_agent", id, ""),
                 kind: "ownerless_agent",
                 agent_id: id.into(),
                 severity: "medium",
-                summary: format!("Agent {id} has no owner: nobody answers for it."),
+                summary,
                 evidence: vec![self.record_index],
                 fix: format!("Set owner on {id}'s keys: the person or team responsible for it."),
                 since: at(self.first_seen_ms),

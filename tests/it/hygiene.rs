@@ -45,6 +45,12 @@ fn fleet_plan() -> Vec<(&'static str, J, bool, bool)> {
         ("stale-0", with(json!({"nbf": now - 100 * DAY})), true, true),
         ("forever-0", with(json!({"exp": null})), true, true),
         ("orphan-0", with(json!({"owner": null})), true, true),
+        (
+            "left-0",
+            with(json!({"owner": "leaver@example.com"})),
+            true,
+            true,
+        ),
         ("static-0", with(json!({"role": "db-analyst"})), true, false),
         ("zombie-0", ok.clone(), false, true),
         (
@@ -96,6 +102,7 @@ fn a_planted_fleet_gives_exactly_its_findings_with_evidence() {
             "[hygiene]\nmax_key_age_days = 90\nzombie_after_days = 0.0003\n\
              unused_after_days = 0.0003\nattest_every_days = 0.0003\n\
              lease_required_roles = [\"db-analyst\"]\n\
+             departed_owners = [\"leaver@example.com\"]\n\
              [[tokens]]\nname = \"admin\"\ntoken = \"{ADMIN}\"\nroles = [\"admin\"]\n\
              [[tokens]]\nname = \"siem\"\ntoken = \"{INGEST}\"\nroles = [\"ingest\"]\n"
         ),
@@ -133,6 +140,7 @@ fn a_planted_fleet_gives_exactly_its_findings_with_evidence() {
     let early: BTreeSet<(String, String)> = [
         ("key_without_expiry", "forever-0"),
         ("ownerless_agent", "orphan-0"),
+        ("ownerless_agent", "left-0"),
         ("stale_key", "stale-0"),
         ("static_credentials", "static-0"),
     ]
@@ -157,6 +165,7 @@ fn a_planted_fleet_gives_exactly_its_findings_with_evidence() {
         "static-0",
         "zombie-0",
         "priv-0",
+        "left-0",
     ] {
         let body = serde_json::to_vec(&json!({"needed": true, "by": "owner@example.com"})).unwrap();
         let r = server.req(
@@ -360,6 +369,7 @@ fn inventory_surfaces(server: &Server, all: &BTreeSet<(String, String)>) {
         [
             "forever-0",
             "good-0",
+            "left-0",
             "orphan-0",
             "priv-0",
             "retired-0",
@@ -374,8 +384,8 @@ fn inventory_surfaces(server: &Server, all: &BTreeSet<(String, String)>) {
         assert_eq!(a["keys"][0]["kty"], "OKP", "{a}");
         assert!(a["keys"][0].get("d").is_none(), "public members only: {a}");
     }
-    assert_eq!(agents[4]["status"], "decommissioned");
-    assert_eq!(agents[2]["owner"], J::Null);
+    assert_eq!(agents[5]["status"], "decommissioned");
+    assert_eq!(agents[3]["owner"], J::Null);
 
     let found: BTreeSet<(String, String)> = sql_rows(server, "SELECT kind, agent_id FROM findings")
         .iter()
@@ -398,7 +408,7 @@ fn inventory_surfaces(server: &Server, all: &BTreeSet<(String, String)>) {
         server,
         "SELECT count(*) FROM agents WHERE last_seen IS NOT NULL",
     );
-    assert_eq!(acted, vec![json!([6])]);
+    assert_eq!(acted, vec![json!([7])]);
 }
 
 /// Every finding has the contract's members, a stable id, and evidence
