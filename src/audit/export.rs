@@ -46,6 +46,10 @@ pub const BUNDLE_FILES: [&str; 8] = [
     "proof.json",
 ];
 
+/// The hygiene findings as of the range's end, in every new bundle
+/// (checked against the manifest when present).
+pub const INVENTORY_FILE: &str = "findings.json";
+
 /// What to export.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
@@ -108,6 +112,7 @@ struct Gathered {
     end: Option<u64>,
     before: CompactRange,
     keys: KeyHistory,
+    inventory: crate::hygiene::Inventory,
     events: Vec<u8>,
     receipts: Vec<u8>,
     rows: Rows,
@@ -163,6 +168,16 @@ pub fn export(opts: &ExportOptions) -> Result<Exported, ExportError> {
     files.push(("log-key.txt", vkeys.into_bytes()));
     files.push(("keys.json", pretty(&g.keys.to_json())));
     files.push(("proof.json", pretty(&proof)));
+    // The hygiene findings as of the range's end (default thresholds):
+    // judgements, not evidence, so hashed but not proven.
+    let as_of = opts.to.unwrap_or_else(Timestamp::now);
+    let findings = g.inventory.findings(
+        (as_of.0 / 1_000_000) as i64,
+        &crate::hygiene::Policy::default(),
+    );
+    let findings =
+        json!({"as_of": as_of.to_rfc3339_millis(), "thresholds": "defaults", "findings": findings});
+    files.push((INVENTORY_FILE, pretty(&findings)));
     let manifest = json!({
         "spec": BUNDLE_SPEC,
         "origin": cp.origin,
@@ -228,6 +243,9 @@ fn gather(layout: &Layout, opts: &ExportOptions, size: u64) -> Result<Gathered, 
         };
         let body = super::body_of(&rec)?;
         // Receipt times have one fixed format, so text order is time order.
+        if !(g.first.is_some() && to.as_ref().is_some_and(|t| &body.received_at >= t)) {
+            g.inventory.observe(rec.index, &body, &rec.event);
+        }
         if g.first.is_none() && from.as_ref().is_none_or(|f| &body.received_at >= f) {
             g.first = Some(rec.index);
         }

@@ -18,7 +18,7 @@ use serde_json::Value as J;
 
 use super::check::{check_record, CheckContext, Checked};
 use super::{first_pipeline_key, invalid, VerifyError};
-use crate::audit::export::{BUNDLE_FILES, BUNDLE_SPEC, OCSF_FILES};
+use crate::audit::export::{BUNDLE_FILES, BUNDLE_SPEC, INVENTORY_FILE, OCSF_FILES};
 use crate::event::tables::TableCache;
 use crate::event::Hash;
 use crate::keys::history::KeyHistory;
@@ -68,6 +68,15 @@ pub fn verify_bundle(dir: &Path, vkeys: &[String]) -> Result<BundleReport, Verif
         if got != want {
             return Err(invalid(
                 name,
+                format!("its SHA-256 is {got}, the manifest says {want}: the file was changed"),
+            ));
+        }
+    }
+    if let Some(want) = m.files.get(INVENTORY_FILE).and_then(J::as_str) {
+        let got = hex::encode(crate::event::sha256(&read(INVENTORY_FILE)?));
+        if got != want {
+            return Err(invalid(
+                INVENTORY_FILE,
                 format!("its SHA-256 is {got}, the manifest says {want}: the file was changed"),
             ));
         }

@@ -11,7 +11,7 @@ use serde_json::{json, Value as J};
 
 use crate::util::*;
 
-const FILES: [&str; 9] = [
+const FILES: [&str; 10] = [
     "events.ndjson",
     "receipts.ndjson",
     "events.parquet",
@@ -20,6 +20,7 @@ const FILES: [&str; 9] = [
     "log-key.txt",
     "keys.json",
     "proof.json",
+    "findings.json",
     "manifest.json",
 ];
 
@@ -80,7 +81,7 @@ fn copy(from: &Path, to: &Path) {
 fn reseal(bundle: &Path, edit: impl FnOnce(&mut J)) {
     let mut m: J =
         serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
-    for f in &FILES[..8] {
+    for f in &FILES[..9] {
         let bytes = std::fs::read(bundle.join(f)).unwrap();
         m["files"][*f] = J::String(hex::encode(sha2_256(&bytes)));
     }
@@ -197,6 +198,22 @@ fn an_exported_range_verifies_offline_and_every_change_is_found() {
     let answer: J = serde_json::from_str(&out).unwrap();
     let want: Vec<J> = counts.iter().map(|((a, v), n)| json!([a, v, n])).collect();
     assert_eq!(answer["rows"], J::Array(want));
+
+    // The hygiene findings as of the range's end come along (the test
+    // fleet's keys never expire and name no owner).
+    let findings: J =
+        serde_json::from_slice(&std::fs::read(bundle.join("findings.json")).unwrap()).unwrap();
+    let kinds: Vec<&J> = findings["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| &f["kind"])
+        .collect();
+    let expected = ["key_without_expiry", "ownerless_agent"];
+    assert!(
+        kinds.len() == 6 && kinds.iter().all(|k| expected.iter().any(|e| *k == e)),
+        "{findings}"
+    );
 
     // One byte changed in any file is found, and the file named.
     for f in FILES {
