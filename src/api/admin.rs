@@ -7,10 +7,9 @@
 //! JWKS source: every change it brings is logged as a `vigil.key.*` event
 //! before it is in force, so the key history stays in the log. A revoke of
 //! a key from an operator's JWKS file adds the same key with `revoked_at`
-//! to this document (merging takes the most restrictive validity). An
-//! agent whose keys come from an operator's file keeps its record there:
-//! changing it here is refused (409), as a record cannot disagree across
-//! sources.
+//! to this document (merging takes the most restrictive validity); a
+//! record set here (role, owner, status) is carried by an entry for each
+//! of the agent's keys and overrides the operator's files.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -45,28 +44,19 @@ fn conflict(message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "conflict", message)
 }
 
-/// The admin document's keys of `agent`, and whether the agent has keys
-/// from another source.
-fn managed_here(doc: &J, set: &KeySet, agent: &str) -> Result<(), ApiError> {
-    let here: Vec<&str> = doc["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|k| k["agent_id"] == agent)
-        .filter_map(|k| k["kid"].as_str())
-        .collect();
-    let elsewhere: Vec<&str> = set
-        .keys()
-        .filter(|k| k.agent_id == agent && !here.contains(&k.kid.as_str()))
-        .map(|k| k.kid.as_str())
-        .collect();
-    if elsewhere.is_empty() {
-        return Ok(());
+/// Sets `agent`'s record in the admin document: on its pending
+/// registration, and on an entry for every key it has (from any source:
+/// the admin document's records override the operator's files).
+fn set_record(doc: &mut J, set: &KeySet, agent: &str, record: &J) {
+    doc["agents"][agent] = record.clone();
+    let keys = doc["keys"].as_array_mut().expect("the document has keys");
+    for k in set.keys().filter(|k| k.agent_id == agent) {
+        keys.retain(|e| !(e["agent_id"] == agent && e["kid"] == k.kid.as_str()));
+        keys.push(with_record(k.jwk.clone(), record));
     }
-    Err(conflict(format!(
-        "agent {agent:?} has keys from an operator's JWKS file ({}): change its record (role, owner, status) in that file, where it is kept",
-        elsewhere.join(", ")
-    )))
+    for e in keys.iter_mut().filter(|e| e["agent_id"] == agent) {
+        *e = with_record(e.clone(), record);
+    }
 }
 
 /// Edits the admin document with `change`, writes it durably, reloads the
@@ -167,13 +157,7 @@ pub async fn put_agent(
     edit(
         &app,
         |doc, set| {
-            managed_here(doc, set, &id)?;
-            doc["agents"][&id] = want.clone();
-            for k in doc["keys"].as_array_mut().into_iter().flatten() {
-                if k["agent_id"] == id.as_str() {
-                    *k = with_record(k.clone(), &want);
-                }
-            }
+            set_record(doc, set, &id, &want);
             Ok(())
         },
         |set| {
@@ -287,15 +271,9 @@ pub async fn decommission(
     edit(
         &app,
         |doc, set| {
-            managed_here(doc, set, &id)?;
             let mut record = record_of(doc, set, &id);
             record["status"] = json!("decommissioned");
-            doc["agents"][&id] = record.clone();
-            for k in doc["keys"].as_array_mut().into_iter().flatten() {
-                if k["agent_id"] == id.as_str() {
-                    *k = with_record(k.clone(), &record);
-                }
-            }
+            set_record(doc, set, &id, &record);
             Ok(())
         },
         |set| {

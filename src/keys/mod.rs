@@ -255,6 +255,22 @@ impl KeySet {
         Ok(set)
     }
 
+    /// Merges `docs`, then `admin` (the admin routes' document): its keys
+    /// merge the same way, and its agent records override the others' (an
+    /// admin's change of an agent's role, owner or status stands over the
+    /// operator's files).
+    pub fn merge_with_admin<'a>(
+        docs: impl IntoIterator<Item = &'a KeyDoc>,
+        admin: Option<&KeyDoc>,
+    ) -> Result<KeySet, MergeError> {
+        let mut set = KeySet::merge(docs)?;
+        for (key, record) in admin.into_iter().flat_map(|d| &d.keys) {
+            set.add_key(key)?;
+            set.agents.insert(key.agent_id.clone(), record.clone());
+        }
+        Ok(set)
+    }
+
     fn add_key(&mut self, key: &AgentKey) -> Result<(), MergeError> {
         let id = (key.agent_id.clone(), key.kid.clone());
         let Some(existing) = self.keys.get(&id) else {

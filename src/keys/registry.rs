@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::jwks::JwksError;
-use super::{parse_jwks, KeyDoc, KeySet};
+use super::{parse_jwks, KeyDoc, KeySet, MergeError};
 use crate::event::sha256;
 
 /// A source's document and the SHA-256 of its bytes.
@@ -51,6 +51,18 @@ pub struct Candidate {
     pub changed: Vec<usize>,
     /// What reading them found.
     pub notes: Vec<ReloadNote>,
+}
+
+/// Merges the sources' documents, the admin document last and overriding
+/// records.
+fn merge_docs(docs: &[Option<LoadedDoc>], admin: Option<usize>) -> Result<KeySet, MergeError> {
+    let others = docs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != admin)
+        .filter_map(|(_, d)| d.as_ref().map(|(_, d)| d));
+    let admin_doc = admin.and_then(|i| docs[i].as_ref()).map(|(_, d)| d);
+    KeySet::merge_with_admin(others, admin_doc)
 }
 
 /// Errors that stop the registry from starting.
@@ -114,11 +126,9 @@ impl KeyRegistry {
             })?;
             docs.push(Some((sha256(&bytes), doc)));
         }
-        let set = KeySet::merge(docs.iter().flatten().map(|(_, d)| d)).map_err(|why| {
-            KeyError::Refused {
-                path: paths.last().cloned().unwrap_or_default(),
-                why: why.into(),
-            }
+        let set = merge_docs(&docs, admin_index).map_err(|why| KeyError::Refused {
+            path: paths.last().cloned().unwrap_or_default(),
+            why: why.into(),
         })?;
         for note in &set.tightened {
             tracing::warn!("{note}");
@@ -213,7 +223,7 @@ impl KeyRegistry {
                 }
             };
             let previous = docs[i].replace((fingerprint, doc));
-            if let Err(why) = KeySet::merge(docs.iter().flatten().map(|(_, d)| d)) {
+            if let Err(why) = merge_docs(&docs, self.admin) {
                 docs[i] = previous;
                 refused[i] = Some(fingerprint);
                 self.refused_total.fetch_add(1, Ordering::Relaxed);
@@ -228,7 +238,7 @@ impl KeyRegistry {
         if changed.is_empty() {
             return (None, notes);
         }
-        let set = KeySet::merge(docs.iter().flatten().map(|(_, d)| d))
+        let set = merge_docs(&docs, self.admin)
             .expect("each changed document was merged successfully above");
         notes.extend(set.tightened.iter().cloned().map(ReloadNote::Warning));
         let candidate_notes = changed

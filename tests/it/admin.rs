@@ -101,8 +101,8 @@ fn agents_and_keys_change_through_the_api_and_the_log_keeps_their_history() {
     assert_eq!(verdict(&server, &one, "a-2"), "rejected:key_revoked");
     assert_eq!(verdict(&server, &two, "a-3"), "accepted");
 
-    // A key from the operator's file can be revoked here; its record is
-    // the file's to change.
+    // A key from the operator's file can be revoked here, and the file's
+    // agent record overridden (owner), then the agent decommissioned.
     let f = &files[0];
     let r = admin(
         &server,
@@ -116,14 +116,31 @@ fn agents_and_keys_change_through_the_api_and_the_log_keeps_their_history() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(verdict(&server, f, "f-1"), "rejected:key_revoked");
+    let f2 = Signer::new(84, &f.agent, &format!("{}#2", f.agent));
+    let r = admin(
+        &server,
+        "POST",
+        &format!("/v1/agents/{}/keys", f.agent),
+        json!({"kid": f2.kid, "x": x_of(&f2)}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(verdict(&server, &f2, "f-2"), "accepted");
     let r = admin(
         &server,
         "PUT",
         &format!("/v1/agents/{}", f.agent),
-        json!({"owner": "someone"}),
+        json!({"owner": "new-owner"}),
     );
-    assert_eq!(r.status, 409, "{}", r.text());
-    assert!(r.text().contains("JWKS file"), "{}", r.text());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["record"]["owner"], "new-owner", "{}", r.text());
+    let r = admin(
+        &server,
+        "POST",
+        &format!("/v1/agents/{}/decommission", f.agent),
+        J::Null,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(verdict(&server, &f2, "f-3"), "rejected:agent_not_active");
     let r = admin(
         &server,
         "POST",
@@ -151,7 +168,7 @@ fn agents_and_keys_change_through_the_api_and_the_log_keeps_their_history() {
     );
     assert_eq!(verdict(&server, &two, "a-4"), "rejected:agent_not_active");
 
-    cli(&server, dir.path(), &files[0]);
+    cli(&server, dir.path());
 
     // Only an admin may change anything.
     let none = http(server.addr, "PUT", "/v1/agents/x", &[], b"{}");
@@ -228,7 +245,7 @@ fn agents_and_keys_change_through_the_api_and_the_log_keeps_their_history() {
 
 /// The same routes through `vigil agents`: a key made with `vigil keygen`
 /// is added, listed, attested; a refusal exits 1 with the server's why.
-fn cli(server: &Server, dir: &std::path::Path, file_agent: &Signer) {
+fn cli(server: &Server, dir: &std::path::Path) {
     let addr = server.addr.to_string();
     let agents = |args: &[&str]| {
         let mut all = vec!["agents", "--server", &addr, "--token", ADMIN];
@@ -303,11 +320,11 @@ fn cli(server: &Server, dir: &std::path::Path, file_agent: &Signer) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = agents(&["register", &file_agent.agent, "--owner", "x"]);
+    let out = agents(&["revoke", "cli-0", "no-such-kid"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("refused (409)") && err.contains("JWKS file"),
+        err.contains("refused (404)") && err.contains("no-such-kid"),
         "{err}"
     );
 }
