@@ -77,6 +77,16 @@ pub enum AgentsCommand {
         /// The agent.
         agent: String,
     },
+    /// Suspend an agent (its events are refused until it is restored).
+    Suspend {
+        /// The agent.
+        agent: String,
+    },
+    /// End an agent's suspension (a response's too).
+    Restore {
+        /// The agent.
+        agent: String,
+    },
     /// Record an owner's attestation that the agent is (not) still needed.
     Attest {
         /// The agent.
@@ -147,6 +157,12 @@ fn request(what: &AgentsCommand) -> anyhow::Result<(&'static str, String, Option
             format!("/v1/agents/{}/decommission", seg(agent)),
             None,
         ),
+        AgentsCommand::Suspend { agent } => {
+            ("POST", format!("/v1/agents/{}/suspend", seg(agent)), None)
+        }
+        AgentsCommand::Restore { agent } => {
+            ("POST", format!("/v1/agents/{}/restore", seg(agent)), None)
+        }
         AgentsCommand::Attest { agent, needed, by } => (
             "POST",
             format!("/v1/agents/{}/attest", seg(agent)),

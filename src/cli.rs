@@ -132,7 +132,8 @@ enum Command {
         what: ReportCommand,
     },
     /// Administer agents and keys on a running server (admin token):
-    /// list, register, add-key, revoke, decommission, attest.
+    /// list, register, add-key, revoke, decommission, suspend, restore,
+    /// attest.
     Agents(crate::agents::AgentsArgs),
     /// Write a signed simulated fleet over days, with labelled attacks.
     Simulate(crate::simulate::SimulateArgs),

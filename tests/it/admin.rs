@@ -307,6 +307,11 @@ fn cli(server: &Server, dir: &std::path::Path) {
         .find(|a| a["agent_id"] == "cli-0")
         .cloned();
     assert_eq!(cli0.unwrap()["owner"], "support-team", "{list}");
+    for step in ["suspend", "restore"] {
+        let out = agents(&[step, "cli-0"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{step}: {err}");
+    }
     let out = agents(&[
         "attest",
         "cli-0",
