@@ -452,16 +452,7 @@ fn report_command(what: ReportCommand) -> Result<(), Exit> {
     } = what;
     let usage = |message: String| Exit { code: 2, message };
     let scope = crate::audit::report::Scope::new(&from, &to, owner).map_err(usage)?;
-    let limits = crate::audit::query::Limits {
-        max_rows: usize::MAX,
-        timeout: std::time::Duration::from_secs(3600),
-        memory_bytes: 2 << 30,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)?;
+    let (limits, rt) = offline_queries(usize::MAX)?;
     let answers = rt
         .block_on(crate::audit::query_dir_many(
             &data,
@@ -517,10 +508,13 @@ struct QueryArgs {
     sql: String,
 }
 
-fn query_command(args: &QueryArgs) -> Result<(), Exit> {
-    use crate::audit::{query::QueryError, AuditError};
+/// The limits and the runtime of offline queries (`vigil query`,
+/// `vigil report`): an hour, 2 GiB, two threads.
+fn offline_queries(
+    max_rows: usize,
+) -> Result<(crate::audit::query::Limits, tokio::runtime::Runtime), Exit> {
     let limits = crate::audit::query::Limits {
-        max_rows: args.max_rows,
+        max_rows,
         timeout: std::time::Duration::from_secs(3600),
         memory_bytes: 2 << 30,
     };
@@ -529,6 +523,12 @@ fn query_command(args: &QueryArgs) -> Result<(), Exit> {
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the query runtime: {e}"))?;
+    Ok((limits, rt))
+}
+
+fn query_command(args: &QueryArgs) -> Result<(), Exit> {
+    use crate::audit::{query::QueryError, AuditError};
+    let (limits, rt) = offline_queries(args.max_rows)?;
     let answer = rt
         .block_on(crate::audit::query_dir(
             &args.data,
