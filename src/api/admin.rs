@@ -168,7 +168,7 @@ pub async fn put_agent(
     .await?;
     let attributes = json!({"agent_id": agent, "role": b["role"], "owner": b["owner"],
         "purpose": b["purpose"], "actions": b["actions"], "by": format!("token {by}")});
-    log_admin(&app, "vigil.agent.registered", &agent, attributes).await?;
+    log_admin(&app, crate::hygiene::REGISTERED, &agent, attributes).await?;
     Ok(answer(&app, &agent))
 }
 
@@ -307,35 +307,31 @@ pub async fn attest(
         ));
     }
     let attributes = json!({"agent_id": agent, "needed": needed, "by": by, "recorded_by": format!("token {token}")});
-    let receipt = log_admin(&app, "vigil.agent.attested", &agent, attributes).await?;
+    let receipt = log_admin(&app, crate::hygiene::ATTESTED, &agent, attributes).await?;
     Ok(
         Json(json!({"agent_id": agent, "needed": needed, "by": by, "receipt": receipt}))
             .into_response(),
     )
 }
 
-/// Logs an admin event of agent `vigil` about `agent`; returns its receipt.
+/// Logs an admin event of agent `vigil` about `agent` (the same shape as
+/// the response stage's evidence); returns its receipt.
 async fn log_admin(
     app: &AppState,
-    action: &str,
+    action: &'static str,
     agent: &str,
     attributes: J,
 ) -> Result<J, ApiError> {
-    let attrs = crate::json::parse(attributes.to_string().as_bytes()).expect("JSON is I-JSON");
-    let fields = vec![
-        (
-            "resource".to_string(),
-            crate::json::Value::String(format!("agent:{agent}")),
-        ),
-        (
-            "correlation_id".to_string(),
-            crate::json::Value::String(format!("admin:{agent}")),
-        ),
-        ("attributes".to_string(), attrs),
-    ];
+    let e = crate::respond::evidence::Evidence {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        correlation_id: format!("admin:{agent}"),
+        action,
+        agent_id: agent.to_string(),
+        attributes,
+    };
     let result = app
         .pipeline
-        .append_own(action, fields)
+        .append_own(action, e.fields())
         .await
         .map_err(|e| ApiError::unavailable(format!("the change could not be logged: {e}")))?;
     Ok(result
