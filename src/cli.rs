@@ -29,6 +29,13 @@ pub struct Cli {
 enum Command {
     /// Run the server: HTTP and Splunk HEC ingest, receipts, checkpoints.
     Serve(ServeArgs),
+    /// Check that a server answers (a container health check without
+    /// curl): exit 0 when `--url` answers 2xx within 5 s, else 1.
+    Health {
+        /// The URL to ask.
+        #[arg(long, default_value = "http://127.0.0.1:7070/readyz")]
+        url: String,
+    },
     /// Run the pipeline on a local data directory with simulated agents.
     Demo(crate::demo::DemoArgs),
     /// Make an agent key: writes the private JWK (0600), prints the public JWK.
@@ -186,9 +193,15 @@ pub struct ServeArgs {
     /// The log's origin (fixed at creation).
     #[arg(long)]
     pub origin: Option<String>,
-    /// The log key as a private JWK file.
-    #[arg(long)]
+    /// The log key as a private JWK file (a mounted secret, say). Without
+    /// it: `$VIGIL_LOG_KEY` (the JWK itself), else `[server] log_key_file`,
+    /// else `DIR/log.key`, made on first start.
+    #[arg(long, env = "VIGIL_LOG_KEY_FILE")]
     pub log_key: Option<PathBuf>,
+    /// During a log key rotation: the previous log key (private JWK file),
+    /// which co-signs every checkpoint until it is removed (repeatable).
+    #[arg(long)]
+    pub log_key_previous: Vec<PathBuf>,
     /// Kafka brokers.
     #[arg(long)]
     pub kafka_brokers: Option<String>,
@@ -263,6 +276,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
         Command::Query(args) => query_command(&args),
         Command::Agents(args) => crate::agents::run(args),
         Command::Report { what } => report_command(what),
+        Command::Health { url } => health_command(&url),
         Command::Quarantine { data, limit } => {
             let (entries, dropped) =
                 crate::store::quarantine::list(&data.join("quarantine"), limit)
@@ -724,9 +738,29 @@ fn sign_command(key_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn health_command(url: &str) -> Result<(), Exit> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let client = crate::respond::http::HttpClient::new(std::time::Duration::from_secs(5))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let message = match rt.block_on(client.send("GET", url, &[], Vec::new())) {
+        Ok(r) if (200..300).contains(&r.status) => return Ok(()),
+        Ok(r) => format!(
+            "{url} answered {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body).trim()
+        ),
+        Err(e) => format!("{url}: {e}"),
+    };
+    Err(Exit { code: 1, message })
+}
+
 fn serve_command(args: ServeArgs) -> Result<(), Exit> {
     crate::telemetry::init_logging("info");
     let settings = crate::server::serve_settings(&args)?;
+    crate::server::raise_file_limit(settings.config.server.max_connections);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub origin: Option<String>,
     /// The log key as a private JWK file (else `DIR/log.key`).
     pub log_key_file: Option<PathBuf>,
+    /// During a log key rotation: the previous keys (private JWK files),
+    /// which co-sign every checkpoint until they are removed.
+    pub log_key_previous_files: Vec<PathBuf>,
     /// Largest request body, bytes (413 beyond).
     pub max_body_bytes: usize,
     /// Request bodies read, framed and judged at once, in bytes (each
@@ -81,6 +84,26 @@ pub struct ServerConfig {
     pub dedupe_filter_bytes: usize,
     /// Size at which a log segment is sealed (and written as Parquet).
     pub segment_max_bytes: u64,
+    /// Most HTTP connections open at once on `listen` (more get 503).
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request head, or stay
+    /// idle between requests, before it is closed.
+    pub header_timeout_s: u64,
+    /// Seconds a stop (SIGTERM) waits for requests in flight before it
+    /// closes their connections, stops the Kafka consumer and writes the
+    /// last checkpoint.
+    pub drain_timeout_s: u64,
+}
+
+impl ServerConfig {
+    /// The bounds of the API listener.
+    pub fn conn_limits(&self) -> crate::api::ConnLimits {
+        crate::api::ConnLimits {
+            max_connections: self.max_connections.max(1),
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_s.max(1)),
+            drain_timeout: std::time::Duration::from_secs(self.drain_timeout_s),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -90,6 +113,7 @@ impl Default for ServerConfig {
             data: PathBuf::from("./vigil-data"),
             origin: None,
             log_key_file: None,
+            log_key_previous_files: Vec::new(),
             max_body_bytes: 10 * 1024 * 1024,
             max_inflight_bytes: 64 * 1024 * 1024,
             max_clock_skew_s: 300,
@@ -100,6 +124,9 @@ impl Default for ServerConfig {
             verify_table_bytes: crate::event::tables::DEFAULT_TABLE_BYTES,
             dedupe_filter_bytes: crate::store::dedupe::DEFAULT_FILTER_BYTES,
             segment_max_bytes: 64 << 20,
+            max_connections: 4096,
+            header_timeout_s: 30,
+            drain_timeout_s: 20,
         }
     }
 }

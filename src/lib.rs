@@ -47,6 +47,7 @@ pub mod hygiene;
 pub mod ingest;
 pub mod json;
 pub mod keys;
+pub mod live;
 pub mod loadgen;
 pub mod log;
 pub mod ocsf;

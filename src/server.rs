@@ -11,10 +11,11 @@ use crate::api::auth::{Role, TokenEntry, Tokens};
 use crate::api::{self, AppState};
 use crate::cli::ServeArgs;
 use crate::config::Config;
-use crate::keys::registry::ReloadNote;
 use crate::keys::TimeRules;
 use crate::log::note::check_origin;
 use crate::pipeline::{Pipeline, PipelineConfig};
+
+mod reload;
 
 /// The settings `vigil serve` runs with, after file and flags are merged.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct ServeSettings {
     pub pipeline: PipelineConfig,
     /// The response: identity services and policy, checked.
     pub response: crate::respond::config::Resolved,
+    /// The configuration file, re-read on SIGHUP.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 /// Merges a configuration file (if any) and flags, and checks them.
@@ -47,6 +50,9 @@ pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
     }
     if let Some(k) = &args.log_key {
         config.server.log_key_file = Some(k.clone());
+    }
+    if !args.log_key_previous.is_empty() {
+        config.server.log_key_previous_files = args.log_key_previous.clone();
     }
     if let Some(brokers) = &args.kafka_brokers {
         let k = config
@@ -74,7 +80,7 @@ pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
     }
     let mut pipeline = PipelineConfig::new(config.server.data.clone());
     pipeline.origin = config.server.origin.clone();
-    pipeline.log_key_file = config.server.log_key_file.clone();
+    pipeline.log_keys = log_keys(args, &config);
     pipeline.jwks = config.keys.jwks.clone();
     pipeline.rules = TimeRules {
         revocation_grace_s: config.server.revocation_grace_s,
@@ -95,7 +101,33 @@ pub fn serve_settings(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
         config,
         pipeline,
         response,
+        config_file: args.config.clone(),
     })
+}
+
+/// The environment variable that may hold the log key itself (a JWK).
+pub const LOG_KEY_ENV: &str = "VIGIL_LOG_KEY";
+
+/// Where the log keys come from: `--log-key` (or `$VIGIL_LOG_KEY_FILE`),
+/// else `$VIGIL_LOG_KEY`, else `[server] log_key_file`, else the data
+/// directory's own key.
+fn log_keys(args: &ServeArgs, config: &Config) -> crate::store::datadir::LogKeys {
+    use crate::store::datadir::{KeySource, LogKeys};
+    let current = match &args.log_key {
+        Some(path) => Some(KeySource::File(path.clone())),
+        None if std::env::var_os(LOG_KEY_ENV).is_some() => Some(KeySource::Env(LOG_KEY_ENV.into())),
+        None => config.server.log_key_file.clone().map(KeySource::File),
+    };
+    LogKeys {
+        current,
+        previous: config
+            .server
+            .log_key_previous_files
+            .iter()
+            .cloned()
+            .map(KeySource::File)
+            .collect(),
+    }
 }
 
 fn configured_tokens(config: &Config) -> anyhow::Result<Tokens> {
@@ -136,8 +168,9 @@ pub struct Server {
     listener: Option<tokio::net::TcpListener>,
     state: AppState,
     metrics_listen: Option<String>,
+    conn_limits: crate::api::ConnLimits,
     kafka: Option<crate::config::KafkaConfig>,
-    hup: Option<tokio::signal::unix::Signal>,
+    reload: Option<reload::Reload>,
     term: Option<tokio::signal::unix::Signal>,
     detection: Option<crate::detect::stage::Stage>,
     response: Option<crate::respond::stage::Stage>,
@@ -186,6 +219,29 @@ async fn fetch_remote_keys(
         client,
         poll,
     }))
+}
+
+/// Raises the soft limit of open files to the hard limit, so that
+/// `max_connections` sockets fit beside the log's files; warns when even
+/// the hard limit is too low.
+pub fn raise_file_limit(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+        }
+    }
+    let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    // Segments, tiles, the index, Kafka and the metrics listener need some.
+    let want = max_connections as u64 + 256;
+    if soft < want {
+        tracing::warn!(
+            "The open-file limit is {soft}, below max_connections ({max_connections}) plus 256 for the log's files: \
+             raise it (ulimit -n, LimitNOFILE=) or lower max_connections, or connections will be refused at accept"
+        );
+    }
 }
 
 /// Why the server stopped other than by a stop signal.
@@ -305,6 +361,14 @@ impl Server {
             query_limits: settings.config.query.limits(),
             sessions: Arc::default(),
         };
+        let reload = reload::Reload {
+            hup,
+            config_file: settings.config_file.clone(),
+            tokens: state.tokens.clone(),
+            configured_tokens: !settings.config.tokens.is_empty(),
+            response: response.services(),
+            hygiene: state.hygiene.clone(),
+        };
         // Last: whoever waits for this file may signal us at once.
         crate::store::fsutil::write_file_durably(
             &data.join("listen.addr"),
@@ -318,8 +382,9 @@ impl Server {
             listener: Some(listener),
             state,
             metrics_listen: settings.config.server.metrics_listen.clone(),
+            conn_limits: settings.config.server.conn_limits(),
             kafka: settings.config.kafka.clone(),
-            hup: Some(hup),
+            reload: Some(reload),
             term: Some(term),
             detection: settings.config.detection.enabled.then_some(stage),
             response: Some(response),
@@ -382,7 +447,13 @@ impl Server {
                 _ = http_stop.stopped() => {}
             }
         };
-        api::serve(listener, api::router(self.state.clone()), stop_signal).await?;
+        api::serve(
+            listener,
+            api::router(self.state.clone()),
+            self.conn_limits,
+            stop_signal,
+        )
+        .await?;
         tasks.stop_and_join(TASKS_STOP_LIMIT).await;
         self.pipeline.shutdown().await;
         if let Ok(why) = failed_rx.await {
@@ -414,10 +485,10 @@ impl Server {
                 .clone()
                 .run(self.pipeline.clone(), tasks.stop()),
         );
-        if let Some(hup) = self.hup.take() {
+        if let Some(r) = self.reload.take() {
             tasks.spawn(
-                "key reloads",
-                watch_keys(self.pipeline.clone(), hup, tasks.stop()),
+                "reloads",
+                reload::run(self.pipeline.clone(), r, tasks.stop()),
             );
         }
         if let Some(rk) = self.remote_keys.take() {
@@ -502,34 +573,5 @@ async fn table_metrics(pipeline: Arc<Pipeline>, mut stop: crate::shutdown::Stop)
             _ = stop.stopped() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-    }
-}
-
-async fn watch_keys(
-    pipeline: Arc<Pipeline>,
-    mut hup: tokio::signal::unix::Signal,
-    mut stop: crate::shutdown::Stop,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.stopped() => return,
-            _ = hup.recv() => tracing::info!("SIGHUP: reloading agent keys"),
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-        for note in pipeline.reload_keys().await {
-            match note {
-                ReloadNote::Info(line) => tracing::info!("{line}"),
-                ReloadNote::Warning(line) => tracing::warn!("{line}"),
-            }
-        }
-        let m = crate::telemetry::metrics();
-        m.keys_refused_total.store(
-            pipeline.keys().refused_total(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        m.keys_loaded.store(
-            pipeline.keys().current().key_count() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
     }
 }

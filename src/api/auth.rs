@@ -62,16 +62,16 @@ pub enum Denied {
 }
 
 /// Every configured token, and the OIDC issuer whose JWTs are accepted.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct Tokens {
-    entries: Vec<TokenEntry>,
+    entries: crate::live::Live<Vec<TokenEntry>>,
     oidc: Option<std::sync::Arc<super::jwt::Oidc>>,
 }
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokens")
-            .field("entries", &self.entries.len())
+            .field("entries", &self.entries.get().len())
             .field("oidc", &self.oidc.is_some())
             .finish()
     }
@@ -81,9 +81,25 @@ impl Tokens {
     /// Tokens from entries.
     pub fn new(entries: Vec<TokenEntry>) -> Tokens {
         Tokens {
-            entries,
+            entries: crate::live::Live::new(entries),
             oidc: None,
         }
+    }
+
+    /// Puts `entries` in force instead of the configured tokens (a
+    /// reload); requests already authorized are not affected.
+    pub fn replace(&self, entries: Vec<TokenEntry>) {
+        self.entries.set(entries);
+    }
+
+    /// The configured tokens (for a reload to put in force elsewhere).
+    pub fn into_entries(self) -> Vec<TokenEntry> {
+        self.entries.get().as_ref().clone()
+    }
+
+    /// How many tokens are configured.
+    pub fn len(&self) -> usize {
+        self.entries.get().len()
     }
 
     /// Also accepts the JWTs `oidc` verifies.
@@ -121,8 +137,9 @@ impl Tokens {
     pub fn check(&self, token: Option<&str>, roles: &[Role]) -> Result<TokenEntry, Denied> {
         let token = token.ok_or(Denied::Unauthenticated)?;
         let digest = sha256(token.as_bytes());
+        let entries = self.entries.get();
         let mut found: Option<&TokenEntry> = None;
-        for e in &self.entries {
+        for e in entries.iter() {
             if bool::from(e.digest.ct_eq(&digest)) {
                 found = Some(e);
             }
@@ -141,7 +158,7 @@ impl Tokens {
 
     /// Whether no token is configured and no OIDC issuer either.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.oidc.is_none()
+        self.entries.get().is_empty() && self.oidc.is_none()
     }
 }
 

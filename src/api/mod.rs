@@ -14,12 +14,14 @@ mod findings;
 mod hec;
 pub mod intake;
 pub mod jwt;
+pub mod listen;
 mod posture;
 mod query;
 mod read;
 pub mod session;
 
-use std::future::Future;
+pub use listen::{serve, ConnLimits};
+
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
@@ -138,16 +140,4 @@ pub fn router(state: AppState) -> Router {
 /// A router serving only `/metrics`, without a token (for `metrics_listen`).
 pub fn metrics_router() -> Router {
     Router::new().route("/metrics", get(read::metrics_open))
-}
-
-/// Serves `app` on `listener` until `shutdown` completes, then lets
-/// requests in flight finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -21,7 +21,7 @@ const BATCH: usize = 4096;
 #[derive(Debug, Default)]
 pub struct Hygiene {
     inventory: Mutex<Inventory>,
-    policy: Policy,
+    policy: crate::live::Live<Policy>,
 }
 
 impl Hygiene {
@@ -29,8 +29,13 @@ impl Hygiene {
     pub fn new(policy: Policy) -> Arc<Hygiene> {
         Arc::new(Hygiene {
             inventory: Mutex::default(),
-            policy,
+            policy: crate::live::Live::new(policy),
         })
+    }
+
+    /// Judges with `policy` from now on (a reload).
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.set(policy);
     }
 
     fn inventory(&self) -> MutexGuard<'_, Inventory> {
@@ -43,7 +48,7 @@ impl Hygiene {
     pub fn findings(&self) -> (Vec<Finding>, u64) {
         let now = (Timestamp::now().0 / 1_000_000) as i64;
         let inv = self.inventory();
-        (inv.findings(now, &self.policy), inv.position())
+        (inv.findings(now, &self.policy.get()), inv.position())
     }
 
     /// The inventory's SQL tables (`agents`, `keys`, `findings`) as of
@@ -51,7 +56,7 @@ impl Hygiene {
     pub fn tables(&self) -> Result<Vec<(&'static str, RecordBatch)>, ArrowError> {
         let now = (Timestamp::now().0 / 1_000_000) as i64;
         let inv = self.inventory();
-        super::tables::tables(&inv, &inv.findings(now, &self.policy))
+        super::tables::tables(&inv, &inv.findings(now, &self.policy.get()))
     }
 
     /// The `occurred_at` (ms) of `agent_id`'s latest accepted event.

@@ -100,6 +100,8 @@ pub struct NoteSigner {
     name: String,
     key: SigningKey,
     key_id: [u8; 4],
+    /// Keys that add their signature after the first (a log key rotation).
+    cosigners: Vec<(SigningKey, [u8; 4])>,
 }
 
 impl NoteSigner {
@@ -110,7 +112,15 @@ impl NoteSigner {
             name: name.to_string(),
             key,
             key_id,
+            cosigners: Vec::new(),
         }
+    }
+
+    /// Also signs every note with `key` (after the main key's line).
+    pub fn cosigned_by(mut self, key: SigningKey) -> NoteSigner {
+        let id = key_id(&self.name, &key.verifying_key());
+        self.cosigners.push((key, id));
+        self
     }
 
     /// The name signatures are made under.
@@ -126,11 +136,17 @@ impl NoteSigner {
     /// Signs a note body (which must end in a newline) and returns the note.
     pub fn sign(&self, body: &str) -> String {
         debug_assert!(body.ends_with('\n'));
-        let sig = self.key.sign(body.as_bytes()).to_bytes();
-        let mut blob = Vec::with_capacity(68);
-        blob.extend_from_slice(&self.key_id);
-        blob.extend_from_slice(&sig);
-        format!("{body}\n\u{2014} {} {}\n", self.name, b64(&blob))
+        let mut note = format!("{body}\n");
+        let keys = std::iter::once((&self.key, &self.key_id))
+            .chain(self.cosigners.iter().map(|(k, id)| (k, id)));
+        for (key, id) in keys {
+            let sig = key.sign(body.as_bytes()).to_bytes();
+            let mut blob = Vec::with_capacity(68);
+            blob.extend_from_slice(id);
+            blob.extend_from_slice(&sig);
+            note.push_str(&format!("\u{2014} {} {}\n", self.name, b64(&blob)));
+        }
+        note
     }
 }
 

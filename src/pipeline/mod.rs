@@ -57,7 +57,7 @@ pub struct PipelineConfig {
     /// The origin to create the log with (or check against).
     pub origin: Option<String>,
     /// A log key file to use instead of `DIR/log.key`.
-    pub log_key_file: Option<PathBuf>,
+    pub log_keys: crate::store::datadir::LogKeys,
     /// JWKS sources.
     pub jwks: Vec<String>,
     /// Revocation grace and clock skew.
@@ -84,7 +84,7 @@ impl PipelineConfig {
         PipelineConfig {
             data,
             origin: None,
-            log_key_file: None,
+            log_keys: Default::default(),
             jwks: Vec::new(),
             rules: TimeRules::default(),
             checkpoint_interval: Duration::from_secs(1),

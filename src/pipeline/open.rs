@@ -48,11 +48,7 @@ struct Restored {
 
 /// See [`Pipeline::open`].
 pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
-    let data = DataDir::open(
-        &cfg.data,
-        cfg.origin.as_deref(),
-        cfg.log_key_file.as_deref(),
-    )?;
+    let data = DataDir::open(&cfg.data, cfg.origin.as_deref(), &cfg.log_keys)?;
     let keys = KeyRegistry::open(&cfg.jwks, Some(Layout::new(&data.root).admin_keys()))?;
     let metrics = crate::telemetry::metrics();
     metrics
@@ -71,7 +67,10 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
     let size = recovered.size;
     metrics.log_size_records.store(size, Relaxed);
     let health = Health::default();
-    let signer = NoteSigner::new(&data.origin, data.log_key.clone());
+    let signer = data.cosigning_keys.iter().fold(
+        NoteSigner::new(&data.origin, data.log_key.clone()),
+        |s, k| s.cosigned_by(k.clone()),
+    );
     let (latest_tx, latest_rx) = watch::channel(Arc::new(Latest {
         note: String::new(),
         size: 0,

@@ -44,6 +44,6 @@ pub fn services(r: &config::Resolved) -> Result<stage::Services, http::HttpError
             .ssf
             .clone()
             .map(|s| Arc::new(signals::Signals::new(s, client.clone()))),
-        policy: r.policy.clone(),
+        policy: crate::live::Live::new(r.policy.clone()),
     })
 }

@@ -56,8 +56,8 @@ pub struct Services {
     pub vault: Option<Arc<Vault>>,
     /// The Shared Signals receiver, if configured.
     pub signals: Option<Arc<super::signals::Signals>>,
-    /// The response policy.
-    pub policy: Policy,
+    /// The response policy (SIGHUP replaces it).
+    pub policy: crate::live::Live<Policy>,
 }
 
 /// The stage, ready to run.
@@ -115,6 +115,12 @@ impl Stage {
             saving: None,
         };
         (stage, book)
+    }
+
+    /// The services and policy the stage runs with (a reload replaces the
+    /// policy in them).
+    pub fn services(&self) -> Arc<Services> {
+        self.services.clone()
     }
 
     /// Also publishes posture changes to `vigil.enforcement`.
@@ -188,8 +194,9 @@ impl Stage {
             let role_of = |agent: &str| keys.agent(agent).and_then(|r| r.role.clone());
             let trigger_of = |agent: &str, event_id: &str| trigger(pipeline, agent, event_id);
             let services = &self.services;
+            let policy = services.policy.get();
             let ctx = Context {
-                policy: &services.policy,
+                policy: &policy,
                 prefixes: services.vault.as_ref().map(|v| v.prefixes()),
                 details_type: services
                     .ciba

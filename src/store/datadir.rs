@@ -66,6 +66,45 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// Where one log signing key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A private JWK file (`--log-key`, a mounted secret).
+    File(PathBuf),
+    /// A private JWK held in an environment variable (its name).
+    Env(String),
+}
+
+impl KeySource {
+    fn load(&self) -> Result<PrivateJwk, DataDirError> {
+        match self {
+            KeySource::File(path) => load_key(path),
+            KeySource::Env(var) => {
+                let text = std::env::var(var).map_err(|_| DataDirError::BadKey {
+                    path: PathBuf::from(format!("${var}")),
+                    why: "the variable is not set or not UTF-8".into(),
+                })?;
+                PrivateJwk::parse(text.as_bytes()).map_err(|why| DataDirError::BadKey {
+                    path: PathBuf::from(format!("${var}")),
+                    why,
+                })
+            }
+        }
+    }
+}
+
+/// The log's signing keys: the current one (none: `DIR/log.key`, made on
+/// first start) and, during a rotation, the previous ones, which co-sign
+/// every checkpoint so that verifiers holding only an old key keep
+/// verifying until they have the new one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogKeys {
+    /// The key that signs first and is listed first.
+    pub current: Option<KeySource>,
+    /// Keys that also sign while a rotation is under way.
+    pub previous: Vec<KeySource>,
+}
+
 /// An open, locked data directory and the identity stored in it.
 pub struct DataDir {
     /// The directory.
@@ -74,6 +113,8 @@ pub struct DataDir {
     pub origin: String,
     /// The log's signing key.
     pub log_key: SigningKey,
+    /// Earlier log keys that co-sign checkpoints during a rotation.
+    pub cosigning_keys: Vec<SigningKey>,
     /// The pipeline's event key (agent `vigil`).
     pub pipeline_key: PrivateJwk,
     _lock: File,
@@ -81,12 +122,12 @@ pub struct DataDir {
 
 impl DataDir {
     /// Opens or creates the data directory: takes its lock, loads or makes
-    /// the log key (from `log_key_file` when given), fixes the origin, and
-    /// loads or makes the pipeline key.
+    /// the log keys (`DIR/log.key` unless `log_keys` names the current
+    /// one), fixes the origin, and loads or makes the pipeline key.
     pub fn open(
         root: &Path,
         origin: Option<&str>,
-        log_key_file: Option<&Path>,
+        log_keys: &LogKeys,
     ) -> Result<DataDir, DataDirError> {
         if let Some(o) = origin {
             check_origin(o)?;
@@ -106,10 +147,21 @@ impl DataDir {
         for p in layout.directories() {
             create_dir_durably(&p).map_err(io("cannot create", &p))?;
         }
-        let log_key = match log_key_file {
-            Some(path) => load_key(path)?.key,
+        let log_key = match &log_keys.current {
+            Some(source) => source.load()?.key,
             None => load_or_create_key(&layout.log_key(), "vigil-log", None)?.key,
         };
+        let mut cosigning_keys = Vec::new();
+        for source in &log_keys.previous {
+            let key = source.load()?.key;
+            if key.verifying_key() != log_key.verifying_key()
+                && !cosigning_keys
+                    .iter()
+                    .any(|k: &SigningKey| k.verifying_key() == key.verifying_key())
+            {
+                cosigning_keys.push(key);
+            }
+        }
         let origin_path = layout.origin();
         let origin = match std::fs::read_to_string(&origin_path) {
             Ok(stored) => {
@@ -136,7 +188,11 @@ impl DataDir {
             }
             Err(e) => return Err(io("cannot read", &origin_path)(e)),
         };
-        record_verifier_key(root, &verifier_key(&origin, &log_key.verifying_key()))?;
+        let in_force: Vec<String> = std::iter::once(&log_key)
+            .chain(&cosigning_keys)
+            .map(|k| verifier_key(&origin, &k.verifying_key()))
+            .collect();
+        record_verifier_keys(root, &in_force)?;
         let pipeline_key = load_or_create_key(
             &layout.pipeline_key(),
             &pipeline_kid(),
@@ -146,6 +202,7 @@ impl DataDir {
             root: root.to_path_buf(),
             origin,
             log_key,
+            cosigning_keys,
             pipeline_key,
             _lock: lock,
         })
@@ -223,13 +280,15 @@ pub fn read_verifier_keys(root: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn record_verifier_key(root: &Path, current: &str) -> Result<(), DataDirError> {
-    let mut keys = read_verifier_keys(root);
-    if keys.first().map(String::as_str) == Some(current) {
+/// Puts the keys in force (current first, then co-signers) at the head of
+/// `DIR/log-keys.txt`, keeping every retired key after them.
+fn record_verifier_keys(root: &Path, in_force: &[String]) -> Result<(), DataDirError> {
+    let old = read_verifier_keys(root);
+    if old.starts_with(in_force) {
         return Ok(());
     }
-    keys.retain(|k| k != current);
-    keys.insert(0, current.to_string());
+    let mut keys = in_force.to_vec();
+    keys.extend(old.into_iter().filter(|k| !in_force.contains(k)));
     let path = Layout::new(root).log_keys();
     write_file_durably(&path, (keys.join("\n") + "\n").as_bytes(), 0o644)
         .map_err(io("cannot write", &path))

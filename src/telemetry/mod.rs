@@ -160,6 +160,11 @@ registry! {
         http_body_too_large_total,
         /// Requests refused for a missing or unknown token.
         http_unauthorized_total,
+        /// Connections refused because `max_connections` were open.
+        http_connections_refused_total,
+        /// Connections closed for sending no complete request head within
+        /// `header_timeout_s` (idle keep-alive included).
+        http_header_timeouts_total,
         /// Group commits of the receipt log (one fdatasync each).
         log_commits_total,
         /// Checkpoints signed since start.
@@ -217,6 +222,8 @@ registry! {
         response_position_records,
         /// Agents suspended through Vigil.
         agents_suspended,
+        /// HTTP connections open on the API listener.
+        http_connections_open,
     }
     histograms {
         /// Time from an event's receipt (`received_at`) until detection has judged it.
