@@ -108,13 +108,17 @@ pub async fn serve(
     Ok(())
 }
 
-/// Answers a connection over the limit with 503 (best effort: the
-/// answer fits any socket buffer) and closes it.
+/// Answers a connection over the limit with 503 and closes it. The
+/// answer fits the empty send buffer of a new socket, so the write does
+/// not wait (tokio's `try_write` would: it knows no readiness yet).
 fn refuse(stream: TcpStream) {
+    use std::io::Write as _;
     crate::telemetry::metrics()
         .http_connections_refused_total
         .fetch_add(1, Relaxed);
-    let _ = stream.try_write(TOO_MANY);
+    if let Ok(mut s) = stream.into_std() {
+        let _ = s.write(TOO_MANY);
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod hygiene;
 mod interop;
 mod kafka;
 mod keys;
+mod limits;
 mod operations;
 mod panics;
 mod query;
