@@ -9,7 +9,8 @@
 # Debian's prometheus (scrapes the server in the dashboard test), Debian's
 # chromium and Python's playwright (the SOC dashboard in a browser), and
 # moto's S3-compatible server (PyPI, into ~/.cache/vigil-moto; the audit
-# store in a bucket).
+# store in a bucket), Schemathesis (PyPI, into ~/.cache/vigil-schemathesis;
+# checks the live server against schemas/openapi.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +51,13 @@ if [ -z "${MOTO_BIN:-}" ] && [ ! -x "$moto_venv/bin/moto_server" ]; then
   echo "test.sh: installing an S3-compatible server for the audit store tests (pip install moto[server] into $moto_venv)"
   python3 -m venv "$moto_venv"
   "$moto_venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+fi
+
+st_venv="$HOME/.cache/vigil-schemathesis"
+if [ -z "${SCHEMATHESIS:-}" ] && [ ! -x "$st_venv/bin/schemathesis" ]; then
+  echo "test.sh: installing Schemathesis for the API description test (pip install schemathesis into $st_venv)"
+  python3 -m venv "$st_venv"
+  "$st_venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 fi
 
 if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ] && [ -z "${TANSU_BIN:-}" ]; then

@@ -37,10 +37,10 @@ pub enum AgentsCommand {
         agent: String,
         /// Its role (cohort).
         #[arg(long)]
-        role: Option<String>,
+        role: String,
         /// Who answers for it.
         #[arg(long)]
-        owner: Option<String>,
+        owner: String,
         /// What it is for.
         #[arg(long)]
         purpose: Option<String>,

@@ -36,8 +36,64 @@ fn body_json(body: &Bytes, example: &str) -> Result<J, ApiError> {
     if body.is_empty() {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON ({e}); send {example}")))
+    match serde_json::from_slice(body) {
+        Ok(j @ J::Object(_)) => Ok(j),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "the body is not a JSON object; send {example}"
+        ))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the body is not JSON ({e}); send {example}"
+        ))),
+    }
+}
+
+/// Checks the ids a route names (`agent_id`, `kid`): 400 with why.
+fn check_ids(ids: &[(&str, &str)]) -> Result<(), ApiError> {
+    for (name, id) in ids {
+        crate::event::schema::check_id(name, id).map_err(ApiError::bad_request)?;
+        if *name == "agent_id" && *id == crate::event::PIPELINE_AGENT {
+            return Err(ApiError::bad_request("agent vigil is the pipeline's own"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a registration's body (the whole record, as PUT replaces it):
+/// `role` and `owner` non-empty strings, `purpose` a string, `actions` an
+/// array of strings.
+fn registration(b: &J) -> Result<(), ApiError> {
+    let example = r#"{"role":"hr-assistant","owner":"owner@example.com","purpose":"...","actions":["hr.read"]}"#;
+    for m in ["role", "owner"] {
+        if b[m].as_str().is_none_or(|s| s.trim().is_empty()) {
+            return Err(ApiError::bad_request(format!(
+                "{m} is required and must be a non-empty string: send {example}"
+            )));
+        }
+    }
+    if !(b["purpose"].is_null() || b["purpose"].is_string()) {
+        return Err(ApiError::bad_request(format!(
+            "purpose must be a string: send {example}"
+        )));
+    }
+    let actions_ok = match &b["actions"] {
+        J::Null => true,
+        J::Array(a) => a.iter().all(J::is_string),
+        _ => false,
+    };
+    if !actions_ok {
+        return Err(ApiError::bad_request(format!(
+            "actions must be an array of strings: send {example}"
+        )));
+    }
+    Ok(())
+}
+
+fn unknown_agent(agent: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_agent",
+        format!("agent {agent:?} has no key; add one with POST /v1/agents/{{agent_id}}/keys"),
+    )
 }
 
 fn conflict(message: String) -> ApiError {
@@ -147,10 +203,9 @@ pub async fn put_agent(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let by = app.authorize(&headers, &[Role::Admin])?.name.clone();
+    check_ids(&[("agent_id", &agent)])?;
     let b = body_json(&body, r#"{"role":"...","owner":"..."}"#)?;
-    if agent == crate::event::PIPELINE_AGENT {
-        return Err(ApiError::bad_request("agent vigil is the pipeline's own"));
-    }
+    registration(&b)?;
     let record = json!({"role": b["role"], "owner": b["owner"], "status": "active"});
     let want = record.clone();
     let id = agent.clone();
@@ -187,6 +242,7 @@ pub async fn add_key(
             "the key needs kid and x: send {example}"
         )));
     };
+    check_ids(&[("agent_id", &agent), ("kid", kid)])?;
     if let Some(k) = app.pipeline.keys().current().key(&agent, kid) {
         if k.jwk["x"] != x {
             return Err(conflict(format!(
@@ -229,9 +285,15 @@ pub async fn revoke_key(
     let b = body_json(&body, r#"{"revoked_at":1767225600}"#)?;
     let at = match &b["revoked_at"] {
         J::Null => Timestamp::now().secs(),
-        v => v.as_i64().ok_or_else(|| {
-            ApiError::bad_request("revoked_at must be a NumericDate (seconds since 1970)")
-        })?,
+        v => v
+            .as_f64()
+            .filter(|f| (0.0..=253_402_300_799.0).contains(f))
+            .map(|f| f as i64)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "revoked_at must be a NumericDate (seconds since 1970, at most year 9999)",
+                )
+            })?,
     };
     let Some(key) = app.pipeline.keys().current().key(&agent, &kid).cloned() else {
         return Err(ApiError::new(
@@ -267,6 +329,10 @@ pub async fn decommission(
     Path(agent): Path<String>,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, &[Role::Admin])?;
+    check_ids(&[("agent_id", &agent)])?;
+    if app.pipeline.keys().current().agent(&agent).is_none() {
+        return Err(unknown_agent(&agent));
+    }
     let id = agent.clone();
     edit(
         &app,
@@ -300,11 +366,7 @@ pub async fn attest(
         ));
     };
     if app.pipeline.keys().current().agent(&agent).is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_agent",
-            format!("agent {agent:?} has no key"),
-        ));
+        return Err(unknown_agent(&agent));
     }
     let attributes = json!({"agent_id": agent, "needed": needed, "by": by, "recorded_by": format!("token {token}")});
     let receipt = log_admin(&app, crate::hygiene::ATTESTED, &agent, attributes).await?;

@@ -83,3 +83,57 @@ impl IntoResponse for ApiError {
             .into_response()
     }
 }
+
+/// Gives every error answer the contract's JSON form: extractor
+/// rejections (a path that is not UTF-8, a body over `max_body`) and empty
+/// error answers come out of axum as plain text or nothing.
+pub async fn json_errors(
+    axum::extract::State(max_body): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    // Plain text or nothing is axum's; JSON, HTML (the dashboard's
+    // sign-in page) and the rest are answers of ours.
+    let plain = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("text/plain"));
+    if status.as_u16() < 400 || !plain {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let or_reason = |text: String| {
+        if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_string()
+        } else {
+            text
+        }
+    };
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "too_large",
+            format!("the body is larger than max_body_bytes ({max_body} bytes); send less"),
+        ),
+        StatusCode::NOT_FOUND => ("not_found", "nothing is at this path".to_string()),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this path does not take this method; see GET /v1/openapi.json".to_string(),
+        ),
+        s if s.is_client_error() => ("bad_request", or_reason(text)),
+        _ => ("internal", or_reason(text)),
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name, value.clone());
+        }
+    }
+    out
+}

@@ -43,7 +43,7 @@ impl Default for ConnLimits {
 
 /// What a connection over the limit is told before it is closed.
 const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 130\r\n\r\n\
+content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 121\r\n\r\n\
 {\"error\":\"too_many_connections\",\"message\":\"the server has max_connections open; close idle connections or retry shortly\"}";
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops

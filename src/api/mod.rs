@@ -129,10 +129,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/", get(dashboard::page))
         .route("/assets/{name}", get(dashboard::asset))
+        .route("/v1/openapi.json", get(read::openapi))
         .fallback(read::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             session::csrf,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.max_body_bytes,
+            error::json_errors,
         ))
         .with_state(state)
 }

@@ -197,6 +197,15 @@ pub(super) async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
+/// The API's OpenAPI 3.1 description (`schemas/openapi.json`), as built in.
+pub(super) async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../schemas/openapi.json"),
+    )
+        .into_response()
+}
+
 pub(super) async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,

@@ -110,7 +110,9 @@ fn set_cookie(value: &str, max_age: u64) -> HeaderValue {
 /// affected: browsers do not add those by themselves).
 pub async fn csrf(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let bearer = req.headers().contains_key(header::AUTHORIZATION);
+    // Only a request that authenticates with a bearer token skips the
+    // check: any other Authorization header falls back to the cookie.
+    let bearer = Tokens::presented(req.headers(), false).is_some();
     let login = req.uri().path() == "/v1/session" && req.method() == Method::POST;
     if !safe && !bearer && !login {
         if let Some((_, want)) = app.sessions.find(req.headers()) {

@@ -277,18 +277,20 @@ fn push_rows(batch: &RecordBatch, rows: &mut Vec<Vec<J>>) {
 /// timestamps, anything else as its display text.
 fn column_values(array: &ArrayRef) -> Vec<J> {
     let n = array.len();
-    let nulls = |i: usize| array.is_null(i);
+    // Nulls of the array the values come from: a cast turns what does not
+    // fit into null, and a NullArray's nulls are only logical.
+    let mut source = array.clone();
     let ty = array.data_type();
     let values: Vec<J> = if matches!(ty, DataType::UInt64) {
         let a = array.as_primitive::<UInt64Type>();
         (0..n).map(|i| J::from(a.value(i))).collect()
     } else if ty.is_integer() {
-        let a = cast(array, &DataType::Int64).expect("integers cast to Int64");
-        let a = a.as_primitive::<Int64Type>();
+        source = cast(array, &DataType::Int64).expect("integers cast to Int64");
+        let a = source.as_primitive::<Int64Type>();
         (0..n).map(|i| J::from(a.value(i))).collect()
     } else if ty.is_floating() || ty.is_decimal() {
-        let a = cast(array, &DataType::Float64).expect("numbers cast to Float64");
-        let a = a.as_primitive::<Float64Type>();
+        source = cast(array, &DataType::Float64).expect("numbers cast to Float64");
+        let a = source.as_primitive::<Float64Type>();
         (0..n)
             .map(|i| serde_json::Number::from_f64(a.value(i)).map_or(J::Null, J::Number))
             .collect()
@@ -297,8 +299,8 @@ fn column_values(array: &ArrayRef) -> Vec<J> {
         (0..n).map(|i| J::Bool(a.value(i))).collect()
     } else if matches!(ty, DataType::Timestamp(_, _)) {
         let ms = DataType::Timestamp(TimeUnit::Millisecond, None);
-        let a = cast(array, &ms).expect("times cast to milliseconds");
-        let a = a.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
+        source = cast(array, &ms).expect("times cast to milliseconds");
+        let a = source.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
         (0..n)
             .map(|i| J::String(Timestamp(a.value(i) as i128 * 1_000_000).to_rfc3339_millis()))
             .collect()
@@ -309,10 +311,12 @@ fn column_values(array: &ArrayRef) -> Vec<J> {
             .map(|i| J::String(fmt.value(i).to_string()))
             .collect()
     };
+    let nulls = source.logical_nulls();
+    let is_null = |i: usize| nulls.as_ref().is_some_and(|b| b.is_null(i));
     values
         .into_iter()
         .enumerate()
-        .map(|(i, v)| if nulls(i) { J::Null } else { v })
+        .map(|(i, v)| if is_null(i) { J::Null } else { v })
         .collect()
 }
 

@@ -31,13 +31,20 @@ impl Scope {
     /// Checks and normalises the period.
     pub fn new(from: &str, to: &str, owner: Option<String>) -> Result<Scope, String> {
         let parse = |what: &str, s: &str| {
-            Timestamp::parse_event_time(s)
-                .map(Timestamp::to_rfc3339_millis)
-                .ok_or_else(|| format!("{what} {s:?} is not a time: use YYYY-MM-DDTHH:MM:SSZ"))
+            let t = Timestamp::parse_event_time(s)
+                .ok_or_else(|| format!("{what} {s:?} is not a time: use YYYY-MM-DDTHH:MM:SSZ"))?;
+            let t = t.to_rfc3339_millis();
+            // The audit store's times are nanoseconds since 1970 (Arrow).
+            if !("1970-01-01".."2262-04-11").contains(&&t[..10]) {
+                return Err(format!(
+                    "{what} {t} is outside the times the audit store holds (1970-01-01 to 2262-04-10)"
+                ));
+            }
+            Ok(t)
         };
-        let (from, to) = (parse("--from", from)?, parse("--to", to)?);
+        let (from, to) = (parse("from", from)?, parse("to", to)?);
         if from >= to {
-            return Err(format!("--from {from} is not before --to {to}"));
+            return Err(format!("from {from} is not before to {to}"));
         }
         Ok(Scope { from, to, owner })
     }

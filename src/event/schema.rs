@@ -141,7 +141,9 @@ fn optional_str<'a>(v: &'a Value, name: &str) -> Result<Option<&'a str>, String>
     }
 }
 
-fn check_id(name: &str, s: &str) -> Result<(), String> {
+/// Checks an id (`agent_id`, `kid`, `event_id`...): 1 to 128 characters
+/// of letters, digits and `._:@#/+=-`.
+pub fn check_id(name: &str, s: &str) -> Result<(), String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "._:@#/+=-".contains(c);
     if s.is_empty() || s.chars().count() > MAX_ID_CHARS {
         return Err(format!(

@@ -49,14 +49,19 @@ fn str_member<'a>(jwk: &'a J, name: &str) -> Result<Option<&'a str>, String> {
     }
 }
 
+/// The latest NumericDate taken: 9999-12-31T23:59:59Z.
+const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
+
 fn date_member(jwk: &J, name: &str) -> Result<Option<Timestamp>, String> {
     match jwk.get(name) {
         None | Some(J::Null) => Ok(None),
         Some(J::Number(n)) => n
             .as_f64()
-            .filter(|f| f.is_finite())
+            .filter(|f| f.is_finite() && (0.0..=MAX_NUMERIC_DATE).contains(f))
             .map(|f| Some(Timestamp::from_numeric_date(f)))
-            .ok_or_else(|| format!("{name} is not a usable NumericDate")),
+            .ok_or_else(|| {
+                format!("{name} is not a usable NumericDate (seconds since 1970, 0 to {MAX_NUMERIC_DATE})")
+            }),
         Some(_) => Err(format!("{name} must be a NumericDate (seconds since 1970)")),
     }
 }
@@ -93,6 +98,11 @@ pub fn parse_key(jwk: &J) -> Result<(AgentKey, AgentRecord), String> {
     if !jwk.is_object() {
         return Err("not a JSON object".into());
     }
+    // The key is logged as a vigil event (canonical JSON): every number
+    // in it must be exact in I-JSON, whatever member holds it.
+    crate::json::parse(jwk.to_string().as_bytes()).map_err(|e| {
+        format!("is not I-JSON ({e}); numbers must be integers of at most 2^53-1 or exact doubles")
+    })?;
     if str_member(jwk, "kty")? != Some("OKP") || str_member(jwk, "crv")? != Some("Ed25519") {
         return Err("only Ed25519 keys are taken (kty \"OKP\", crv \"Ed25519\")".into());
     }

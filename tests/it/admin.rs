@@ -129,10 +129,11 @@ fn agents_and_keys_change_through_the_api_and_the_log_keeps_their_history() {
         &server,
         "PUT",
         &format!("/v1/agents/{}", f.agent),
-        json!({"owner": "new-owner"}),
+        json!({"role": "file-role", "owner": "new-owner"}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["record"]["owner"], "new-owner", "{}", r.text());
+    assert_eq!(r.json()["record"]["role"], "file-role", "{}", r.text());
     let r = admin(
         &server,
         "POST",

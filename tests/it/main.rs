@@ -18,6 +18,7 @@ mod interop;
 mod kafka;
 mod keys;
 mod limits;
+mod openapi;
 mod operations;
 mod panics;
 mod query;
