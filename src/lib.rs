@@ -33,30 +33,45 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "server")]
 pub mod agents;
+#[cfg(feature = "server")]
 pub mod api;
+#[cfg(feature = "server")]
 pub mod audit;
+#[cfg(feature = "server")]
 pub mod cli;
+#[cfg(feature = "server")]
 pub mod client;
+#[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
 pub mod demo;
+#[cfg(feature = "server")]
 pub mod detect;
 pub mod event;
 pub mod failpoint;
+#[cfg(feature = "server")]
 pub mod hygiene;
 pub mod ingest;
 pub mod json;
 pub mod keys;
 pub mod live;
+#[cfg(feature = "server")]
 pub mod loadgen;
 pub mod log;
+#[cfg(feature = "server")]
 pub mod ocsf;
 pub mod pipeline;
+#[cfg(feature = "server")]
 pub mod respond;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod shutdown;
+#[cfg(feature = "server")]
 pub mod simulate;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+#[cfg(feature = "server")]
 pub mod verify;

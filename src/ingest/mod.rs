@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod hec;
+#[cfg(feature = "server")]
 pub mod kafka;
 
 use std::io::Read;

@@ -248,4 +248,82 @@ mod tests {
         assert_eq!(c.without, br#"{"a":"x","b":1}"#);
         assert_eq!(c.whole, br#"{"a":"x","b":1,"signature":"s"}"#);
     }
+
+    mod properties {
+        use super::super::super::{parse, Value};
+        use super::super::write_jcs;
+        use proptest::prelude::*;
+
+        /// I-JSON values: any strings (escapes, astral planes, controls),
+        /// integers a double holds exactly, finite fractions.
+        fn value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::Bool),
+                (-(1i64 << 53)..(1i64 << 53)).prop_map(|i| serde_json::json!(i)),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite() && f.abs() < 9.0e15)
+                    .prop_map(|f| serde_json::json!(f)),
+                any::<String>().prop_map(serde_json::Value::String),
+            ];
+            leaf.prop_recursive(5, 64, 8, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..8)
+                        .prop_map(serde_json::Value::Array),
+                    proptest::collection::btree_map(any::<String>(), inner, 0..8)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn jcs(v: &Value) -> Vec<u8> {
+            let mut out = Vec::new();
+            write_jcs(v, &mut out);
+            out
+        }
+
+        /// The value with every object's members in name order.
+        fn sorted(v: &Value) -> Value {
+            match v {
+                Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+                Value::Object(m) => {
+                    let mut m: Vec<_> = m.iter().map(|(k, x)| (k.clone(), sorted(x))).collect();
+                    m.sort_by(|a, b| a.0.cmp(&b.0));
+                    Value::Object(m)
+                }
+                other => other.clone(),
+            }
+        }
+
+        fn reversed(v: &Value) -> Value {
+            match v {
+                Value::Array(a) => Value::Array(a.iter().map(reversed).collect()),
+                Value::Object(m) => Value::Object(
+                    m.iter()
+                        .rev()
+                        .map(|(k, x)| (k.clone(), reversed(x)))
+                        .collect(),
+                ),
+                other => other.clone(),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            /// The canonical form parses to the same value (numbers exactly),
+            /// canonicalises to itself, and does not depend on member order
+            /// or whitespace.
+            #[test]
+            fn canonical_form_is_a_fixed_point_of_the_value(v in value(), pretty in any::<bool>()) {
+                let text = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.unwrap();
+                let parsed = parse(&text).expect("serde_json's output is I-JSON here");
+                let once = jcs(&parsed);
+                let again = parse(&once).expect("the canonical form parses");
+                prop_assert_eq!(&jcs(&again), &once);
+                prop_assert_eq!(&jcs(&reversed(&parsed)), &once);
+                prop_assert_eq!(sorted(&again), sorted(&parsed));
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod history;
 pub mod jwks;
 pub mod private;
 pub mod registry;
+#[cfg(feature = "server")]
 pub mod remote;
 pub mod suspended;
 

@@ -459,4 +459,69 @@ mod tests {
             assert_eq!(CompactRange::from_source(&t, i + 1).unwrap(), c);
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn tree_of(n: u64, salt: u8) -> Tree {
+            let mut t = Tree::new();
+            for i in 0..n {
+                t.push(leaf_hash(&[&i.to_le_bytes()[..], &[salt]].concat()));
+            }
+            t
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            /// Every leaf's inclusion proof verifies against the root of any
+            /// tree that holds it, and fails for another leaf, another
+            /// index or any changed hash.
+            #[test]
+            fn inclusion_proofs_verify_and_any_change_fails(
+                size in 1u64..600,
+                pick in any::<u64>(),
+                flip in any::<(usize, u8)>(),
+            ) {
+                let t = tree_of(size, 1);
+                let index = pick % size;
+                let root = t.root(size);
+                let leaf = t.leaf(index).unwrap();
+                let proof = t.inclusion_proof(index, size);
+                prop_assert!(verify_inclusion(index, size, &leaf, &proof, &root));
+                let other = t.leaf((index + 1) % size).unwrap();
+                prop_assert!(size == 1 || !verify_inclusion(index, size, &other, &proof, &root));
+                prop_assert!(size == 1 || !verify_inclusion((index + 1) % size, size, &leaf, &proof, &root));
+                if !proof.is_empty() {
+                    let mut bad = proof.clone();
+                    let (at, bit) = (flip.0 % bad.len(), flip.1);
+                    bad[at][usize::from(bit) % 32] ^= 1 << (bit % 8);
+                    prop_assert!(!verify_inclusion(index, size, &leaf, &bad, &root));
+                }
+            }
+
+            /// A consistency proof between any two sizes verifies, and not
+            /// against the root of a tree that differs in one leaf.
+            #[test]
+            fn consistency_proofs_verify_and_a_forked_tree_fails(
+                second in 1u64..600,
+                pick in any::<u64>(),
+                fork in any::<u64>(),
+            ) {
+                let first = 1 + pick % second;
+                let t = tree_of(second, 1);
+                let proof = t.consistency_proof(first, second);
+                prop_assert!(verify_consistency(first, second, &t.root(first), &t.root(second), &proof));
+                // The same sizes, one leaf before `first` changed: another history.
+                let changed = fork % first;
+                let mut forked = Tree::new();
+                for i in 0..second {
+                    let salt = if i == changed { 2 } else { 1 };
+                    forked.push(leaf_hash(&[&i.to_le_bytes()[..], &[salt]].concat()));
+                }
+                prop_assert!(!verify_consistency(first, second, &forked.root(first), &t.root(second), &proof));
+            }
+        }
+    }
 }
