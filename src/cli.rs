@@ -761,13 +761,20 @@ fn serve_command(args: ServeArgs) -> Result<(), Exit> {
     crate::telemetry::init_logging("info");
     let settings = crate::server::serve_settings(&args)?;
     crate::server::raise_file_limit(settings.config.server.max_connections);
+    settings
+        .config
+        .telemetry
+        .start()
+        .map_err(|e| anyhow::anyhow!("[telemetry] {e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let server = crate::server::Server::start(settings).await?;
         server.run_until_signal().await
-    })?;
+    });
+    crate::telemetry::trace::shutdown();
+    served?;
     Ok(())
 }

@@ -45,6 +45,49 @@ pub struct Config {
     /// Thresholds of hygiene findings.
     #[serde(default)]
     pub hygiene: crate::hygiene::Policy,
+    /// Traces over OTLP.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: traces of each event through the stages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP base URL traces are posted to (`<url>/v1/traces`, JSON),
+    /// such as `http://127.0.0.1:4318`; unset: `$OTEL_EXPORTER_OTLP_ENDPOINT`,
+    /// else no traces (and no cost).
+    pub otlp_endpoint: Option<String>,
+    /// The spans' `service.name` (default `vigil`).
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: "vigil".into(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Starts the OTLP exporter when an endpoint is configured.
+    pub fn start(&self) -> Result<(), crate::telemetry::otlp::OtlpError> {
+        let endpoint = self
+            .otlp_endpoint
+            .clone()
+            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+            .filter(|e| !e.trim().is_empty());
+        match endpoint {
+            Some(e) => {
+                crate::telemetry::otlp::start(&e, &self.service_name)?;
+                tracing::info!(endpoint = %e, "Exporting traces over OTLP");
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 /// `[server]`

@@ -112,7 +112,11 @@ pub(super) async fn post_events(
             "the body holds no events; send at least one event object",
         ));
     }
-    let results = app.pipeline.ingest(items).await.map_err(unavailable)?;
+    let results = app
+        .pipeline
+        .ingest_traced(items, traceparent(&headers))
+        .await
+        .map_err(unavailable)?;
     let count = |s: Status| results.iter().filter(|r| r.status == s).count();
     let answer = BatchAnswer {
         accepted: count(Status::Accepted),
@@ -121,4 +125,14 @@ pub(super) async fn post_events(
         results,
     };
     Ok(Json(answer).into_response())
+}
+
+/// The request's W3C `traceparent`, when tracing (a link of its events'
+/// spans).
+pub(super) fn traceparent(headers: &HeaderMap) -> Option<crate::telemetry::trace::TraceContext> {
+    if !crate::telemetry::trace::enabled() {
+        return None;
+    }
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    crate::telemetry::trace::TraceContext::from_traceparent(value)
 }

@@ -60,7 +60,8 @@ pub(super) async fn post_hec(
         Ok(b) => b,
         Err(e) => return hec(StatusCode::PAYLOAD_TOO_LARGE, &too_many(e).message, 27),
     };
-    if let Err(e) = app.pipeline.ingest(batch.items).await {
+    let link = super::events::traceparent(&headers);
+    if let Err(e) = app.pipeline.ingest_traced(batch.items, link).await {
         return hec(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("Server is busy: {e}"),

@@ -229,7 +229,15 @@ impl Stage {
             return;
         };
         let now = Timestamp::now();
+        let started = std::time::SystemTime::now();
         let emitted = self.detector.observe(&obs, &now.to_rfc3339_millis());
+        if crate::telemetry::trace::enabled() {
+            traced(
+                rec,
+                started,
+                emitted.as_ref().map(|e| e.anomaly.anomaly_id.as_str()),
+            );
+        }
         let m = crate::telemetry::metrics();
         let lag_ms = (now.0 / 1_000_000) as i64 - obs.received_ms;
         m.detection_lag_seconds
@@ -392,4 +400,24 @@ async fn publish(pipeline: &Pipeline, a: &Anomaly) -> Result<bool, PublishError>
     ];
     let result = pipeline.append_own(ANOMALY_ACTION, fields).await?;
     result.receipt.map(|_| true).ok_or(PublishError::NoReceipt)
+}
+
+/// Records the `detect` span of an agent's event (tracing is on).
+fn traced(rec: &LogRecord, started: std::time::SystemTime, anomaly: Option<&str>) {
+    use crate::telemetry::trace::{record_stage, TraceContext};
+    let Ok(event) = crate::event::Event::parse(&rec.event) else {
+        return;
+    };
+    let own = (event.str_field("trace_id"), event.str_field("span_id"));
+    let parent = TraceContext::of_event(event.agent_id(), event.event_id(), Some(own));
+    let mut attributes = crate::pipeline::traced::event_attributes(
+        event.agent_id(),
+        event.event_id(),
+        event.correlation_id(),
+    );
+    attributes.push(("vigil.index", rec.index.to_string()));
+    if let Some(id) = anomaly {
+        attributes.push(("vigil.anomaly_id", id.to_string()));
+    }
+    record_stage("detect", parent, started, attributes);
 }

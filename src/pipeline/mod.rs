@@ -18,10 +18,11 @@ pub mod judge;
 mod keylog;
 mod open;
 mod results;
+pub mod traced;
 pub mod writer;
 
 pub use crate::store::view::ReceiptLookup;
-pub use results::{ItemResult, Status};
+pub use results::{Committed, ItemResult, Status};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -217,10 +218,21 @@ impl Pipeline {
     /// Judges and receipts (or quarantines) a batch; answers, in input
     /// order, once everything it names is durable.
     pub async fn ingest(&self, items: Vec<Item>) -> Result<Vec<ItemResult>, PipelineError> {
+        self.ingest_traced(items, None).await
+    }
+
+    /// [`Pipeline::ingest`], linking each event's `receive` span (when
+    /// tracing) to the request's incoming trace context.
+    pub async fn ingest_traced(
+        &self,
+        items: Vec<Item>,
+        link: Option<crate::telemetry::trace::TraceContext>,
+    ) -> Result<Vec<ItemResult>, PipelineError> {
         if let Some(why) = self.health.failure() {
             return Err(PipelineError::Failed(why));
         }
         let arrived = Instant::now();
+        let arrived_at = std::time::SystemTime::now();
         let received_at = Timestamp::now();
         let keys = self.keys.current();
         let rules = self.rules;
@@ -244,7 +256,15 @@ impl Pipeline {
         crate::telemetry::metrics()
             .ingest_judge_seconds
             .observe((judged_at - arrived).as_secs_f64());
+        let traced = crate::telemetry::trace::enabled().then(|| traced::traced(&judged));
+        let times = traced::Times {
+            arrived: arrived_at,
+            judged: std::time::SystemTime::now(),
+        };
         let results = self.submit(judged, received_at, arrived).await;
+        if let (Some(items), Ok(r)) = (traced, &results) {
+            traced::record(items, r, &times, link);
+        }
         crate::telemetry::metrics()
             .log_commit_wait_seconds
             .observe(judged_at.elapsed().as_secs_f64());

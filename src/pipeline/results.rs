@@ -37,6 +37,20 @@ pub struct ItemResult {
     /// What was wrong and how to fix it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When its group was sequenced and made durable (only while tracing).
+    #[serde(skip)]
+    pub committed: Option<Committed>,
+}
+
+/// When a group commit ran, for the `append` and `fsync` spans.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    /// The writer began sequencing the group.
+    pub sequenced: std::time::SystemTime,
+    /// It began writing the group durably.
+    pub writing: std::time::SystemTime,
+    /// The group (records, quarantine, index) was durable.
+    pub durable: std::time::SystemTime,
 }
 
 impl ItemResult {
@@ -48,6 +62,7 @@ impl ItemResult {
             reason: None,
             receipt: None,
             error: None,
+            committed: None,
         }
     }
 
@@ -60,6 +75,7 @@ impl ItemResult {
             reason: Some(u.reason().to_string()),
             receipt: None,
             error: Some(u.message().to_string()),
+            committed: None,
         }
     }
 

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::checkpointer::{DurableGroup, ToCheckpointer};
 use super::health::Health;
 use super::judge::Judgement;
-use super::{ItemResult, PipelineError};
+use super::{Committed, ItemResult, PipelineError};
 use crate::event::{Event, Hash};
 use crate::log::merkle::leaf_hash;
 use crate::log::receipt::{chain_hash, Reason, ReceiptBody, ServedReceipt, Verdict, RECEIPT_SPEC};
@@ -217,6 +217,7 @@ impl Writer {
                 return refuse_all(batches, &why);
             }
         }
+        let sequenced = std::time::SystemTime::now();
         let mut group = Group {
             framed: std::mem::take(&mut self.buffer),
             base_offset: 0,
@@ -232,17 +233,17 @@ impl Writer {
         group.base_offset = self.segments.begin_group(self.next, &mut group.framed);
         let (next, prev) = (self.next, self.prev);
         let mut pending = Vec::with_capacity(batches.len());
-        let mut sequenced = Ok(());
+        let mut ordered = Ok(());
         for b in batches {
             let received = b.received_at.to_rfc3339_millis();
             let mut results = Vec::with_capacity(b.items.len());
             for item in b.items {
-                if sequenced.is_err() {
+                if ordered.is_err() {
                     break;
                 }
                 match self.sequence(&mut group, item, &received) {
                     Ok(r) => results.push(r),
-                    Err(why) => sequenced = Err(why),
+                    Err(why) => ordered = Err(why),
                 }
             }
             pending.push(Pending {
@@ -251,7 +252,8 @@ impl Writer {
                 arrived: b.arrived,
             });
         }
-        let outcome = match sequenced {
+        let writing = std::time::SystemTime::now();
+        let outcome = match ordered {
             Ok(()) => self.make_durable(&mut group),
             Err(why) => {
                 // Nothing of the group was written: the log continues
@@ -260,7 +262,12 @@ impl Writer {
                 Err(why)
             }
         };
-        self.answer(pending, outcome);
+        let committed = crate::telemetry::trace::enabled().then(|| Committed {
+            sequenced,
+            writing,
+            durable: std::time::SystemTime::now(),
+        });
+        self.answer(pending, outcome, committed);
         self.buffer = std::mem::take(&mut group.framed);
     }
 
@@ -329,13 +336,21 @@ impl Writer {
         Ok(())
     }
 
-    fn answer(&self, pending: Vec<Pending>, outcome: Result<(), String>) {
-        for p in pending {
+    fn answer(
+        &self,
+        pending: Vec<Pending>,
+        outcome: Result<(), String>,
+        committed: Option<Committed>,
+    ) {
+        for mut p in pending {
             let answer = match &outcome {
                 Ok(()) => {
                     metrics()
                         .ingest_ack_seconds
                         .observe(p.arrived.elapsed().as_secs_f64());
+                    if committed.is_some() {
+                        p.results.iter_mut().for_each(|r| r.committed = committed);
+                    }
                     Ok(p.results)
                 }
                 Err(why) => Err(PipelineError::Failed(why.clone())),

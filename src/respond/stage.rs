@@ -189,6 +189,7 @@ impl Stage {
         let Some(logged) = evidence::read(&rec.body, &rec.event) else {
             return;
         };
+        let started = std::time::SystemTime::now();
         let effects = {
             let keys = pipeline.keys().current();
             let role_of = |agent: &str| keys.agent(agent).and_then(|r| r.role.clone());
@@ -216,7 +217,11 @@ impl Stage {
             }
         }
         let live = rec.index >= self.live_from;
+        let decided = effects.len();
         self.carry_out(pipeline, effects, stop, live).await;
+        if decided > 0 && crate::telemetry::trace::enabled() {
+            traced(&logged, started, decided);
+        }
     }
 
     async fn carry_out(
@@ -393,4 +398,31 @@ async fn legitimate(pipeline: &Pipeline, agent_id: &str, principal: &str, ids: &
 
 async fn write_state(saved: Saved, path: PathBuf) {
     crate::store::fsutil::save_derived_state(path, "response state", saved).await;
+}
+
+/// Records the `respond` span of a logged anomaly or answer that led to
+/// effects (tracing is on), in the trace of the event that triggered it.
+fn traced(logged: &evidence::Logged, started: std::time::SystemTime, effects: usize) {
+    use crate::telemetry::trace::{record_stage, TraceContext};
+    let agent = logged.text("agent_id").unwrap_or("");
+    let trigger = logged.attributes["event_ids"]
+        .as_array()
+        .and_then(|ids| ids.last())
+        .and_then(|id| id.as_str())
+        .unwrap_or(&logged.correlation_id);
+    let mut attributes = vec![
+        ("vigil.agent_id", agent.to_string()),
+        ("vigil.correlation_id", logged.correlation_id.clone()),
+        ("vigil.action", logged.action.clone()),
+        ("vigil.effects", effects.to_string()),
+    ];
+    if let Some(id) = logged.text("anomaly_id") {
+        attributes.push(("vigil.anomaly_id", id.to_string()));
+    }
+    record_stage(
+        "respond",
+        TraceContext::of_event(agent, trigger, None),
+        started,
+        attributes,
+    );
 }

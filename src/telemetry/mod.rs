@@ -11,6 +11,9 @@ use std::sync::OnceLock;
 use crate::log::receipt::Reason;
 
 mod family;
+#[cfg(feature = "server")]
+pub mod otlp;
+pub mod trace;
 pub use family::{BySource, Family, Outcome, Source};
 
 /// Starts `tracing` output to stderr; `RUST_LOG` overrides `default_filter`.

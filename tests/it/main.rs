@@ -28,4 +28,5 @@ mod schemas;
 mod services;
 mod tamper;
 mod tiles;
+mod traces;
 mod vectors;
