@@ -512,3 +512,86 @@ fn kill9_during_ingest_loses_nothing_acknowledged() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// SIGTERM while events flow: requests in flight are answered, the exit
+/// is 0, the last checkpoint covers every record, and every acknowledged
+/// event is in the log after a restart.
+#[test]
+fn sigterm_during_ingest_answers_in_flight_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let signer = Signer::new(43, "term-agent", "term-agent#1");
+    let jwks = dir.path().join("keys.jwks.json");
+    write_jwks(&jwks, &[signer.jwk(serde_json::json!({}))]);
+    let args = ["--keys", jwks.to_str().unwrap()];
+    let mut server = Server::start(&data, &args);
+    let shared = Arc::new(Shared {
+        target: Mutex::new(Target {
+            addr: server.addr,
+            token: server.token.clone(),
+        }),
+        acked: Mutex::new(Vec::new()),
+        last_batch: Mutex::new(Vec::new()),
+        acked_batches: AtomicUsize::new(0),
+        failed_posts: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        pause: AtomicBool::new(false),
+    });
+    let sender = {
+        let shared = shared.clone();
+        let signer = Signer::new(43, "term-agent", "term-agent#1");
+        thread::spawn(move || client(shared, signer))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shared.acked_batches.load(Ordering::SeqCst) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "no batches acknowledged: {}",
+            server.log_text()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    // The client keeps sending while the server stops.
+    let log = server.log.clone();
+    assert_eq!(
+        server.stop(),
+        Some(0),
+        "SIGTERM under load exits 0: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    thread::sleep(Duration::from_millis(200));
+    shared.stop.store(true, Ordering::SeqCst);
+    sender
+        .join()
+        .expect("the client thread does not panic")
+        .expect("every answer the client got keeps the contract");
+    // The last checkpoint, written at the stop, covers the whole log.
+    let out = run_vigil(&["verify", "--data", data.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let number_before = |marker: &str| -> u64 {
+        let before = &text[..text
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker:?} in {text}"))];
+        before.rsplit([' ', '(']).next().unwrap().parse().unwrap()
+    };
+    let records = number_before(" receipts");
+    let covered: u64 = text
+        .split("latest size ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no latest size in {text}"));
+    assert_eq!(
+        covered, records,
+        "the last checkpoint covers every record: {text}"
+    );
+    let server = Server::start(&data, &args);
+    let acked = shared.acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 250,
+        "only {} events acknowledged",
+        acked.len()
+    );
+    check_acked(&server, &signer.agent, &acked, "after SIGTERM under load");
+}
