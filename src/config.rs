@@ -436,6 +436,16 @@ impl TokenConfig {
 mod tests {
     use super::*;
 
+    /// The shipped example and the compose trial's file load as they are.
+    #[test]
+    fn the_deploy_examples_load() {
+        for file in ["deploy/vigil.example.toml", "deploy/compose/vigil.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(cfg.server.drain_timeout_s > 0, "{file}");
+        }
+    }
+
     #[test]
     fn parses_the_contract_example_and_refuses_typos() {
         let cfg: Config = toml::from_str(
