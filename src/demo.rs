@@ -71,10 +71,14 @@ fn demo_simulation(dir: &Path) -> anyhow::Result<(Simulation, PathBuf)> {
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     crate::telemetry::init_logging("warn");
+    // Traces when $OTEL_EXPORTER_OTLP_ENDPOINT names a collector.
+    crate::config::TelemetryConfig::default().start()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(demo(args))
+    let ran = rt.block_on(demo(args));
+    crate::telemetry::trace::shutdown();
+    ran
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {

@@ -159,6 +159,70 @@ fn configured_tokens(config: &Config) -> anyhow::Result<Tokens> {
     Ok(Tokens::new(entries))
 }
 
+/// The configured tokens and the OIDC issuer (its keys fetched once);
+/// refuses a non-loopback address without either.
+async fn caller_tokens(
+    settings: &ServeSettings,
+    listen: SocketAddr,
+) -> anyhow::Result<(Tokens, Option<Arc<crate::api::jwt::Oidc>>)> {
+    let mut tokens = configured_tokens(&settings.config)?;
+    let oidc = match &settings.config.oidc {
+        Some(cfg) => {
+            let http = crate::respond::http::HttpClient::new(Duration::from_secs(10))
+                .map_err(|e| anyhow!("{e}"))?;
+            let oidc = Arc::new(crate::api::jwt::Oidc::new(cfg.clone(), http));
+            if let Err(e) = oidc.fetch_keys().await {
+                tracing::error!(error = %e, "Cannot load the OIDC issuer's keys yet; bearer JWTs are refused until they load (retried every 10 s)");
+            }
+            tokens = tokens.with_oidc(oidc.clone());
+            Some(oidc)
+        }
+        None => None,
+    };
+    if tokens.is_empty() && !listen.ip().is_loopback() {
+        bail!(
+            "no token is configured, so vigil refuses to listen on the non-loopback address {listen}; \
+             configure [[tokens]] or listen on 127.0.0.1"
+        );
+    }
+    Ok((tokens, oidc))
+}
+
+/// Opens the pipeline (https key sources fetched first) and logs the keys
+/// in force, covered by a checkpoint before anything is served.
+async fn open_pipeline(settings: &ServeSettings) -> anyhow::Result<(Pipeline, Option<RemoteKeys>)> {
+    let mut pipeline_cfg = settings.pipeline.clone();
+    let remote_keys = fetch_remote_keys(settings, &mut pipeline_cfg.jwks).await?;
+    let pipeline = Pipeline::open(&pipeline_cfg).map_err(|e| anyhow!("{e}"))?;
+    let logged = pipeline
+        .log_keys_in_force()
+        .await
+        .map_err(|e| anyhow!("cannot log the keys in force: {e}"))?;
+    if logged > 0 {
+        pipeline
+            .checkpoint_now()
+            .await
+            .map_err(|e| anyhow!("cannot sign a checkpoint: {e}"))?;
+    }
+    Ok((pipeline, remote_keys))
+}
+
+/// The data directory's admin token (made on first start) with every role,
+/// when no token is configured.
+fn generated_admin_token(pipeline: &Pipeline) -> anyhow::Result<Tokens> {
+    let (token, created) = pipeline
+        .data_dir()
+        .admin_token()
+        .map_err(|e| anyhow!("{e}"))?;
+    let path = crate::store::layout::Layout::new(&pipeline.data_dir().root).admin_token();
+    if created {
+        tracing::info!(path = %path.display(), "No tokens are configured: wrote a generated admin token (all roles) to this file");
+    } else {
+        tracing::info!(path = %path.display(), "No tokens are configured: using the admin token in this file");
+    }
+    Ok(Tokens::admin(&token))
+}
+
 /// A running server: the pipeline plus its HTTP listeners.
 pub struct Server {
     /// The pipeline.
@@ -264,53 +328,11 @@ impl Server {
             .listen
             .parse()
             .context("bad listen address")?;
-        let mut tokens = configured_tokens(&settings.config)?;
-        let oidc = match &settings.config.oidc {
-            Some(cfg) => {
-                let http = crate::respond::http::HttpClient::new(Duration::from_secs(10))
-                    .map_err(|e| anyhow!("{e}"))?;
-                let oidc = Arc::new(crate::api::jwt::Oidc::new(cfg.clone(), http));
-                if let Err(e) = oidc.fetch_keys().await {
-                    tracing::error!(error = %e, "Cannot load the OIDC issuer's keys yet; bearer JWTs are refused until they load (retried every 10 s)");
-                }
-                tokens = tokens.with_oidc(oidc.clone());
-                Some(oidc)
-            }
-            None => None,
-        };
-        if tokens.is_empty() && !listen.ip().is_loopback() {
-            bail!(
-                "no token is configured, so vigil refuses to listen on the non-loopback address {listen}; \
-                 configure [[tokens]] or listen on 127.0.0.1"
-            );
-        }
-        let mut pipeline_cfg = settings.pipeline.clone();
-        let remote_keys = fetch_remote_keys(&settings, &mut pipeline_cfg.jwks).await?;
-        let pipeline = Pipeline::open(&pipeline_cfg).map_err(|e| anyhow!("{e}"))?;
-        let logged = pipeline
-            .log_keys_in_force()
-            .await
-            .map_err(|e| anyhow!("cannot log the keys in force: {e}"))?;
-        if logged > 0 {
-            // Cover the key history with a checkpoint before serving.
-            pipeline
-                .checkpoint_now()
-                .await
-                .map_err(|e| anyhow!("cannot sign a checkpoint: {e}"))?;
-        }
+        let (mut tokens, oidc) = caller_tokens(&settings, listen).await?;
+        let (pipeline, remote_keys) = open_pipeline(&settings).await?;
         let data = pipeline.data_dir().root.clone();
         if tokens.is_empty() {
-            let (token, created) = pipeline
-                .data_dir()
-                .admin_token()
-                .map_err(|e| anyhow!("{e}"))?;
-            let path = crate::store::layout::Layout::new(&data).admin_token();
-            if created {
-                tracing::info!(path = %path.display(), "No tokens are configured: wrote a generated admin token (all roles) to this file");
-            } else {
-                tracing::info!(path = %path.display(), "No tokens are configured: using the admin token in this file");
-            }
-            tokens = Tokens::admin(&token);
+            tokens = generated_admin_token(&pipeline)?;
         }
         // SIGHUP reloads keys and SIGTERM stops cleanly; take both over
         // before anyone can know our address.

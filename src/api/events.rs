@@ -112,11 +112,8 @@ pub(super) async fn post_events(
             "the body holds no events; send at least one event object",
         ));
     }
-    let results = app
-        .pipeline
-        .ingest_traced(items, traceparent(&headers))
-        .await
-        .map_err(unavailable)?;
+    let items = linked(items, &headers);
+    let results = app.pipeline.ingest(items).await.map_err(unavailable)?;
     let count = |s: Status| results.iter().filter(|r| r.status == s).count();
     let answer = BatchAnswer {
         accepted: count(Status::Accepted),
@@ -127,12 +124,17 @@ pub(super) async fn post_events(
     Ok(Json(answer).into_response())
 }
 
-/// The request's W3C `traceparent`, when tracing (a link of its events'
-/// spans).
-pub(super) fn traceparent(headers: &HeaderMap) -> Option<crate::telemetry::trace::TraceContext> {
-    if !crate::telemetry::trace::enabled() {
-        return None;
+/// The items, linked (when tracing) to the request's W3C `traceparent`.
+pub(super) fn linked(
+    items: Vec<crate::pipeline::Item>,
+    headers: &HeaderMap,
+) -> Vec<crate::pipeline::Item> {
+    let link = crate::telemetry::trace::enabled()
+        .then(|| headers.get("traceparent")?.to_str().ok())
+        .flatten()
+        .and_then(crate::telemetry::trace::TraceContext::from_traceparent);
+    match link {
+        Some(l) => items.into_iter().map(|i| i.linked(Some(l))).collect(),
+        None => items,
     }
-    let value = headers.get("traceparent")?.to_str().ok()?;
-    crate::telemetry::trace::TraceContext::from_traceparent(value)
 }

@@ -60,8 +60,8 @@ pub(super) async fn post_hec(
         Ok(b) => b,
         Err(e) => return hec(StatusCode::PAYLOAD_TOO_LARGE, &too_many(e).message, 27),
     };
-    let link = super::events::traceparent(&headers);
-    if let Err(e) = app.pipeline.ingest_traced(batch.items, link).await {
+    let items = super::events::linked(batch.items, &headers);
+    if let Err(e) = app.pipeline.ingest(items).await {
         return hec(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("Server is busy: {e}"),

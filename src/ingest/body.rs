@@ -2,7 +2,6 @@
 
 use bytes::Bytes;
 
-use crate::event::Unidentifiable;
 use crate::json::{check_syntax, split_array, SplitError};
 use crate::pipeline::Item;
 
@@ -79,13 +78,13 @@ pub fn split_body(
                 .map(|(i, r)| Item::new(body.slice(r), format!("http item {}", i + 1)))
                 .collect()),
             Err(SplitError::TooMany { max }) => Err(TooManyItems { max }),
-            Err(e) => Ok(vec![Item {
-                raw: body,
-                source: "http".into(),
-                preset: Some(Unidentifiable::Unparseable(format!(
+            Err(e) => Ok(vec![Item::unparseable(
+                body,
+                "http",
+                format!(
                     "the JSON array does not parse ({e}); send a JSON array of event objects, or NDJSON with Content-Type: application/x-ndjson"
-                ))),
-            }]),
+                ),
+            )]),
         };
     }
     let several_lines = body

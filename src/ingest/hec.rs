@@ -7,7 +7,6 @@
 
 use bytes::Bytes;
 
-use crate::event::Unidentifiable;
 use crate::json::{object_members, parse, split_concatenated, SplitError, Value};
 use crate::pipeline::Item;
 
@@ -35,11 +34,7 @@ pub fn split_hec(body: &Bytes, max_items: usize) -> Result<HecBatch, TooManyItem
         let raw = body.slice(r);
         items.push(match envelope_event(&raw, n + 1) {
             Ok(event) => Item::new(event, source),
-            Err(why) => Item {
-                raw,
-                source,
-                preset: Some(Unidentifiable::Unparseable(why)),
-            },
+            Err(why) => Item::unparseable(raw, source, why),
         });
     }
     let framing_error = err.map(|e| {
@@ -51,11 +46,11 @@ pub fn split_hec(body: &Bytes, max_items: usize) -> Result<HecBatch, TooManyItem
             SplitError::Invalid { offset, .. } => offset,
             SplitError::TooMany { .. } => body.len(),
         };
-        items.push(Item {
-            raw: body.slice(offset..),
-            source: format!("hec envelope {} and the rest", n + 1),
-            preset: Some(Unidentifiable::Unparseable(why.clone())),
-        });
+        items.push(Item::unparseable(
+            body.slice(offset..),
+            format!("hec envelope {} and the rest", n + 1),
+            why.clone(),
+        ));
         (n, why)
     });
     Ok(HecBatch {

@@ -28,12 +28,11 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::config::{ConfigError, KafkaConfig};
-use crate::event::Unidentifiable;
 use crate::pipeline::{Item, Pipeline, PipelineError, Status};
 use crate::shutdown::Stop;
 use crate::telemetry::metrics;
@@ -509,16 +508,24 @@ impl Consume {
 /// The pipeline item of one message.
 fn message_item(m: &OwnedMessage) -> Item {
     let source = format!("kafka:{}/{}@{}", m.topic(), m.partition(), m.offset());
-    match m.payload() {
+    let item = match m.payload() {
         Some(p) if !p.is_empty() => Item::new(Bytes::copy_from_slice(p), source),
-        _ => Item {
-            raw: Bytes::new(),
+        _ => Item::unparseable(
+            Bytes::new(),
             source,
-            preset: Some(Unidentifiable::Unparseable(
-                "the Kafka message has no value; send one event JSON per message".into(),
-            )),
-        },
+            "the Kafka message has no value; send one event JSON per message".into(),
+        ),
+    };
+    if !crate::telemetry::trace::enabled() {
+        return item;
     }
+    let link = m.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == "traceparent")
+            .and_then(|h| std::str::from_utf8(h.value?).ok())
+            .and_then(crate::telemetry::trace::TraceContext::from_traceparent)
+    });
+    item.linked(link)
 }
 
 /// Counts an accepted message whose key is not its event's agent.

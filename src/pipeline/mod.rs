@@ -156,6 +156,9 @@ pub struct Item {
     pub source: String,
     /// Already known not to be receiptable (a framing error).
     pub preset: Option<Unidentifiable>,
+    /// The incoming trace context it came with (an HTTP `traceparent`, a
+    /// Kafka message's `traceparent` header), linked from its spans.
+    pub link: Option<crate::telemetry::trace::TraceContext>,
 }
 
 impl Item {
@@ -165,7 +168,21 @@ impl Item {
             raw,
             source: source.into(),
             preset: None,
+            link: None,
         }
+    }
+
+    /// An item known not to parse (a framing error), quarantined with `why`.
+    pub fn unparseable(raw: Bytes, source: impl Into<String>, why: String) -> Item {
+        Item {
+            preset: Some(Unidentifiable::Unparseable(why)),
+            ..Item::new(raw, source)
+        }
+    }
+
+    /// The item, linked to an incoming trace context.
+    pub fn linked(self, link: Option<crate::telemetry::trace::TraceContext>) -> Item {
+        Item { link, ..self }
     }
 }
 
@@ -218,16 +235,6 @@ impl Pipeline {
     /// Judges and receipts (or quarantines) a batch; answers, in input
     /// order, once everything it names is durable.
     pub async fn ingest(&self, items: Vec<Item>) -> Result<Vec<ItemResult>, PipelineError> {
-        self.ingest_traced(items, None).await
-    }
-
-    /// [`Pipeline::ingest`], linking each event's `receive` span (when
-    /// tracing) to the request's incoming trace context.
-    pub async fn ingest_traced(
-        &self,
-        items: Vec<Item>,
-        link: Option<crate::telemetry::trace::TraceContext>,
-    ) -> Result<Vec<ItemResult>, PipelineError> {
         if let Some(why) = self.health.failure() {
             return Err(PipelineError::Failed(why));
         }
@@ -238,6 +245,8 @@ impl Pipeline {
         let rules = self.rules;
         let tables = self.tables.clone();
         let suspended = self.suspended.current();
+        let links = crate::telemetry::trace::enabled()
+            .then(|| items.iter().map(|i| i.link).collect::<Vec<_>>());
         let (jtx, jrx) = oneshot::channel();
         // A panic while judging fails the pipeline (a hook on the pool's
         // threads) before `jtx` is dropped.
@@ -256,14 +265,14 @@ impl Pipeline {
         crate::telemetry::metrics()
             .ingest_judge_seconds
             .observe((judged_at - arrived).as_secs_f64());
-        let traced = crate::telemetry::trace::enabled().then(|| traced::traced(&judged));
+        let traced = links.map(|links| traced::traced(&judged, links));
         let times = traced::Times {
             arrived: arrived_at,
             judged: std::time::SystemTime::now(),
         };
         let results = self.submit(judged, received_at, arrived).await;
         if let (Some(items), Ok(r)) = (traced, &results) {
-            traced::record(items, r, &times, link);
+            traced::record(items, r, &times);
         }
         crate::telemetry::metrics()
             .log_commit_wait_seconds

@@ -13,13 +13,16 @@ use crate::telemetry::trace::{self, EventSpans, StageSpan, TraceContext};
 pub(super) struct Traced {
     parent: TraceContext,
     attributes: Vec<(&'static str, String)>,
+    link: Option<TraceContext>,
 }
 
-/// The events' trace contexts and identities (none for quarantined items).
-pub(super) fn traced(judged: &[Judged]) -> Vec<Option<Traced>> {
+/// The events' trace contexts and identities (none for quarantined items),
+/// with the incoming contexts they came with.
+pub(super) fn traced(judged: &[Judged], links: Vec<Option<TraceContext>>) -> Vec<Option<Traced>> {
     judged
         .iter()
-        .map(|j| match &j.judgement {
+        .zip(links)
+        .map(|(j, link)| match &j.judgement {
             Judgement::Receipt { event, .. } => {
                 let own = (event.str_field("trace_id"), event.str_field("span_id"));
                 Some(Traced {
@@ -29,6 +32,7 @@ pub(super) fn traced(judged: &[Judged]) -> Vec<Option<Traced>> {
                         event.event_id(),
                         event.correlation_id(),
                     ),
+                    link,
                 })
             }
             Judgement::Quarantine(_) => None,
@@ -56,12 +60,7 @@ pub(super) struct Times {
 }
 
 /// Records each answered event's ingest spans.
-pub(super) fn record(
-    items: Vec<Option<Traced>>,
-    results: &[ItemResult],
-    times: &Times,
-    link: Option<TraceContext>,
-) {
+pub(super) fn record(items: Vec<Option<Traced>>, results: &[ItemResult], times: &Times) {
     for (item, result) in items.into_iter().zip(results) {
         let (Some(item), Some(c)) = (item, result.committed) else {
             continue;
@@ -84,7 +83,7 @@ pub(super) fn record(
                 stage("append", times.judged.max(c.sequenced), c.writing),
                 stage("fsync", c.writing, c.durable),
             ],
-            link,
+            link: item.link,
         });
     }
 }

@@ -220,7 +220,7 @@ impl Stage {
         let decided = effects.len();
         self.carry_out(pipeline, effects, stop, live).await;
         if decided > 0 && crate::telemetry::trace::enabled() {
-            traced(&logged, started, decided);
+            traced(pipeline, &logged, started, decided);
         }
     }
 
@@ -402,10 +402,22 @@ async fn write_state(saved: Saved, path: PathBuf) {
 
 /// Records the `respond` span of a logged anomaly or answer that led to
 /// effects (tracing is on), in the trace of the event that triggered it.
-fn traced(logged: &evidence::Logged, started: std::time::SystemTime, effects: usize) {
+fn traced(
+    pipeline: &Pipeline,
+    logged: &evidence::Logged,
+    started: std::time::SystemTime,
+    effects: usize,
+) {
     use crate::telemetry::trace::{record_stage, TraceContext};
-    let agent = logged.text("agent_id").unwrap_or("");
-    let trigger = logged.attributes["event_ids"]
+    // An anomaly's event holds it under `anomaly`; answers and decisions
+    // name the agent and anomaly at the top.
+    let about = logged
+        .attributes
+        .get("anomaly")
+        .unwrap_or(&logged.attributes);
+    let text = |name: &str| about.get(name).and_then(|v| v.as_str());
+    let agent = text("agent_id").unwrap_or("");
+    let trigger = about["event_ids"]
         .as_array()
         .and_then(|ids| ids.last())
         .and_then(|id| id.as_str())
@@ -416,13 +428,19 @@ fn traced(logged: &evidence::Logged, started: std::time::SystemTime, effects: us
         ("vigil.action", logged.action.clone()),
         ("vigil.effects", effects.to_string()),
     ];
-    if let Some(id) = logged.text("anomaly_id") {
+    if let Some(id) = text("anomaly_id") {
         attributes.push(("vigil.anomaly_id", id.to_string()));
     }
-    record_stage(
-        "respond",
-        TraceContext::of_event(agent, trigger, None),
-        started,
-        attributes,
-    );
+    // The trigger's own W3C context, as its other stages used.
+    let event = pipeline
+        .view()
+        .find_receipt(agent, trigger)
+        .ok()
+        .flatten()
+        .and_then(|rec| crate::event::Event::parse(&rec.event).ok());
+    let own = event
+        .as_ref()
+        .map(|e| (e.str_field("trace_id"), e.str_field("span_id")));
+    let parent = TraceContext::of_event(agent, trigger, own);
+    record_stage("respond", parent, started, attributes);
 }

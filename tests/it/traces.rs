@@ -50,11 +50,11 @@ fn attr<'a>(span: &'a J, key: &str) -> Option<&'a str> {
         .as_str()
 }
 
-#[test]
-fn each_events_stages_reach_an_otlp_receiver_as_one_trace() {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, port_file) = (dir.path().join("spans.ndjson"), dir.path().join("port"));
-    let _receiver = Receiver(
+/// Starts the OTLP receiver writing to `dir/spans.ndjson`; returns (the
+/// file, the running receiver) and its port.
+fn receiver(dir: &std::path::Path) -> ((std::path::PathBuf, Receiver), String) {
+    let (out, port_file) = (dir.join("spans.ndjson"), dir.join("port"));
+    let running = Receiver(
         Command::new("python3")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -70,6 +70,13 @@ fn each_events_stages_reach_an_otlp_receiver_as_one_trace() {
         || std::fs::read_to_string(&port_file).ok(),
         || "the OTLP receiver did not start".into(),
     );
+    ((out, running), port)
+}
+
+#[test]
+fn each_events_stages_reach_an_otlp_receiver_as_one_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let ((out, _receiver), port) = receiver(dir.path());
     let signer = Signer::new(101, "traced", "traced#1");
     let jwks = dir.path().join("agents.jwks.json");
     write_jwks(&jwks, &[signer.jwk(json!({}))]);
@@ -158,4 +165,79 @@ fn each_events_stages_reach_an_otlp_receiver_as_one_trace() {
     assert_ne!(receive["traceId"], own_trace);
     assert_eq!(named(&plain, "detect")["traceId"], receive["traceId"]);
     assert_eq!(attr(&receive, "vigil.status"), Some("accepted"));
+}
+
+/// An anomaly that the policy answers with a revocation: its `respond`
+/// span is in the trace of the event whose `detect` span raised it.
+#[test]
+fn a_response_is_traced_in_the_trace_of_the_event_that_raised_it() {
+    use crate::detection::{offboarding, post_all, routine_with_leases, settle};
+    let dir = tempfile::tempdir().unwrap();
+    let ((out, _receiver), port) = receiver(dir.path());
+    let signer = Signer::new(44, "db-0", "db-0#1");
+    let jwks = dir.path().join("fleet.jwks.json");
+    write_jwks(
+        &jwks,
+        &[signer.jwk(json!({"role": "db-agent", "owner": "data-ops"}))],
+    );
+    let cfg = dir.path().join("vigil.toml");
+    // Vault at port 1 refuses connections: the decision is still made,
+    // logged and traced; the revocation is retried.
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[telemetry]
+otlp_endpoint = "http://127.0.0.1:{port}"
+[vault]
+address = "http://127.0.0.1:1"
+token = "root"
+lease_prefixes = {{ "db-agent" = ["database/creds/db-agent/"] }}
+[[response.rules]]
+roles = ["db-agent"]
+min_score = 50
+then = "revoke"
+"#
+        ),
+    )
+    .unwrap();
+    let server = Server::start_configured(&dir.path().join("data"), &jwks, &cfg);
+    let leases = vec![vec!["database/creds/db-agent/L1".to_string()]];
+    post_all(
+        &server,
+        &routine_with_leases(std::slice::from_ref(&signer), &leases),
+    );
+    settle(&server);
+    post_all(&server, &offboarding(&signer));
+    let (respond, detect) = wait_until(
+        Duration::from_secs(90),
+        || {
+            let all = spans(&out);
+            all.iter().filter(|s| s["name"] == "respond").find_map(|r| {
+                let anomaly = attr(r, "vigil.anomaly_id")?;
+                let d = all.iter().find(|d| {
+                    d["name"] == "detect"
+                        && attr(d, "vigil.anomaly_id") == Some(anomaly)
+                        && d["traceId"] == r["traceId"]
+                })?;
+                Some((r.clone(), d.clone()))
+            })
+        },
+        || {
+            format!(
+                "no respond span in the trace of the detect span that raised its anomaly: {}",
+                server.log_text()
+            )
+        },
+    );
+    assert!(
+        attr(&respond, "vigil.action").is_some_and(|a| a.starts_with("vigil.")),
+        "{respond}"
+    );
+    assert!(
+        attr(&respond, "vigil.correlation_id").is_some(),
+        "{respond}"
+    );
+    assert_eq!(attr(&respond, "vigil.agent_id"), Some("db-0"));
+    assert_eq!(attr(&detect, "vigil.agent_id"), Some("db-0"));
 }
