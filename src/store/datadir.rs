@@ -147,21 +147,7 @@ impl DataDir {
         for p in layout.directories() {
             create_dir_durably(&p).map_err(io("cannot create", &p))?;
         }
-        let log_key = match &log_keys.current {
-            Some(source) => source.load()?.key,
-            None => load_or_create_key(&layout.log_key(), "vigil-log", None)?.key,
-        };
-        let mut cosigning_keys = Vec::new();
-        for source in &log_keys.previous {
-            let key = source.load()?.key;
-            if key.verifying_key() != log_key.verifying_key()
-                && !cosigning_keys
-                    .iter()
-                    .any(|k: &SigningKey| k.verifying_key() == key.verifying_key())
-            {
-                cosigning_keys.push(key);
-            }
-        }
+        let (log_key, cosigning_keys) = load_log_keys(&layout, log_keys)?;
         let origin_path = layout.origin();
         let origin = match std::fs::read_to_string(&origin_path) {
             Ok(stored) => {
@@ -234,6 +220,29 @@ impl DataDir {
             Err(e) => Err(io("cannot read", &path)(e)),
         }
     }
+}
+
+/// The current log key (made in `DIR/log.key` when none is given) and
+/// the previous ones that co-sign, without repeats.
+fn load_log_keys(
+    layout: &Layout,
+    log_keys: &LogKeys,
+) -> Result<(SigningKey, Vec<SigningKey>), DataDirError> {
+    let log_key = match &log_keys.current {
+        Some(source) => source.load()?.key,
+        None => load_or_create_key(&layout.log_key(), "vigil-log", None)?.key,
+    };
+    let mut cosigning: Vec<SigningKey> = Vec::new();
+    for source in &log_keys.previous {
+        let key = source.load()?.key;
+        let seen = std::iter::once(&log_key)
+            .chain(&cosigning)
+            .any(|k| k.verifying_key() == key.verifying_key());
+        if !seen {
+            cosigning.push(key);
+        }
+    }
+    Ok((log_key, cosigning))
 }
 
 fn pipeline_kid() -> String {

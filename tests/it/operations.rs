@@ -377,3 +377,22 @@ fn sigterm_closes_an_endless_event_stream_within_the_drain_time() {
     );
     assert_log_verifies(&s.data);
 }
+
+#[test]
+fn vigil_health_answers_0_when_ready_and_1_when_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&dir.path().join("data"), &[]);
+    let url = format!("http://{}/readyz", s.addr);
+    let out = run_vigil(&["health", "--url", &url]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let missing = format!("http://{}/no-such-route", s.addr);
+    let out = run_vigil(&["health", "--url", &missing]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{out:?}"
+    );
+    assert_eq!(s.stop(), Some(0));
+    let out = run_vigil(&["health", "--url", &url]);
+    assert_eq!(out.status.code(), Some(1), "a stopped server: {out:?}");
+}
