@@ -137,6 +137,24 @@ struct Shared {
     pause: AtomicBool,
 }
 
+impl Shared {
+    /// Nothing sent yet, to `server`.
+    fn new(server: &Server) -> Arc<Shared> {
+        Arc::new(Shared {
+            target: Mutex::new(Target {
+                addr: server.addr,
+                token: server.token.clone(),
+            }),
+            acked: Mutex::new(Vec::new()),
+            last_batch: Mutex::new(Vec::new()),
+            acked_batches: AtomicUsize::new(0),
+            failed_posts: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            pause: AtomicBool::new(false),
+        })
+    }
+}
+
 /// The sender: batches of 50 fresh events, forever; records every event
 /// of every batch answered 200. Returns an error on any answer that
 /// breaks the contract.
@@ -373,18 +391,7 @@ fn kill9_during_ingest_loses_nothing_acknowledged() {
     ];
     let mut server = Server::start(&data, &args);
 
-    let shared = Arc::new(Shared {
-        target: Mutex::new(Target {
-            addr: server.addr,
-            token: server.token.clone(),
-        }),
-        acked: Mutex::new(Vec::new()),
-        last_batch: Mutex::new(Vec::new()),
-        acked_batches: AtomicUsize::new(0),
-        failed_posts: AtomicUsize::new(0),
-        stop: AtomicBool::new(false),
-        pause: AtomicBool::new(false),
-    });
+    let shared = Shared::new(&server);
     let sender = {
         let shared = shared.clone();
         let signer = Signer::new(41, "crash-agent", "crash-agent#1");
@@ -525,18 +532,7 @@ fn sigterm_during_ingest_answers_in_flight_and_loses_nothing() {
     write_jwks(&jwks, &[signer.jwk(serde_json::json!({}))]);
     let args = ["--keys", jwks.to_str().unwrap()];
     let mut server = Server::start(&data, &args);
-    let shared = Arc::new(Shared {
-        target: Mutex::new(Target {
-            addr: server.addr,
-            token: server.token.clone(),
-        }),
-        acked: Mutex::new(Vec::new()),
-        last_batch: Mutex::new(Vec::new()),
-        acked_batches: AtomicUsize::new(0),
-        failed_posts: AtomicUsize::new(0),
-        stop: AtomicBool::new(false),
-        pause: AtomicBool::new(false),
-    });
+    let shared = Shared::new(&server);
     let sender = {
         let shared = shared.clone();
         let signer = Signer::new(43, "term-agent", "term-agent#1");

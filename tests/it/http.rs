@@ -1528,18 +1528,6 @@ fn too_many_items_in_one_body_is_413() {
     assert_eq!(r.json()["rejected"], 1000);
 }
 
-/// The server's peak resident memory so far, in MiB (Linux `VmHWM`).
-fn peak_rss_mib(server: &Server) -> u64 {
-    let pid = server.child.as_ref().unwrap().id();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kib / 1024
-}
-
 /// Issue 7, finding 5: a 10 MiB body of `{}` items (millions of them) is
 /// refused at the item cap while it is being framed, as NDJSON, as a JSON
 /// array and as HEC envelopes, without the memory that holding millions of
@@ -1548,7 +1536,7 @@ fn peak_rss_mib(server: &Server) -> u64 {
 fn millions_of_tiny_items_are_refused_while_framing_with_memory_bounded() {
     let env = start(None);
     let s = &env.server;
-    let before = peak_rss_mib(s);
+    let before = s.peak_rss_mib();
     let ten_mib = 10 * 1024 * 1024;
     let ndjson = "{}\n".repeat(ten_mib / 3);
     let r = s.req(
@@ -1579,7 +1567,7 @@ fn millions_of_tiny_items_are_refused_while_framing_with_memory_bounded() {
     );
     assert_eq!(r.status, 413, "{}", r.text());
     assert_eq!(r.json()["code"], 27);
-    let peak = peak_rss_mib(s);
+    let peak = s.peak_rss_mib();
     eprintln!(
         "peak RSS: {before} MiB at start, {peak} MiB after three 10 MiB bodies of tiny items"
     );

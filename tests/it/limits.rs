@@ -11,18 +11,6 @@ use serde_json::json;
 
 use crate::util::*;
 
-/// The server's peak resident memory so far, in MiB.
-fn peak_rss_mib(s: &Server) -> u64 {
-    let pid = s.child.as_ref().unwrap().id();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kib / 1024
-}
-
 /// Sends a request head and then `len` bytes of `fill` (ignoring a reset
 /// once the server has answered), and reads the answer.
 fn post_streamed(s: &Server, path: &str, len: usize, fill: u8) -> (u16, String) {
@@ -70,7 +58,7 @@ fn a_100_mb_line_gets_413_or_a_quarantined_item_with_memory_bounded() {
     );
     let (status, text) = post_streamed(&s, "/services/collector/event", 100 << 20, b' ');
     assert_eq!(status, 413, "{text}");
-    let peak = peak_rss_mib(&s);
+    let peak = s.peak_rss_mib();
     eprintln!("peak RSS after two 100 MB bodies refused: {peak} MiB");
     assert!(peak < 256, "peak RSS {peak} MiB");
     assert_eq!(s.stop(), Some(0));
@@ -89,7 +77,7 @@ fn a_100_mb_line_gets_413_or_a_quarantined_item_with_memory_bounded() {
     assert!(text.contains("\"reason\":\"unparseable\""), "{text}");
     let q = s.req("GET", "/v1/quarantine", None, b"").json();
     assert_eq!(q["entries"].as_array().map(Vec::len), Some(1), "{q}");
-    let peak = peak_rss_mib(&s);
+    let peak = s.peak_rss_mib();
     eprintln!("peak RSS taking one 100 MB line: {peak} MiB");
     assert!(peak < 640, "peak RSS {peak} MiB for a 100 MB body");
     assert_eq!(s.stop(), Some(0));
@@ -150,7 +138,7 @@ fn a_million_distinct_agent_ids_are_quarantined_within_its_bound() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let peak = peak_rss_mib(&s);
+    let peak = s.peak_rss_mib();
     eprintln!("peak RSS after a million distinct unknown agent ids: {peak} MiB");
     assert!(peak < 512, "peak RSS {peak} MiB");
     assert_eq!(s.stop(), Some(0));
@@ -176,7 +164,7 @@ fn ten_thousand_idle_connections_are_bounded_and_timed_out() {
             Some(c)
         })
         .collect();
-    let peak = peak_rss_mib(&s);
+    let peak = s.peak_rss_mib();
     // Every connection ends: over the limit it is answered 503 at once and
     // closed; within it, closed after header_timeout_s without a request.
     let (mut refused, mut timed_out) = (0, 0);
