@@ -81,45 +81,29 @@ fn bench_judge(c: &mut Criterion) {
         b.iter(|| vigil::event::signature::verify(&public, &msg, &sig))
     });
     g.bench_function("table", |b| b.iter(|| table.verify(&msg, &sig)));
+    let dalek_sig = ed25519_dalek::Signature::from_bytes(&sig);
+    g.bench_function("verify_strict", |b| {
+        b.iter(|| public.verify_strict(&msg, &dalek_sig).is_ok())
+    });
+    // [S]B - [k]A alone, by window width of A's table.
+    let s_bytes: [u8; 32] = sig[32..].try_into().unwrap();
+    let k_bytes = curve25519_dalek::Scalar::from_bytes_mod_order_wide(&[0x5a; 64]).to_bytes();
+    for w in 4..=8 {
+        let t = vigil::event::edwards::FixedBase::new(public.as_bytes(), w).unwrap();
+        g.bench_function(format!("base_minus_w{w}"), |b| {
+            b.iter(|| vigil::event::edwards::base_minus(&s_bytes, &k_bytes, &t))
+        });
+    }
     // Keys in turn, as the server sees them: 64 tables do not fit in a
     // core's L2 cache.
     for n in [8usize, 64, 512] {
         let keys: Vec<_> = (0..n)
             .map(|i| {
-                let sk = SigningKey::from_bytes(&[
-                    (i % 250) as u8 + 1,
-                    (i / 250) as u8,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    1,
-                ]);
+                let mut seed = [0u8; 32];
+                seed[0] = (i % 250) as u8 + 1;
+                seed[1] = (i / 250) as u8;
+                seed[31] = 1;
+                let sk = SigningKey::from_bytes(&seed);
                 let pk = vigil::event::signature::parse_public_key(sk.verifying_key().as_bytes())
                     .unwrap();
                 let sig = vigil::event::signature::sign(&sk, &msg);

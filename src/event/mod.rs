@@ -4,6 +4,7 @@
 //! hashes. [`schema::check`] applies the contract's field rules;
 //! [`signature`] holds the strict Ed25519 rules. No I/O here.
 
+pub mod edwards;
 pub mod schema;
 pub mod signature;
 pub mod tables;

@@ -1,13 +1,13 @@
 //! Faster strict verification with a precomputed table per key.
 //!
-//! Agent keys are few and reused, so each hot key's `-A` gets a fixed-base
-//! table (radix 16, about 30 KiB, about 1 ms to build): `[S]B + [k](-A)`
-//! is then two table lookups-and-adds instead of a double-base scalar
-//! multiplication, about 1.6 times faster. The checks are exactly those of
-//! [`super::signature::verify`] (the contract's): `R` not one of the
-//! small-order encodings, `S` canonical, `A` vetted when the key was
-//! parsed, and the cofactorless equation checked by comparing the
-//! canonical encoding of `[S]B - [k]A` with `R`'s bytes.
+//! Agent keys are few and reused, so each hot key gets a table of its
+//! multiples in every window of a signed radix-`2^KEY_WINDOW` expansion
+//! ([`super::edwards`]), and the base point one shared table: `[S]B -
+//! [k]A` is then one addition per non-zero digit, no doublings. The checks
+//! are exactly those of [`super::signature::verify`] (the contract's): `R`
+//! not one of the small-order encodings, `S` canonical, `A` vetted when
+//! the key was parsed, and the cofactorless equation checked by comparing
+//! the canonical encoding of `[S]B - [k]A` with `R`'s bytes.
 //!
 //! [`TableCache`] keeps tables within a memory budget. A key's first
 //! verifications use the usual path; once it has missed twice, a background
@@ -21,13 +21,18 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsBasepointTable, EdwardsPoint};
-use curve25519_dalek::traits::BasepointTable;
 use curve25519_dalek::Scalar;
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha512};
 
+use super::edwards::{base_minus, FixedBase};
 use super::signature::{is_small_order_encoding, verify};
+
+/// Window width of a key's table: 2^(w-1) multiples in each of 256/w
+/// windows (w = 5: 52 windows of 16, 98 KiB). Wider windows are a few per
+/// cent faster for one key and slower for many (criterion, `verify/`:
+/// `[S]B - [k]A` in 17.2, 15.6, 14.4, 13.7 and 13.2 us for w = 4 to 8).
+pub const KEY_WINDOW: u32 = 5;
 
 /// Tables built per second at most.
 pub const BUILDS_PER_SECOND: u32 = 200;
@@ -38,22 +43,20 @@ pub const DEFAULT_TABLE_BYTES: usize = 64 << 20;
 
 /// The precomputed table of one public key.
 pub struct KeyTable {
-    neg_a: EdwardsBasepointTable,
+    table: FixedBase,
     a: [u8; 32],
 }
 
 impl KeyTable {
     /// Bytes one table takes.
-    pub const BYTES: usize = std::mem::size_of::<EdwardsBasepointTable>() + 32;
+    pub const BYTES: usize = FixedBase::bytes_for(KEY_WINDOW) + 32;
 
     /// The table of `key` (which [`super::signature::parse_public_key`]
     /// vetted).
     pub fn new(key: &VerifyingKey) -> KeyTable {
-        let a = CompressedEdwardsY(key.to_bytes())
-            .decompress()
-            .expect("a parsed public key decompresses");
         KeyTable {
-            neg_a: EdwardsBasepointTable::create(&-a),
+            table: FixedBase::new(key.as_bytes(), KEY_WINDOW)
+                .expect("a parsed public key decompresses"),
             a: key.to_bytes(),
         }
     }
@@ -73,8 +76,7 @@ impl KeyTable {
         h.update(self.a);
         h.update(msg);
         let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
-        let expected = EdwardsPoint::mul_base(&s) + self.neg_a.mul_base(&k);
-        expected.compress().as_bytes() == r
+        base_minus(s.as_bytes(), k.as_bytes(), &self.table) == r
     }
 }
 
@@ -315,6 +317,29 @@ mod tests {
         let mut big_s = sign(&sk, msg);
         big_s[63] |= 0xf0;
         assert!(!KeyTable::new(&key).verify(msg, &big_s));
+    }
+
+    /// `R` plus a point of order 8 (a mixed-order `R`, which cofactored
+    /// batch verifiers accept) is refused by both paths.
+    #[test]
+    fn a_mixed_order_r_is_refused_by_the_table_path() {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        use curve25519_dalek::edwards::CompressedEdwardsY;
+        let sk = SigningKey::from_bytes(&[11u8; 32]);
+        let key = parse_public_key(sk.verifying_key().as_bytes()).unwrap();
+        let table = KeyTable::new(&key);
+        let msg = b"mixed order R";
+        let sig = sign(&sk, msg);
+        assert!(table.verify(msg, &sig));
+        let r = CompressedEdwardsY(sig[..32].try_into().unwrap())
+            .decompress()
+            .unwrap();
+        for t in &EIGHT_TORSION[1..] {
+            let mut bad = sig;
+            bad[..32].copy_from_slice((r + t).compress().as_bytes());
+            assert!(!table.verify(msg, &bad));
+            assert!(!strict(&key, msg, &bad));
+        }
     }
 
     #[test]

@@ -421,6 +421,9 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         (srv_cpu1 - srv_cpu0) / elapsed / cores as f64 * 100.0,
         self_cpu1 - self_cpu0
     );
+    if let Some(line) = rt.block_on(table_cache(server.addr, &server.token))? {
+        println!("{line}");
+    }
     // The latency phase runs on a fresh server and data directory, after
     // the throughput phase's writes are flushed, so that it measures the
     // steady state at that rate rather than the previous phase's writeback.
@@ -455,6 +458,36 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     }
     drop(server);
     Ok(())
+}
+
+/// The server's per-key verification tables: hits, misses, builds and
+/// memory, from its metrics.
+async fn table_cache(addr: SocketAddr, token: &str) -> anyhow::Result<Option<String>> {
+    let mut client = Client::connect(addr, token).await?;
+    let (_, body) = client.send("GET", "/metrics", None, Bytes::new()).await?;
+    let text = String::from_utf8_lossy(&body);
+    let value = |name: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    let (Some(hits), Some(misses), Some(builds), Some(bytes)) = (
+        value("vigil_verify_table_hits_total"),
+        value("vigil_verify_table_misses_total"),
+        value("vigil_verify_table_builds_total"),
+        value("vigil_verify_table_bytes"),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(format!(
+        "per-key tables: {hits:.0} hits, {misses:.0} misses ({:.1}% of checks by table), {builds:.0} built, {:.1} MiB",
+        hits / (hits + misses).max(1.0) * 100.0,
+        bytes / (1 << 20) as f64
+    )))
 }
 
 /// The server's detection lag (receipt to judged) from its histogram, or

@@ -1,0 +1,510 @@
+//! Variable-time fixed-base arithmetic on edwards25519, for verification.
+//!
+//! ed25519-dalek's verification computes `[S]B - [k]A` with a double-base
+//! multiplication: about 253 doublings whatever the key. Agent keys are few
+//! and reused, so each hot key gets a table of its multiples at every
+//! window (signed radix `2^w`), and the base point one shared table:
+//! `[S]B - [k]A` is then one addition per non-zero digit of each scalar, no
+//! doublings, with entries read by index (the inputs of a verification are
+//! public, so nothing here needs to be constant-time).
+//!
+//! The field is fiat-crypto's (formally verified) 64-bit arithmetic modulo
+//! `2^255 - 19`; the point formulas are the usual extended twisted Edwards
+//! ones (Hisil–Wong–Carter–Dawson 2008), which are complete on this curve.
+//! Everything here is checked against curve25519-dalek in this module's
+//! tests and against `verify_strict` in [`super::tables`]'.
+
+use std::sync::OnceLock;
+
+use fiat_crypto::curve25519_64 as f;
+
+/// A field element modulo `2^255 - 19`, in fiat's tight bounds.
+#[derive(Clone, Copy)]
+struct Fe(f::fiat_25519_tight_field_element);
+
+/// A field element in fiat's loose bounds (a sum or difference).
+#[derive(Clone, Copy)]
+struct Loose(f::fiat_25519_loose_field_element);
+
+impl Fe {
+    const ZERO: Fe = Fe(f::fiat_25519_tight_field_element([0; 5]));
+    const ONE: Fe = Fe(f::fiat_25519_tight_field_element([1, 0, 0, 0, 0]));
+
+    fn from_u64(n: u64) -> Fe {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&n.to_le_bytes());
+        Fe::from_bytes(&b)
+    }
+
+    /// The element of 32 little-endian bytes, the top bit ignored.
+    fn from_bytes(bytes: &[u8; 32]) -> Fe {
+        let mut b = *bytes;
+        b[31] &= 0x7f;
+        let mut out = f::fiat_25519_tight_field_element([0; 5]);
+        f::fiat_25519_from_bytes(&mut out, &b);
+        Fe(out)
+    }
+
+    /// The canonical encoding (reduced below `p`).
+    fn to_bytes(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        f::fiat_25519_to_bytes(&mut out, &self.0);
+        out
+    }
+
+    fn loose(self) -> Loose {
+        let mut out = f::fiat_25519_loose_field_element([0; 5]);
+        f::fiat_25519_relax(&mut out, &self.0);
+        Loose(out)
+    }
+
+    fn add(self, o: Fe) -> Loose {
+        let mut out = f::fiat_25519_loose_field_element([0; 5]);
+        f::fiat_25519_add(&mut out, &self.0, &o.0);
+        Loose(out)
+    }
+
+    fn sub(self, o: Fe) -> Loose {
+        let mut out = f::fiat_25519_loose_field_element([0; 5]);
+        f::fiat_25519_sub(&mut out, &self.0, &o.0);
+        Loose(out)
+    }
+
+    fn neg(self) -> Fe {
+        let mut out = f::fiat_25519_loose_field_element([0; 5]);
+        f::fiat_25519_opp(&mut out, &self.0);
+        Loose(out).carry()
+    }
+
+    fn mul(self, o: Fe) -> Fe {
+        self.loose().mul(o.loose())
+    }
+
+    fn square(self) -> Fe {
+        self.loose().square()
+    }
+
+    /// `self^(2^k)`.
+    fn pow2k(self, k: u32) -> Fe {
+        (0..k).fold(self, |x, _| x.square())
+    }
+
+    fn is_zero(self) -> bool {
+        self.to_bytes() == [0; 32]
+    }
+
+    fn is_negative(self) -> bool {
+        self.to_bytes()[0] & 1 == 1
+    }
+
+    fn equals(self, o: Fe) -> bool {
+        self.to_bytes() == o.to_bytes()
+    }
+
+    /// `(self^(2^250 - 1), self^11)`, the common prefix of the inversion
+    /// and square-root chains (ref10's).
+    fn pow22501(self) -> (Fe, Fe) {
+        let t0 = self.square(); // 2
+        let t1 = t0.pow2k(2).mul(self); // 9
+        let t3 = t0.mul(t1); // 11
+        let t5 = t3.square().mul(t1); // 2^5 - 1
+        let t7 = t5.pow2k(5).mul(t5); // 2^10 - 1
+        let t9 = t7.pow2k(10).mul(t7); // 2^20 - 1
+        let t11 = t9.pow2k(20).mul(t9); // 2^40 - 1
+        let t13 = t11.pow2k(10).mul(t7); // 2^50 - 1
+        let t15 = t13.pow2k(50).mul(t13); // 2^100 - 1
+        let t17 = t15.pow2k(100).mul(t15); // 2^200 - 1
+        let t19 = t17.pow2k(50).mul(t13); // 2^250 - 1
+        (t19, t3)
+    }
+
+    /// `1 / self` (`self^(p - 2)`); zero for zero.
+    fn invert(self) -> Fe {
+        let (t19, t3) = self.pow22501();
+        t19.pow2k(5).mul(t3)
+    }
+
+    /// `self^((p - 5) / 8)`.
+    fn pow_p58(self) -> Fe {
+        let (t19, _) = self.pow22501();
+        t19.pow2k(2).mul(self)
+    }
+}
+
+impl Loose {
+    fn carry(self) -> Fe {
+        let mut out = f::fiat_25519_tight_field_element([0; 5]);
+        f::fiat_25519_carry(&mut out, &self.0);
+        Fe(out)
+    }
+
+    fn mul(self, o: Loose) -> Fe {
+        let mut out = f::fiat_25519_tight_field_element([0; 5]);
+        f::fiat_25519_carry_mul(&mut out, &self.0, &o.0);
+        Fe(out)
+    }
+
+    fn square(self) -> Fe {
+        let mut out = f::fiat_25519_tight_field_element([0; 5]);
+        f::fiat_25519_carry_square(&mut out, &self.0);
+        Fe(out)
+    }
+}
+
+/// The curve's constants, computed once.
+struct Constants {
+    /// `2d`, `d = -121665 / 121666`.
+    d2: Fe,
+    d: Fe,
+    /// `sqrt(-1)`, `2^((p - 1) / 4)`.
+    sqrt_m1: Fe,
+}
+
+fn constants() -> &'static Constants {
+    static C: OnceLock<Constants> = OnceLock::new();
+    C.get_or_init(|| {
+        let d = Fe::from_u64(121665)
+            .neg()
+            .mul(Fe::from_u64(121666).invert());
+        // 2^((p-1)/4) = 2^(2^253 - 5) = (2^(2^250 - 1))^8 * 2^3.
+        let two = Fe::from_u64(2);
+        let sqrt_m1 = two.pow22501().0.pow2k(3).mul(Fe::from_u64(8));
+        Constants {
+            d2: d.add(d).carry(),
+            d,
+            sqrt_m1,
+        }
+    })
+}
+
+/// A point in extended coordinates: `x = X/Z`, `y = Y/Z`, `XY = ZT`.
+#[derive(Clone, Copy)]
+struct Point {
+    x: Fe,
+    y: Fe,
+    z: Fe,
+    t: Fe,
+}
+
+/// A point `(x, y)` kept as `(y + x, y - x, 2dxy)`: what a mixed addition
+/// reads.
+#[derive(Clone, Copy)]
+struct Niels {
+    y_plus_x: Fe,
+    y_minus_x: Fe,
+    xy2d: Fe,
+}
+
+/// The sum before it is put back in extended coordinates (`x = X/Z`,
+/// `y = Y/T`).
+struct Completed {
+    x: Loose,
+    y: Loose,
+    z: Loose,
+    t: Loose,
+}
+
+impl Completed {
+    fn extended(&self) -> Point {
+        Point {
+            x: self.x.mul(self.t),
+            y: self.y.mul(self.z),
+            z: self.z.mul(self.t),
+            t: self.x.mul(self.y),
+        }
+    }
+}
+
+impl Point {
+    const IDENTITY: Point = Point {
+        x: Fe::ZERO,
+        y: Fe::ONE,
+        z: Fe::ONE,
+        t: Fe::ZERO,
+    };
+
+    /// RFC 8032 section 5.1.3 decoding (the key was vetted as canonical and
+    /// not of small order before it gets here).
+    fn decompress(bytes: &[u8; 32]) -> Option<Point> {
+        let c = constants();
+        let y = Fe::from_bytes(bytes);
+        let mut y_bytes = *bytes;
+        y_bytes[31] &= 0x7f;
+        if y.to_bytes() != y_bytes {
+            return None; // y >= p: not canonical
+        }
+        let yy = y.square();
+        let u = yy.sub(Fe::ONE).carry();
+        let v = yy.mul(c.d).add(Fe::ONE).carry();
+        let v3 = v.square().mul(v);
+        let v7 = v3.square().mul(v);
+        let mut x = u.mul(v3).mul(u.mul(v7).pow_p58());
+        let vxx = v.mul(x.square());
+        if vxx.equals(u.neg()) {
+            x = x.mul(c.sqrt_m1);
+        } else if !vxx.equals(u) {
+            return None;
+        }
+        if x.is_zero() && bytes[31] >> 7 == 1 {
+            return None;
+        }
+        if x.is_negative() != (bytes[31] >> 7 == 1) {
+            x = x.neg();
+        }
+        Some(Point {
+            x,
+            y,
+            z: Fe::ONE,
+            t: x.mul(y),
+        })
+    }
+
+    /// The canonical 32-byte encoding.
+    fn compress(&self) -> [u8; 32] {
+        let zinv = self.z.invert();
+        let x = self.x.mul(zinv);
+        let mut out = self.y.mul(zinv).to_bytes();
+        out[31] ^= (x.is_negative() as u8) << 7;
+        out
+    }
+
+    /// `self + o`, complete (it also doubles).
+    fn add(&self, o: &Point) -> Point {
+        let a = self.y.sub(self.x).mul(o.y.sub(o.x));
+        let b = self.y.add(self.x).mul(o.y.add(o.x));
+        let c = self.t.mul(constants().d2).mul(o.t);
+        let d = self.z.add(self.z).carry().mul(o.z);
+        Completed {
+            x: b.sub(a),
+            y: b.add(a),
+            z: d.add(c),
+            t: d.sub(c),
+        }
+        .extended()
+    }
+
+    /// `self + q` (`negate`: `self - q`).
+    fn add_niels(&self, q: &Niels, negate: bool) -> Point {
+        let (p_q, m_q, sign) = match negate {
+            false => (&q.y_plus_x, &q.y_minus_x, false),
+            true => (&q.y_minus_x, &q.y_plus_x, true),
+        };
+        let pp = self.y.add(self.x).mul(p_q.loose());
+        let mm = self.y.sub(self.x).mul(m_q.loose());
+        let txy2d = self.t.mul(q.xy2d);
+        let z2 = self.z.add(self.z).carry();
+        let (z, t) = match sign {
+            false => (z2.add(txy2d), z2.sub(txy2d)),
+            true => (z2.sub(txy2d), z2.add(txy2d)),
+        };
+        Completed {
+            x: pp.sub(mm),
+            y: pp.add(mm),
+            z,
+            t,
+        }
+        .extended()
+    }
+}
+
+/// Multiples of one point at every window of a signed radix-`2^w`
+/// expansion: `entries[i * half + j] = (j + 1) * 2^(w i) * P`, `half =
+/// 2^(w-1)`.
+pub struct FixedBase {
+    w: u32,
+    entries: Vec<Niels>,
+}
+
+impl FixedBase {
+    /// Windows for scalars below `2^253` (the reduced `k` and a canonical
+    /// `S`): enough that the last digit never carries out.
+    const fn windows(w: u32) -> usize {
+        256usize.div_ceil(w as usize)
+    }
+
+    /// Bytes a table of window width `w` takes.
+    pub const fn bytes_for(w: u32) -> usize {
+        Self::windows(w) * (1usize << (w - 1)) * std::mem::size_of::<Niels>()
+            + std::mem::size_of::<FixedBase>()
+    }
+
+    /// The table of the point encoded as `point`, for windows of `w` bits
+    /// (2 to 8); `None` if the encoding is not canonical or not on the
+    /// curve.
+    pub fn new(point: &[u8; 32], w: u32) -> Option<FixedBase> {
+        assert!((2..=8).contains(&w), "window width {w} is not in 2..=8");
+        let p = Point::decompress(point)?;
+        let half = 1usize << (w - 1);
+        let mut points = Vec::with_capacity(Self::windows(w) * half);
+        let mut base = p;
+        for _ in 0..Self::windows(w) {
+            let mut m = base;
+            for _ in 0..half {
+                points.push(m);
+                m = m.add(&base);
+            }
+            // The next window's base: 2^w base = 2 (half base).
+            let last = points[points.len() - 1];
+            base = last.add(&last);
+        }
+        Some(FixedBase {
+            w,
+            entries: to_niels(&points),
+        })
+    }
+
+    /// The table of the Ed25519 base point, in windows of 8 bits (480 KiB,
+    /// built once).
+    fn base_point() -> &'static FixedBase {
+        static B: OnceLock<FixedBase> = OnceLock::new();
+        B.get_or_init(|| {
+            let b = curve25519_dalek::constants::ED25519_BASEPOINT_COMPRESSED.to_bytes();
+            FixedBase::new(&b, 8).expect("the base point decompresses")
+        })
+    }
+
+    /// Adds (or subtracts) `scalar * P` into `acc`, digit by digit.
+    fn accumulate(&self, acc: &mut Point, scalar: &[u8; 32], negate: bool) {
+        let half = 1usize << (self.w - 1);
+        for (i, d) in signed_digits(scalar, self.w).enumerate() {
+            if d != 0 {
+                let e = &self.entries[i * half + d.unsigned_abs() as usize - 1];
+                *acc = acc.add_niels(e, negate != (d < 0));
+            }
+        }
+    }
+}
+
+/// The canonical encoding of `[s]B - [k]P` for `P`'s table; `s` and `k`
+/// are canonical scalars' little-endian bytes (below `2^253`).
+pub fn base_minus(s: &[u8; 32], k: &[u8; 32], p: &FixedBase) -> [u8; 32] {
+    debug_assert!(s[31] < 0x20 && k[31] < 0x20, "scalars below 2^253");
+    let mut acc = Point::IDENTITY;
+    FixedBase::base_point().accumulate(&mut acc, s, false);
+    p.accumulate(&mut acc, k, true);
+    acc.compress()
+}
+
+/// The digits of `scalar` in signed radix `2^w`, each in
+/// `[-2^(w-1), 2^(w-1))`, least significant first.
+fn signed_digits(scalar: &[u8; 32], w: u32) -> impl Iterator<Item = i32> + '_ {
+    let radix = 1i32 << w;
+    let mut carry = 0i32;
+    (0..FixedBase::windows(w)).map(move |i| {
+        let bit = i * w as usize;
+        let mut window = 0u32;
+        for b in 0..w as usize {
+            let at = bit + b;
+            if at < 256 && scalar[at / 8] >> (at % 8) & 1 == 1 {
+                window |= 1 << b;
+            }
+        }
+        let mut d = window as i32 + carry;
+        carry = (d >= radix / 2) as i32;
+        d -= carry * radix;
+        d
+    })
+}
+
+/// Affine Niels forms of `points`, with one shared inversion
+/// (Montgomery's trick).
+fn to_niels(points: &[Point]) -> Vec<Niels> {
+    let d2 = constants().d2;
+    let mut prefix = Vec::with_capacity(points.len());
+    let mut acc = Fe::ONE;
+    for p in points {
+        prefix.push(acc);
+        acc = acc.mul(p.z);
+    }
+    let mut inv = acc.invert();
+    let mut out = vec![
+        Niels {
+            y_plus_x: Fe::ZERO,
+            y_minus_x: Fe::ZERO,
+            xy2d: Fe::ZERO,
+        };
+        points.len()
+    ];
+    for (i, p) in points.iter().enumerate().rev() {
+        let zinv = inv.mul(prefix[i]);
+        inv = inv.mul(p.z);
+        let (x, y) = (p.x.mul(zinv), p.y.mul(zinv));
+        out[i] = Niels {
+            y_plus_x: y.add(x).carry(),
+            y_minus_x: y.sub(x).carry(),
+            xy2d: x.mul(y).mul(d2),
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+    use curve25519_dalek::{EdwardsPoint, Scalar};
+    use proptest::prelude::*;
+
+    fn scalar(seed: &[u8; 32]) -> Scalar {
+        let mut wide = [0u8; 64];
+        wide[..32].copy_from_slice(seed);
+        Scalar::from_bytes_mod_order_wide(&wide)
+    }
+
+    #[test]
+    fn constants_are_the_curves() {
+        let c = constants();
+        assert!(c.sqrt_m1.square().equals(Fe::ONE.neg()));
+        assert!(!c.sqrt_m1.is_negative());
+        let d_bytes = c.d.to_bytes();
+        assert_eq!(d_bytes[..4], [0xa3, 0x78, 0x59, 0x13], "d = -121665/121666");
+    }
+
+    #[test]
+    fn decompress_and_compress_agree_with_dalek() {
+        for i in 1u64..64 {
+            let p = ED25519_BASEPOINT_POINT * Scalar::from(i * 7919);
+            let enc = p.compress().to_bytes();
+            let mine = Point::decompress(&enc).expect("on the curve");
+            assert_eq!(mine.compress(), enc);
+            assert_eq!(mine.add(&mine).compress(), (p + p).compress().to_bytes());
+        }
+        // Not on the curve (y = 2 has no x).
+        let mut two = [0u8; 32];
+        two[0] = 2;
+        assert!(Point::decompress(&two).is_none());
+    }
+
+    #[test]
+    fn every_digit_expansion_sums_back() {
+        let s = scalar(&[0xff; 32]).to_bytes();
+        for w in 2..=8 {
+            let mut total = Scalar::ZERO;
+            let mut weight = Scalar::ONE;
+            let radix = Scalar::from(1u64 << w);
+            for d in signed_digits(&s, w) {
+                assert!((-(1 << (w - 1))..(1 << (w - 1))).contains(&d));
+                let m = Scalar::from(d.unsigned_abs() as u64) * weight;
+                total += if d < 0 { -m } else { m };
+                weight *= radix;
+            }
+            assert_eq!(total.to_bytes(), s, "w = {w}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// `[s]B - [k]A` from the tables equals dalek's double-base
+        /// multiplication, for any scalars, keys and window widths.
+        #[test]
+        fn fixed_base_matches_dalek(s in any::<[u8; 32]>(), k in any::<[u8; 32]>(),
+                                    a in any::<[u8; 32]>(), w in 4u32..=8) {
+            let (s, k, a) = (scalar(&s), scalar(&k), scalar(&a));
+            let point: EdwardsPoint = ED25519_BASEPOINT_POINT * a;
+            let table = FixedBase::new(&point.compress().to_bytes(), w).unwrap();
+            let expected = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-point, &s);
+            prop_assert_eq!(base_minus(&s.to_bytes(), &k.to_bytes(), &table),
+                            expected.compress().to_bytes());
+        }
+    }
+}
