@@ -375,7 +375,11 @@ impl Server {
             kafka_assigned,
             detection,
             postures,
-            hygiene: crate::hygiene::stage::Hygiene::new(settings.config.hygiene.clone()),
+            hygiene: crate::hygiene::stage::Hygiene::open(
+                settings.config.hygiene.clone(),
+                crate::store::layout::Layout::new(&data).hygiene_state(),
+                pipeline.size(),
+            ),
             audit: Arc::new(crate::audit::AuditStore::new(
                 pipeline.view().clone(),
                 parquet,

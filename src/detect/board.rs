@@ -9,8 +9,10 @@ use tokio::sync::broadcast;
 
 use super::anomaly::{Anomaly, Feedback};
 
-/// Versions kept (older ones are in the log, as `vigil.anomaly` events).
-pub const BOARD_VERSIONS: usize = 20_000;
+/// Versions kept (older ones are in the log, as `vigil.anomaly` events,
+/// and in the SQL table `anomalies`): about 2.7 KB each in `detect.json`,
+/// so that the board stays a bounded part of the server's memory.
+pub const BOARD_VERSIONS: usize = 5_000;
 
 /// One version of an anomaly, numbered in order of detection.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -59,8 +61,11 @@ impl Default for Board {
 impl Board {
     /// A board as saved.
     pub fn restore(saved: SavedBoard) -> Board {
+        let mut versions = saved.versions;
+        // A board saved with a larger bound keeps its latest versions.
+        versions.drain(..versions.len().saturating_sub(BOARD_VERSIONS));
         Board {
-            versions: saved.versions.into(),
+            versions: versions.into(),
             next_seq: saved.next_seq.max(1),
             live: broadcast::channel(1024).0,
         }

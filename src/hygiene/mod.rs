@@ -94,7 +94,7 @@ pub struct Finding {
 }
 
 /// A key as the log established it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeyFacts {
     nbf_ms: Option<i64>,
     exp_ms: Option<i64>,
@@ -104,7 +104,7 @@ struct KeyFacts {
 }
 
 /// A run of accepted events without a lease.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Unleased {
     count: u64,
     first_ms: i64,
@@ -112,7 +112,7 @@ struct Unleased {
 }
 
 /// A registration through the admin routes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Registration {
     at_ms: i64,
     index: u64,
@@ -120,7 +120,7 @@ struct Registration {
 }
 
 /// What the log says of one agent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct AgentFacts {
     registered: Option<Registration>,
     attested: Option<(i64, u64)>,
@@ -157,7 +157,7 @@ impl Default for AgentFacts {
 }
 
 /// Every agent's facts, fed record by record in log order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Inventory {
     agents: BTreeMap<String, AgentFacts>,
     position: u64,

@@ -1,10 +1,15 @@
 //! Follows the log into the [`Inventory`] the findings are judged from.
-//! It starts from the log's first record at every start (the inventory
-//! holds a few hundred bytes per agent and key; saving it, as detection
-//! saves its state, is left for when logs make the replay slow).
+//! The inventory (a few hundred bytes per agent and key) is saved with the
+//! log position it covers in `DIR/index/hygiene.json` (format [`FORMAT`])
+//! every few seconds and at stop, so that a start reads only the records
+//! after it; a missing, unreadable or foreign file is rebuilt from the
+//! log's first record.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::error::ArrowError;
@@ -16,20 +21,51 @@ use crate::time::Timestamp;
 
 /// Records read in a row before the inventory is unlocked for readers.
 const BATCH: usize = 4096;
+/// Version of the saved inventory's format.
+pub const FORMAT: u32 = 1;
+/// How often the inventory is saved while the log grows.
+const SAVE_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    format: u32,
+    inventory: Inventory,
+}
 
 /// What the API shares with the stage.
 #[derive(Debug, Default)]
 pub struct Hygiene {
     inventory: Mutex<Inventory>,
     policy: crate::live::Live<Policy>,
+    /// Where the inventory is saved (none: never saved).
+    path: Option<PathBuf>,
 }
 
 impl Hygiene {
-    /// An empty inventory judged by `policy`.
+    /// An empty inventory judged by `policy`, never saved.
     pub fn new(policy: Policy) -> Arc<Hygiene> {
         Arc::new(Hygiene {
-            inventory: Mutex::default(),
             policy: crate::live::Live::new(policy),
+            ..Hygiene::default()
+        })
+    }
+
+    /// The inventory saved at `path` if it is of this format and covers
+    /// no more than the log's `log_size` records, else an empty one.
+    pub fn open(policy: Policy, path: PathBuf, log_size: u64) -> Arc<Hygiene> {
+        let saved = std::fs::read(&path).ok().and_then(|b| {
+            match serde_json::from_slice::<Saved>(&b) {
+                Ok(s) if s.format == FORMAT && s.inventory.position() <= log_size => Some(s),
+                _ => {
+                    tracing::warn!(path = %path.display(), "Agent inventory missing, unreadable, of another format or ahead of the log: rebuilding it from the log");
+                    None
+                }
+            }
+        });
+        Arc::new(Hygiene {
+            inventory: Mutex::new(saved.map(|s| s.inventory).unwrap_or_default()),
+            policy: crate::live::Live::new(policy),
+            path: Some(path),
         })
     }
 
@@ -64,14 +100,38 @@ impl Hygiene {
         self.inventory().last_seen_ms(agent_id)
     }
 
-    /// Follows the log until `stop`.
+    /// Saves the inventory if it moved since `saved` (the position last
+    /// saved), and returns the position saved now.
+    async fn save(&self, saved: u64) -> u64 {
+        let (Some(path), inventory) = (&self.path, self.inventory().clone()) else {
+            return saved;
+        };
+        let position = inventory.position();
+        if position != saved {
+            let state = Saved {
+                format: FORMAT,
+                inventory,
+            };
+            crate::store::fsutil::save_derived_state(path.clone(), "agent inventory", state).await;
+        }
+        position
+    }
+
+    /// Follows the log until `stop`, then saves.
     pub async fn run(self: Arc<Self>, pipeline: Arc<Pipeline>, mut stop: Stop) {
-        let mut cursor = pipeline.view().tail(0);
+        let mut saved = self.inventory().position();
+        let mut cursor = pipeline.view().tail(saved);
+        let mut tick = tokio::time::interval(SAVE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let first = tokio::select! {
-                _ = stop.stopped() => return,
+                _ = stop.stopped() => break,
+                _ = tick.tick() => {
+                    saved = self.save(saved).await;
+                    continue;
+                }
                 r = cursor.next() => match r {
-                    None => return,
+                    None => break,
                     Some(r) => r,
                 },
             };
@@ -91,5 +151,6 @@ impl Hygiene {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+        self.save(saved).await;
     }
 }

@@ -26,7 +26,7 @@ pub use jwks::{parse_jwks, KeyDoc};
 pub use registry::KeyRegistry;
 
 /// An agent's lifecycle status, from its record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AgentStatus {
     /// May act.
     Active,

@@ -138,6 +138,12 @@ impl Layout {
         self.index_dir().join("respond.json")
     }
 
+    /// `DIR/index/hygiene.json`, the agent inventory and the log position
+    /// it covers (derived from the log: rebuilt from it when missing).
+    pub fn hygiene_state(&self) -> PathBuf {
+        self.index_dir().join("hygiene.json")
+    }
+
     /// `DIR/quarantine`.
     pub fn quarantine_dir(&self) -> PathBuf {
         self.root.join("quarantine")

@@ -251,6 +251,39 @@ fn a_planted_fleet_gives_exactly_its_findings_with_evidence() {
         ])
     );
     access_report(&data, &period, dir.path());
+
+    // The inventory was saved at stop with the position it covers: a
+    // restart reads only what follows and finds the same; a damaged save
+    // is rebuilt from the log and finds the same too.
+    let state = data.join("index/hygiene.json");
+    let saved: J = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["format"], 1, "{saved}");
+    assert!(
+        saved["inventory"]["position"].as_u64().unwrap() > 0,
+        "{saved}"
+    );
+    for damaged in [false, true] {
+        if damaged {
+            std::fs::write(&state, b"{\"format\": 1, \"inventory\": 7").unwrap();
+        }
+        let mut again = Server::start_configured(&data, &jwks, &cfg);
+        again.token = ADMIN.into();
+        wait_until(
+            Duration::from_secs(20),
+            || Some(findings(&again, "")).filter(|l| kinds(l) == all),
+            || {
+                format!(
+                    "after a restart (damaged save: {damaged}): {:#?}",
+                    findings(&again, "")
+                )
+            },
+        );
+        assert_eq!(again.stop(), Some(0));
+        let resaved: J = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        assert!(
+            resaved["inventory"]["position"].as_u64() >= saved["inventory"]["position"].as_u64()
+        );
+    }
 }
 
 fn at(secs: i64) -> String {
