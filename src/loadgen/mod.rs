@@ -318,10 +318,15 @@ pub(crate) fn bench_agents(
     agents: usize,
 ) -> anyhow::Result<(PathBuf, Vec<PrivateJwk>)> {
     let keys: Vec<PrivateJwk> = (0..agents)
-        .map(|i| PrivateJwk {
-            kid: format!("bench-agent-{i}#1"),
-            agent_id: Some(format!("bench-agent-{i}")),
-            key: SigningKey::from_bytes(&[(i % 250) as u8 + 1; 32]),
+        .map(|i| {
+            // A distinct key per agent, whatever their number.
+            let mut seed = [1u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            PrivateJwk {
+                kid: format!("bench-agent-{i}#1"),
+                agent_id: Some(format!("bench-agent-{i}")),
+                key: SigningKey::from_bytes(&seed),
+            }
         })
         .collect();
     let jwks: Vec<serde_json::Value> = keys.iter().map(|k| k.public_jwk()).collect();
