@@ -103,17 +103,22 @@ impl Hygiene {
     /// Saves the inventory if it moved since `saved` (the position last
     /// saved), and returns the position saved now.
     async fn save(&self, saved: u64) -> u64 {
-        let (Some(path), inventory) = (&self.path, self.inventory().clone()) else {
+        let Some(path) = &self.path else {
             return saved;
         };
+        let inventory = {
+            let inv = self.inventory();
+            if inv.position() == saved {
+                return saved;
+            }
+            inv.clone()
+        };
         let position = inventory.position();
-        if position != saved {
-            let state = Saved {
-                format: FORMAT,
-                inventory,
-            };
-            crate::store::fsutil::save_derived_state(path.clone(), "agent inventory", state).await;
-        }
+        let state = Saved {
+            format: FORMAT,
+            inventory,
+        };
+        crate::store::fsutil::save_derived_state(path.clone(), "agent inventory", state).await;
         position
     }
 
