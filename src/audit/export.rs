@@ -244,7 +244,7 @@ fn gather(layout: &Layout, opts: &ExportOptions, size: u64) -> Result<Gathered, 
         let body = super::body_of(&rec)?;
         // Receipt times have one fixed format, so text order is time order.
         if !(g.first.is_some() && to.as_ref().is_some_and(|t| &body.received_at >= t)) {
-            g.inventory.observe(rec.index, &body, &rec.event);
+            g.inventory.observe_bytes(rec.index, &body, &rec.event);
         }
         if g.first.is_none() && from.as_ref().is_none_or(|f| &body.received_at >= f) {
             g.first = Some(rec.index);

@@ -311,7 +311,7 @@ fn inventory_tables(
         let header = crate::log::record::HEADER_LEN as u64;
         let mut walker = Walker::new(layout, firsts.to_vec(), 0, header, first);
         while let Some(rec) = walker.next_record().map_err(AuditError::read(first))? {
-            inv.observe(rec.index, &body_of(&rec)?, &rec.event);
+            inv.observe_bytes(rec.index, &body_of(&rec)?, &rec.event);
         }
     }
     let now = (crate::time::Timestamp::now().0 / 1_000_000) as i64;

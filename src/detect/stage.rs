@@ -225,7 +225,7 @@ impl Stage {
             .current()
             .agent(&rec.body.agent_id)
             .and_then(|r| r.role.clone());
-        let Some(obs) = Observation::from_record(&rec.body, &rec.event, role) else {
+        let Some(obs) = Observation::of(rec, role) else {
             return;
         };
         let now = Timestamp::now();

@@ -5,6 +5,7 @@
 //! [`signature`] holds the strict Ed25519 rules. No I/O here.
 
 pub mod edwards;
+pub mod fields;
 pub mod schema;
 pub mod signature;
 pub mod tables;
@@ -12,6 +13,8 @@ pub mod tables;
 use sha2::{Digest, Sha256};
 
 use crate::json::{self, Canonical, Value};
+
+pub use fields::Fields;
 
 /// The `spec` value of every event.
 pub const EVENT_SPEC: &str = "vigil.event/v1";

@@ -18,12 +18,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::detect::{Judged, Observation};
-use crate::event::{Event, PIPELINE_AGENT};
+use crate::event::{Event, Fields, PIPELINE_AGENT};
 use crate::keys::history::{KeyHistory, KEY_REMOVED, PIPELINE_KEY};
 use crate::keys::jwks::parse_key;
 use crate::keys::AgentStatus;
-use crate::log::receipt::ReceiptBody;
+use crate::log::receipt::{ReceiptBody, Verdict};
+use crate::store::view::LogRecord;
 use crate::time::Timestamp;
 
 const DAY_MS: f64 = 86_400_000.0;
@@ -187,20 +187,43 @@ impl Inventory {
         self.agents.get(agent_id)?.last_accepted.map(|(t, _)| t)
     }
 
-    /// Takes in record `index`: its receipt body and event bytes.
-    pub fn observe(&mut self, index: u64, body: &ReceiptBody, event: &[u8]) {
+    /// Takes in a record of the log.
+    pub fn observe(&mut self, rec: &LogRecord) {
+        if self.read_as_accepted(rec.index, &rec.body, &rec.event) {
+            if let Some(f) = rec.fields() {
+                self.accepted(rec.index, &rec.body.agent_id, f);
+            }
+        }
+    }
+
+    /// Takes in record `index` from its receipt body and event bytes.
+    pub fn observe_bytes(&mut self, index: u64, body: &ReceiptBody, event: &[u8]) {
+        if self.read_as_accepted(index, body, event) {
+            if let Some(f) = Fields::of_bytes(event) {
+                self.accepted(index, &body.agent_id, &f);
+            }
+        }
+    }
+
+    /// Moves past record `index`, taking in the pipeline's own events;
+    /// whether it is an agent's accepted event, to be read further.
+    fn read_as_accepted(&mut self, index: u64, body: &ReceiptBody, event: &[u8]) -> bool {
         self.position = index + 1;
         if body.agent_id == PIPELINE_AGENT {
             self.key_event(index, body, event);
-            return;
+            return false;
         }
-        let Some(obs) = Observation::from_record(body, event, None) else {
-            return;
-        };
-        let Judged::Accepted(f) = &obs.judged else {
-            return;
-        };
-        let agent = self.agents.entry(obs.agent_id.clone()).or_default();
+        body.verdict() == Some(Verdict::Accepted)
+    }
+
+    fn accepted(&mut self, index: u64, agent_id: &str, f: &Fields) {
+        if !self.agents.contains_key(agent_id) {
+            self.agents.insert(agent_id.to_string(), Default::default());
+        }
+        let agent = self
+            .agents
+            .get_mut(agent_id)
+            .expect("inserted above when missing");
         if agent.last_accepted.is_none_or(|(t, _)| f.occurred_ms >= t) {
             agent.last_accepted = Some((f.occurred_ms, index));
         }

@@ -145,7 +145,7 @@ impl Hygiene {
                 let mut failed = None;
                 for r in std::iter::once(first).chain(cursor.ready(BATCH)) {
                     match r {
-                        Ok(rec) => inv.observe(rec.index, &rec.body, &rec.event),
+                        Ok(rec) => inv.observe(&rec),
                         Err(e) => failed = Some(e),
                     }
                 }

@@ -93,7 +93,7 @@ impl Verdict {
 }
 
 /// A receipt body: what the log's leaf hash covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptBody {
     /// Always [`RECEIPT_SPEC`].

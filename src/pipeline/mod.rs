@@ -493,6 +493,12 @@ mod tests {
                 while seen.len() < 20 {
                     let rec = cursor.next().await.expect("open").expect("readable");
                     assert!(rec.index < view.size(), "yielded before it was durable");
+                    let disk = view.read_record(rec.index).expect("on disk");
+                    assert_eq!(
+                        (&rec.body, &rec.body_jcs, &rec.event, rec.fields()),
+                        (&disk.body, &disk.body_jcs, &disk.event, disk.fields()),
+                        "the writer's record is the one on disk"
+                    );
                     seen.push(rec.index);
                 }
                 seen
@@ -510,6 +516,10 @@ mod tests {
         }
         let seen = reader.await.unwrap();
         assert_eq!(seen, (start..start + 20).collect::<Vec<_>>());
+        assert!(
+            view.recent().len() >= 20,
+            "the new records are kept in memory"
+        );
         let mut again = view.tail(start + 7);
         assert_eq!(again.next().await.unwrap().unwrap().index, start + 7);
         p.shutdown().await;

@@ -16,6 +16,7 @@ use super::checkpointer::{DurableGroup, ToCheckpointer};
 use super::health::Health;
 use super::judge::Judgement;
 use super::{Committed, ItemResult, PipelineError};
+use crate::event::Fields;
 use crate::event::{Event, Hash};
 use crate::log::merkle::leaf_hash;
 use crate::log::receipt::{chain_hash, Reason, ReceiptBody, ServedReceipt, Verdict, RECEIPT_SPEC};
@@ -23,7 +24,7 @@ use crate::log::record;
 use crate::store::dedupe::{keys_of, Dedupe, Key};
 use crate::store::quarantine::{Quarantine, QuarantineEntry};
 use crate::store::segments::SegmentWriter;
-use crate::store::view::{served, LogView};
+use crate::store::view::{served, LogRecord, LogView};
 use crate::telemetry::{metrics, Outcome, Source};
 use crate::time::Timestamp;
 
@@ -130,6 +131,8 @@ struct Group {
     seen: HashMap<Key, u64>,
     /// Quarantine entries to append.
     quarantined: Vec<(QuarantineEntry, Bytes)>,
+    /// The new records as readers get them once they are durable.
+    records: Vec<Arc<LogRecord>>,
 }
 
 struct Pending {
@@ -229,6 +232,7 @@ impl Writer {
             claims: HashMap::new(),
             seen: HashMap::new(),
             quarantined: Vec::new(),
+            records: Vec::new(),
         };
         group.base_offset = self.segments.begin_group(self.next, &mut group.framed);
         let (next, prev) = (self.next, self.prev);
@@ -293,6 +297,7 @@ impl Writer {
                 return Err(self.fail("cannot write the duplicate index", e));
             }
         }
+        self.view.recent().push(std::mem::take(&mut group.records));
         let _ = self.durable.send(self.next);
         metrics()
             .log_size_records
@@ -499,6 +504,12 @@ impl Writer {
             }
         }
         let served = ServedReceipt::from_jcs(&jcs, &leaf, &chain);
+        let fields = (verdict == Verdict::Accepted).then(|| Fields::of(&event.value));
+        let mut record = LogRecord::new(index, body, jcs.clone(), raw.to_vec());
+        if let Some(f) = fields {
+            record = record.with_fields(f);
+        }
+        group.records.push(Arc::new(record));
         group.keys.push(keys);
         group.bodies.push(jcs);
         group.leaves.push(leaf);

@@ -353,7 +353,7 @@ fn lease_of(rec: &LogRecord) -> Option<String> {
     if !may {
         return None;
     }
-    crate::detect::Fields::of_bytes(raw)?.lease_id
+    rec.fields()?.lease_id.clone()
 }
 
 /// What an agent's accepted event did, read from the log.

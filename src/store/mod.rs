@@ -20,6 +20,7 @@ pub mod dedupe;
 pub mod fsutil;
 pub mod layout;
 pub mod quarantine;
+pub mod recent;
 pub mod recover;
 pub mod segments;
 pub mod tiles;

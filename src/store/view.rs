@@ -8,16 +8,17 @@
 //! (confirmed against the record they name), records through the segment
 //! offsets, proofs through a bounded cache of tiles.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch;
 
 use super::checkpoints::{is_checkpointed, Latest};
 use super::dedupe::{Dedupe, Key};
 use super::layout::Layout;
+use super::recent::{Recent, DEFAULT_RECENT_BYTES};
 use super::segments::{ReadError, Record, SegmentSet};
 use super::tiles::{tile_path, TileReader};
-use crate::event::Hash;
+use crate::event::{Fields, Hash};
 use crate::log::merkle::{consistency_proof, inclusion_proof};
 use crate::log::proof::build_proof;
 use crate::log::receipt::{chain_hash, leaf_hash, ReceiptBody, ServedReceipt, Verdict};
@@ -72,9 +73,38 @@ pub struct LogRecord {
     pub body_jcs: Vec<u8>,
     /// The event's bytes as received.
     pub event: Vec<u8>,
+    /// The event's fields, parsed at most once.
+    fields: OnceLock<Option<Fields>>,
 }
 
 impl LogRecord {
+    /// A record; its fields are parsed from `event` when first asked for.
+    pub fn new(index: u64, body: ReceiptBody, body_jcs: Vec<u8>, event: Vec<u8>) -> LogRecord {
+        LogRecord {
+            index,
+            body,
+            body_jcs,
+            event,
+            fields: OnceLock::new(),
+        }
+    }
+
+    /// The same record with its event's fields already known (the writer
+    /// has the event parsed).
+    pub fn with_fields(self, fields: Option<Fields>) -> LogRecord {
+        let _ = self.fields.set(fields);
+        self
+    }
+
+    /// The event's fields (see [`Fields::of_bytes`]), parsed once however
+    /// many readers share the record; `None` without a valid
+    /// `occurred_at`, which an accepted event always has.
+    pub fn fields(&self) -> Option<&Fields> {
+        self.fields
+            .get_or_init(|| Fields::of_bytes(&self.event))
+            .as_ref()
+    }
+
     /// The receipt as served (body, leaf hash, chain).
     pub fn served(&self) -> ServedReceipt {
         served(&self.body, &self.body_jcs)
@@ -100,6 +130,7 @@ pub struct LogView {
     tiles: Arc<TileReader>,
     durable: watch::Receiver<u64>,
     latest: watch::Receiver<Arc<Latest>>,
+    recent: Arc<Recent>,
 }
 
 impl LogView {
@@ -120,6 +151,7 @@ impl LogView {
             tiles,
             durable,
             latest,
+            recent: Arc::new(Recent::new(DEFAULT_RECENT_BYTES)),
         }
     }
 
@@ -148,11 +180,26 @@ impl LogView {
         &self.dedupe
     }
 
-    /// Durable record `index`.
-    pub fn record(&self, index: u64) -> Result<LogRecord, ViewError> {
+    /// Durable record `index`: the writer's own while it is among the
+    /// recent ones, else read from its segment.
+    pub fn record(&self, index: u64) -> Result<Arc<LogRecord>, ViewError> {
         if index >= self.size() {
             return Err(ReadError::Missing(index).into());
         }
+        if let Some(r) = self.recent.get(index) {
+            return Ok(r);
+        }
+        self.read_record(index).map(Arc::new)
+    }
+
+    /// The records the writer just made durable, for [`LogView::record`].
+    pub fn recent(&self) -> &Recent {
+        &self.recent
+    }
+
+    /// Durable record `index` read from its segment, never from the
+    /// recent records.
+    pub fn read_record(&self, index: u64) -> Result<LogRecord, ViewError> {
         let Record { body, event } = self.segments.read(index)?;
         let parsed: ReceiptBody =
             serde_json::from_slice(&body).map_err(|e| ReadError::Damaged {
@@ -173,12 +220,7 @@ impl LogView {
             }
             .into());
         }
-        Ok(LogRecord {
-            index,
-            body: parsed,
-            body_jcs: body,
-            event,
-        })
+        Ok(LogRecord::new(index, parsed, body, event))
     }
 
     /// The record the index names under `key`, if it is the record of
@@ -190,7 +232,7 @@ impl LogView {
         agent_id: &str,
         event_id: &str,
         check: impl Fn(&ReceiptBody) -> bool,
-    ) -> Result<Option<LogRecord>, ViewError> {
+    ) -> Result<Option<Arc<LogRecord>>, ViewError> {
         let Some(index) = self.dedupe.get(key).map_err(|source| ViewError::Io {
             what: "the duplicate index",
             source,
@@ -219,7 +261,7 @@ impl LogView {
         &self,
         agent_id: &str,
         event_id: &str,
-    ) -> Result<Option<LogRecord>, ViewError> {
+    ) -> Result<Option<Arc<LogRecord>>, ViewError> {
         let accepted = self.lookup(
             &Key::accepted(agent_id, event_id),
             agent_id,
@@ -330,7 +372,7 @@ impl Cursor {
     }
 
     /// The next durable record if there is one now, without waiting.
-    pub fn try_next(&mut self) -> Option<Result<LogRecord, ViewError>> {
+    pub fn try_next(&mut self) -> Option<Result<Arc<LogRecord>, ViewError>> {
         if self.next >= self.view.size() {
             return None;
         }
@@ -343,7 +385,7 @@ impl Cursor {
 
     /// The next durable record, waiting until there is one; `None` once the
     /// log is closed.
-    pub async fn next(&mut self) -> Option<Result<LogRecord, ViewError>> {
+    pub async fn next(&mut self) -> Option<Result<Arc<LogRecord>, ViewError>> {
         let want = self.next;
         if self
             .view
@@ -382,7 +424,7 @@ pub struct Ready<'a> {
 }
 
 impl Iterator for Ready<'_> {
-    type Item = Result<LogRecord, ViewError>;
+    type Item = Result<Arc<LogRecord>, ViewError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.left == 0 {
