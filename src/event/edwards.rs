@@ -307,6 +307,16 @@ impl Point {
     }
 }
 
+/// Windows of the narrowest table (`w = 2`).
+const MAX_WINDOWS: usize = 128;
+
+/// One addition of a table entry: which, and whether it is subtracted.
+#[derive(Clone, Copy, Default)]
+struct Step {
+    entry: u16,
+    subtract: bool,
+}
+
 /// Multiples of one point at every window of a signed radix-`2^w`
 /// expansion: `entries[i * half + j] = (j + 1) * 2^(w i) * P`, `half =
 /// 2^(w-1)`.
@@ -364,13 +374,33 @@ impl FixedBase {
     }
 
     /// Adds (or subtracts) `scalar * P` into `acc`, digit by digit.
+    ///
+    /// The entries are known before the first addition, and read by index
+    /// (nothing a prefetcher could guess), so one load of each of their
+    /// cache lines is issued first: their misses overlap instead of
+    /// stalling one addition after another.
     fn accumulate(&self, acc: &mut Point, scalar: &[u8; 32], negate: bool) {
         let half = 1usize << (self.w - 1);
+        let mut steps = [Step::default(); MAX_WINDOWS];
+        let mut n = 0;
         for (i, d) in signed_digits(scalar, self.w).enumerate() {
             if d != 0 {
-                let e = &self.entries[i * half + d.unsigned_abs() as usize - 1];
-                *acc = acc.add_niels(e, negate != (d < 0));
+                steps[n] = Step {
+                    entry: (i * half + d.unsigned_abs() as usize - 1) as u16,
+                    subtract: negate != (d < 0),
+                };
+                n += 1;
             }
+        }
+        let steps = &steps[..n];
+        let mut touched = 0u64;
+        for s in steps {
+            let e = &self.entries[s.entry as usize];
+            touched ^= e.y_plus_x.0[0] ^ e.y_minus_x.0[0] ^ e.xy2d.0[4];
+        }
+        std::hint::black_box(touched);
+        for s in steps {
+            *acc = acc.add_niels(&self.entries[s.entry as usize], s.subtract);
         }
     }
 }
