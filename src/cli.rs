@@ -581,7 +581,7 @@ fn print_report(dir: &str, r: &VerifyReport) {
         r.key_events,
         r.tiles_checked,
         r.index_checked,
-        hex::encode(r.root)
+        crate::hexenc::encode(r.root)
     );
     if !r.anchored {
         println!(

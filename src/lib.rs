@@ -51,6 +51,7 @@ pub mod demo;
 pub mod detect;
 pub mod event;
 pub mod failpoint;
+pub mod hexenc;
 #[cfg(feature = "server")]
 pub mod hygiene;
 pub mod ingest;

@@ -43,7 +43,7 @@ pub struct Sessions(Mutex<HashMap<[u8; 32], Session>>);
 fn random_hex() -> String {
     let mut b = [0u8; 32];
     getrandom::getrandom(&mut b).expect("the system has randomness");
-    hex::encode(b)
+    crate::hexenc::encode(b)
 }
 
 impl Sessions {

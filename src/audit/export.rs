@@ -187,7 +187,7 @@ pub fn export(opts: &ExportOptions) -> Result<Exported, ExportError> {
         "end_index": end,
         "records": end - first,
         "tree_size": cp.size,
-        "files": files.iter().map(|(n, b)| (n.to_string(), J::String(hex::encode(crate::event::sha256(b))))).collect::<serde_json::Map<_, _>>(),
+        "files": files.iter().map(|(n, b)| (n.to_string(), J::String(crate::hexenc::encode(crate::event::sha256(b))))).collect::<serde_json::Map<_, _>>(),
     });
     files.push(("manifest.json", pretty(&manifest)));
     write_bundle(&opts.out, &files)?;

@@ -141,7 +141,7 @@ pub fn severity(score: u8) -> &'static str {
 /// The id of the anomaly an agent's event triggers.
 pub fn anomaly_id(agent_id: &str, event_id: &str) -> String {
     let d = crate::event::sha256(format!("vigil.anomaly/v1\0{agent_id}\0{event_id}").as_bytes());
-    format!("anom-{}", hex::encode(&d[..12]))
+    format!("anom-{}", crate::hexenc::encode(&d[..12]))
 }
 
 /// The explanation lines of `signals`, each with its share of `score`.

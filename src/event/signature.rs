@@ -188,7 +188,7 @@ mod tests {
         let mut points = Vec::new();
         for enc in SMALL_ORDER_ENCODINGS {
             let p = CompressedEdwardsY(enc).decompress().expect("on the curve");
-            assert!(p.is_small_order(), "{}", hex::encode(enc));
+            assert!(p.is_small_order(), "{}", crate::hexenc::encode(enc));
             assert_eq!(p.compress().to_bytes(), enc, "canonical");
             assert!(!points.contains(&p), "distinct");
             points.push(p);

@@ -337,7 +337,7 @@ fn finding_id(kind: &str, agent: &str, subject: &str) -> String {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    format!("f-{}", hex::encode(&h.finalize()[..8]))
+    format!("f-{}", crate::hexenc::encode(&h.finalize()[..8]))
 }
 
 impl AgentFacts {

@@ -553,7 +553,7 @@ pub const TRUNCATED_COPY_BYTES: usize = 64 * 1024;
 async fn copy_rejected(sink: &KafkaSink, topic: &str, m: &OwnedMessage, reason: String) {
     let value = m.payload().unwrap_or(b"");
     let full_len = value.len().to_string();
-    let sha = hex::encode(crate::event::sha256(value));
+    let sha = crate::hexenc::encode(crate::event::sha256(value));
     let mut keep = value.len();
     let mut delay = Duration::from_millis(100);
     loop {

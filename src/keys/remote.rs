@@ -58,7 +58,7 @@ pub fn is_url(source: &str) -> bool {
 impl Remote {
     /// The source at `url`, cached under `data`.
     pub fn new(url: &str, data: &Path, poll: Duration) -> Remote {
-        let hash = hex::encode(&Sha256::digest(url.as_bytes())[..8]);
+        let hash = crate::hexenc::encode(&Sha256::digest(url.as_bytes())[..8]);
         Remote {
             url: url.to_string(),
             cache: data.join("jwks-cache").join(format!("{hash}.json")),

@@ -81,7 +81,7 @@ fn record(i: u64, n: u64) -> (ReceiptBody, Vec<u8>) {
         agent_id: agent.clone(),
         key_id: format!("{agent}#1"),
         correlation_id: corr,
-        event_hash: hex::encode(crate::event::sha256(&bytes)),
+        event_hash: crate::hexenc::encode(crate::event::sha256(&bytes)),
         received_at: at(ms),
         verdict: if h.is_multiple_of(100) {
             "rejected:bad_signature"

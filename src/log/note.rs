@@ -156,7 +156,7 @@ pub fn verifier_key(name: &str, public: &VerifyingKey) -> String {
     blob.extend_from_slice(public.as_bytes());
     format!(
         "{name}+{}+{}",
-        hex::encode(key_id(name, public)),
+        crate::hexenc::encode(key_id(name, public)),
         b64(&blob)
     )
 }
@@ -240,7 +240,7 @@ impl NoteVerifier {
         } else {
             NoteError::NoSignature {
                 name: self.name.clone(),
-                key_id: hex::encode(self.key_id),
+                key_id: crate::hexenc::encode(self.key_id),
             }
         })
     }

@@ -156,10 +156,10 @@ pub fn verify_proof(
             Ok(ev) => ev,
             Err(e) => return disproved(format!("the event file: {}", e.message())),
         };
-        if hex::encode(ev.event_hash) != body.event_hash {
+        if crate::hexenc::encode(ev.event_hash) != body.event_hash {
             return disproved(format!(
                 "the event's hash {} is not the receipt's event_hash {}",
-                hex::encode(ev.event_hash),
+                crate::hexenc::encode(ev.event_hash),
                 body.event_hash
             ));
         }

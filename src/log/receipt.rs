@@ -178,11 +178,11 @@ pub fn check_body(body: &ReceiptBody, index: u64, origin: &str, prev: &Hash) -> 
             body.log
         ));
     }
-    if body.prev != hex::encode(prev) {
+    if body.prev != crate::hexenc::encode(prev) {
         return Err(format!(
             "the receipt's prev {} is not the chain hash of the record before it ({})",
             body.prev,
-            hex::encode(prev)
+            crate::hexenc::encode(prev)
         ));
     }
     if body.verdict().is_none() {
@@ -230,9 +230,9 @@ impl ServedReceipt {
             std::str::from_utf8(&body_jcs[..body_jcs.len() - 1]).expect("JCS output is UTF-8"),
         );
         out.push_str(",\"chain\":\"");
-        out.push_str(&hex::encode(chain));
+        out.push_str(&crate::hexenc::encode(chain));
         out.push_str("\",\"leaf_hash\":\"");
-        out.push_str(&hex::encode(leaf));
+        out.push_str(&crate::hexenc::encode(leaf));
         out.push_str("\"}");
         ServedReceipt(
             serde_json::value::RawValue::from_string(out)

@@ -383,7 +383,7 @@ impl Writer {
                         source: item.source,
                         reason: u.reason().to_string(),
                         error: u.message().to_string(),
-                        sha256: hex::encode(crate::event::sha256(&item.raw)),
+                        sha256: crate::hexenc::encode(crate::event::sha256(&item.raw)),
                         size: item.raw.len() as u64,
                         raw_b64: String::new(),
                     },
@@ -475,10 +475,10 @@ impl Writer {
             agent_id: agent.to_string(),
             key_id: event.key_id().to_string(),
             correlation_id: event.correlation_id().to_string(),
-            event_hash: hex::encode(event.event_hash),
+            event_hash: crate::hexenc::encode(event.event_hash),
             received_at: received.to_string(),
             verdict: verdict.as_string(),
-            prev: hex::encode(self.prev),
+            prev: crate::hexenc::encode(self.prev),
         };
         let jcs = body.to_jcs();
         group
@@ -550,7 +550,7 @@ impl Writer {
         if let Some(&i) = group.seen.get(key) {
             return Ok(Some(i));
         }
-        let hash = hex::encode(event.event_hash);
+        let hash = crate::hexenc::encode(event.event_hash);
         let found = self
             .view
             .lookup(key, event.agent_id(), event.event_id(), |b| {

@@ -69,7 +69,7 @@ impl Evidence {
 
 /// A short, stable name for a lease in event ids.
 pub fn lease_tag(lease_id: &str) -> String {
-    hex::encode(&Sha256::digest(lease_id.as_bytes())[..8])
+    crate::hexenc::encode(&Sha256::digest(lease_id.as_bytes())[..8])
 }
 
 /// The event id of a step-up's result.

@@ -166,7 +166,7 @@ impl DataDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let o = origin.map(String::from).unwrap_or_else(|| {
                     let h = sha256(log_key.verifying_key().as_bytes());
-                    format!("vigil.local/{}", &hex::encode(h)[..8])
+                    format!("vigil.local/{}", &crate::hexenc::encode(h)[..8])
                 });
                 write_file_durably(&origin_path, format!("{o}\n").as_bytes(), 0o644)
                     .map_err(io("cannot write", &origin_path))?;

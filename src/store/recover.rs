@@ -299,10 +299,10 @@ fn scan_last(layout: &Layout, first: u64, expect: &Expect<'_>) -> Result<LastSca
             return Err(bad(format!("the receipt says index {}", body.index)));
         }
         let leaf = leaf_hash(&rec.body);
-        if let Some(c) = chain.filter(|c| hex::encode(c) != body.prev) {
+        if let Some(c) = chain.filter(|c| crate::hexenc::encode(c) != body.prev) {
             return Err(bad(format!(
                 "its prev is not the chain hash of the record before it ({})",
-                hex::encode(c)
+                crate::hexenc::encode(c)
             )));
         }
         if let Some(tiles) = expect.tiles.filter(|_| rec.index < expect.checkpointed) {

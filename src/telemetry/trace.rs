@@ -147,7 +147,10 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         )
         .unwrap();
-        assert_eq!(hex::encode(c.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            crate::hexenc::encode(c.trace_id),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert!(TraceContext::from_traceparent(
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         )

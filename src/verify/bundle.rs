@@ -64,7 +64,7 @@ pub fn verify_bundle(dir: &Path, vkeys: &[String]) -> Result<BundleReport, Verif
             m.files.get(name).and_then(J::as_str).ok_or_else(|| {
                 invalid("manifest.json", format!("it lists no SHA-256 for {name}"))
             })?;
-        let got = hex::encode(crate::event::sha256(&read(name)?));
+        let got = crate::hexenc::encode(crate::event::sha256(&read(name)?));
         if got != want {
             return Err(invalid(
                 name,
@@ -73,7 +73,7 @@ pub fn verify_bundle(dir: &Path, vkeys: &[String]) -> Result<BundleReport, Verif
         }
     }
     if let Some(want) = m.files.get(INVENTORY_FILE).and_then(J::as_str) {
-        let got = hex::encode(crate::event::sha256(&read(INVENTORY_FILE)?));
+        let got = crate::hexenc::encode(crate::event::sha256(&read(INVENTORY_FILE)?));
         if got != want {
             return Err(invalid(
                 INVENTORY_FILE,
@@ -144,7 +144,7 @@ fn check_ocsf(
     {
         let got = read(name)?;
         let listed = m.files.get(*name).and_then(J::as_str).unwrap_or_default();
-        if hex::encode(crate::event::sha256(&got)) != listed {
+        if crate::hexenc::encode(crate::event::sha256(&got)) != listed {
             return Err(invalid(
                 *name,
                 "its SHA-256 is not the manifest's: the file was changed",

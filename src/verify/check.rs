@@ -57,10 +57,10 @@ pub fn check_record(rec: &WalkRecord, ctx: &CheckContext<'_>) -> Result<Checked,
     check_canonical(&body, &rec.body)?;
     let event = Event::parse(&rec.event)
         .map_err(|u| format!("the stored event does not parse: {}", u.message()))?;
-    if hex::encode(event.event_hash) != body.event_hash {
+    if crate::hexenc::encode(event.event_hash) != body.event_hash {
         return Err(format!(
             "the stored event hashes to {}, not the receipt's event_hash {}",
-            hex::encode(event.event_hash),
+            crate::hexenc::encode(event.event_hash),
             body.event_hash
         ));
     }
