@@ -415,6 +415,54 @@ pub fn base_minus(s: &[u8; 32], k: &[u8; 32], p: &FixedBase) -> [u8; 32] {
     acc.compress()
 }
 
+/// One `[s]B - [k]P` of a batch: see [`base_minus_all`].
+pub struct Combination<'a> {
+    /// `s`, a canonical scalar's little-endian bytes.
+    pub s: [u8; 32],
+    /// `k`, likewise.
+    pub k: [u8; 32],
+    /// `P`'s table.
+    pub table: &'a FixedBase,
+}
+
+/// [`base_minus`] of each combination, with one field inversion for the
+/// whole batch (Montgomery's trick) instead of one each.
+pub fn base_minus_all(batch: &[Combination<'_>]) -> Vec<[u8; 32]> {
+    let points: Vec<Point> = batch
+        .iter()
+        .map(|c| {
+            debug_assert!(c.s[31] < 0x20 && c.k[31] < 0x20, "scalars below 2^253");
+            let mut acc = Point::IDENTITY;
+            FixedBase::base_point().accumulate(&mut acc, &c.s, false);
+            c.table.accumulate(&mut acc, &c.k, true);
+            acc
+        })
+        .collect();
+    compress_all(&points)
+}
+
+/// The canonical encodings of `points`, sharing one inversion. Every `Z`
+/// is non-zero: the addition law is complete on this curve.
+fn compress_all(points: &[Point]) -> Vec<[u8; 32]> {
+    let mut prefix = Vec::with_capacity(points.len());
+    let mut acc = Fe::ONE;
+    for p in points {
+        prefix.push(acc);
+        acc = acc.mul(p.z);
+    }
+    let mut inv = acc.invert();
+    let mut out = vec![[0u8; 32]; points.len()];
+    for (i, p) in points.iter().enumerate().rev() {
+        let zinv = inv.mul(prefix[i]);
+        inv = inv.mul(p.z);
+        let x = p.x.mul(zinv);
+        let mut enc = p.y.mul(zinv).to_bytes();
+        enc[31] ^= (x.is_negative() as u8) << 7;
+        out[i] = enc;
+    }
+    out
+}
+
 /// The digits of `scalar` in signed radix `2^w`, each in
 /// `[-2^(w-1), 2^(w-1))`, least significant first.
 fn signed_digits(scalar: &[u8; 32], w: u32) -> impl Iterator<Item = i32> + '_ {
@@ -535,6 +583,32 @@ mod tests {
             let expected = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-point, &s);
             prop_assert_eq!(base_minus(&s.to_bytes(), &k.to_bytes(), &table),
                             expected.compress().to_bytes());
+        }
+
+        /// A batch gives each combination's own result, in order.
+        #[test]
+        fn a_batch_shares_one_inversion_and_changes_no_result(
+            seeds in proptest::collection::vec(any::<([u8; 32], [u8; 32], [u8; 32])>(), 1..6),
+        ) {
+            let tables: Vec<FixedBase> = seeds
+                .iter()
+                .map(|(_, _, a)| {
+                    let point: EdwardsPoint = ED25519_BASEPOINT_POINT * scalar(a);
+                    FixedBase::new(&point.compress().to_bytes(), 5).unwrap()
+                })
+                .collect();
+            let batch: Vec<Combination> = seeds
+                .iter()
+                .zip(&tables)
+                .map(|((s, k, _), table)| Combination {
+                    s: scalar(s).to_bytes(),
+                    k: scalar(k).to_bytes(),
+                    table,
+                })
+                .collect();
+            let one_by_one: Vec<[u8; 32]> =
+                batch.iter().map(|c| base_minus(&c.s, &c.k, c.table)).collect();
+            prop_assert_eq!(base_minus_all(&batch), one_by_one);
         }
     }
 }

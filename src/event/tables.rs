@@ -27,7 +27,7 @@ use curve25519_dalek::Scalar;
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha512};
 
-use super::edwards::{base_minus, FixedBase};
+use super::edwards::{base_minus, base_minus_all, Combination, FixedBase};
 use super::signature::{is_small_order_encoding, verify};
 
 /// Window width of a key's table: 2^(w-1) multiples in each of 256/w
@@ -73,21 +73,38 @@ impl KeyTable {
 
     /// Verifies `sig` over `msg` with the contract's semantics.
     pub fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
+        self.scalars(msg, sig)
+            .is_some_and(|(s, k)| base_minus(&s, &k, &self.table) == sig[..32])
+    }
+
+    /// `S` and `k = H(R || A || msg)` of a signature, or `None` when it is
+    /// refused before any curve arithmetic (small-order `R`, non-canonical
+    /// `S`).
+    fn scalars(&self, msg: &[u8], sig: &[u8; 64]) -> Option<([u8; 32], [u8; 32])> {
         let r = &sig[..32];
         if is_small_order_encoding(r) {
-            return false;
+            return None;
         }
         let s_bytes: [u8; 32] = sig[32..].try_into().expect("32 bytes");
-        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else {
-            return false;
-        };
+        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))?;
         let mut h = Sha512::new();
         h.update(r);
         h.update(self.a);
         h.update(msg);
         let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
-        base_minus(s.as_bytes(), k.as_bytes(), &self.table) == r
+        Some((s.to_bytes(), k.to_bytes()))
     }
+}
+
+/// One signature to check: see [`TableCache::verify_all`].
+#[derive(Clone, Copy)]
+pub struct Check<'a> {
+    /// The signer's key.
+    pub key: &'a VerifyingKey,
+    /// The signed message.
+    pub msg: &'a [u8],
+    /// The signature.
+    pub sig: &'a [u8; 64],
 }
 
 struct Entry {
@@ -164,6 +181,43 @@ impl TableCache {
     /// Verifies with the key's table when it has one, else the usual way
     /// (noting the miss); the verdict is the same either way.
     pub fn verify(&self, key: &VerifyingKey, msg: &[u8], sig: &[u8; 64]) -> bool {
+        match self.table_for(key) {
+            Some(t) => t.verify(msg, sig),
+            None => verify(key, msg, sig),
+        }
+    }
+
+    /// [`TableCache::verify`] of each check, in order; the checks that
+    /// have tables share one field inversion.
+    pub fn verify_all(&self, checks: &[Check<'_>]) -> Vec<bool> {
+        let mut verdicts = vec![false; checks.len()];
+        let mut tabled = Vec::with_capacity(checks.len());
+        for (i, c) in checks.iter().enumerate() {
+            match self.table_for(c.key) {
+                Some(t) => {
+                    if let Some((s, k)) = t.scalars(c.msg, c.sig) {
+                        tabled.push((i, s, k, t));
+                    }
+                }
+                None => verdicts[i] = verify(c.key, c.msg, c.sig),
+            }
+        }
+        let batch: Vec<Combination> = tabled
+            .iter()
+            .map(|(_, s, k, t)| Combination {
+                s: *s,
+                k: *k,
+                table: &t.table,
+            })
+            .collect();
+        for ((i, ..), enc) in tabled.iter().zip(base_minus_all(&batch)) {
+            verdicts[*i] = enc == checks[*i].sig[..32];
+        }
+        verdicts
+    }
+
+    /// The key's table, counting the hit or noting the miss.
+    fn table_for(&self, key: &VerifyingKey) -> Option<Arc<KeyTable>> {
         let table = self
             .tables
             .read()
@@ -176,17 +230,14 @@ impl TableCache {
                 );
                 e.table.clone()
             });
-        match table {
-            Some(t) => {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                t.verify(msg, sig)
-            }
+        match &table {
+            Some(_) => self.stats.hits.fetch_add(1, Ordering::Relaxed),
             None => {
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
                 self.note_miss(key);
-                verify(key, msg, sig)
+                self.stats.misses.fetch_add(1, Ordering::Relaxed)
             }
-        }
+        };
+        table
     }
 
     fn note_miss(&self, key: &VerifyingKey) {
@@ -313,6 +364,56 @@ mod tests {
             }
             prop_assert_eq!(table.verify(&bad_msg, &bad_sig), strict(&key, &bad_msg, &bad_sig));
         }
+    }
+
+    /// A batch gives each check the verdict `verify_strict` gives it,
+    /// keys with and without tables mixed, valid, corrupted and
+    /// small-order signatures.
+    #[test]
+    fn verify_all_gives_each_check_its_own_verdict() {
+        let cache = TableCache::new(DEFAULT_TABLE_BYTES);
+        let sks: Vec<SigningKey> = (1..=4u8)
+            .map(|i| SigningKey::from_bytes(&[i; 32]))
+            .collect();
+        let keys: Vec<VerifyingKey> = sks
+            .iter()
+            .map(|sk| parse_public_key(sk.verifying_key().as_bytes()).unwrap())
+            .collect();
+        cache.insert(&keys[0]);
+        cache.insert(&keys[1]);
+        let mut cases = Vec::new();
+        for (i, sk) in sks.iter().enumerate() {
+            let msg = format!("message {i}").into_bytes();
+            let sig = sign(sk, &msg);
+            let mut corrupted = sig;
+            corrupted[40] ^= 4;
+            let mut small = sig;
+            small[..32].copy_from_slice(&[0; 32]);
+            small[0] = 1;
+            cases.extend([
+                (i, msg.clone(), sig),
+                (i, msg.clone(), corrupted),
+                (i, msg, small),
+            ]);
+        }
+        let checks: Vec<Check> = cases
+            .iter()
+            .map(|(i, msg, sig)| Check {
+                key: &keys[*i],
+                msg,
+                sig,
+            })
+            .collect();
+        let expected: Vec<bool> = cases
+            .iter()
+            .map(|(i, msg, sig)| strict(&keys[*i], msg, sig))
+            .collect();
+        assert_eq!(expected.iter().filter(|v| **v).count(), 4);
+        assert_eq!(cache.verify_all(&checks), expected);
+        assert!(
+            cache.stats.hits.load(Ordering::Relaxed) >= 6,
+            "two keys by table"
+        );
     }
 
     /// A small-order R with S = k*a satisfies the cofactorless equation;

@@ -6,9 +6,11 @@
 //! order.
 
 use crate::event::schema;
-use crate::event::tables::TableCache;
+use std::sync::Arc;
+
+use crate::event::tables::{Check, TableCache};
 use crate::event::{Event, Unidentifiable, PIPELINE_AGENT};
-use crate::keys::{AgentStatus, KeySet, TimeRules};
+use crate::keys::{AgentKey, AgentStatus, KeySet, TimeRules};
 use crate::log::receipt::{Reason, Verdict};
 use crate::time::Timestamp;
 
@@ -46,15 +48,72 @@ pub struct Context<'a> {
 
 /// Judges raw bytes.
 pub fn judge(raw: &[u8], ctx: &Context<'_>) -> Judgement {
-    let event = match Event::parse(raw) {
-        Ok(e) => e,
-        Err(u) => return Judgement::Quarantine(u),
-    };
-    judge_event(event, raw.len(), ctx)
+    judge_all(&[raw], ctx)
+        .pop()
+        .expect("one judgement for one item")
 }
 
-/// Judges an already parsed event whose bytes as sent were `raw_len` long.
-pub fn judge_event(event: Event, raw_len: usize, ctx: &Context<'_>) -> Judgement {
+/// Judges each of `raws`, in order; the signatures of a batch are checked
+/// together (they share the field inversion of table verification).
+pub fn judge_all(raws: &[&[u8]], ctx: &Context<'_>) -> Vec<Judgement> {
+    let staged: Vec<Staged> = raws
+        .iter()
+        .map(|raw| match Event::parse(raw) {
+            Ok(event) => before_signature(event, raw.len(), ctx),
+            Err(u) => Staged::Done(Judgement::Quarantine(u)),
+        })
+        .collect();
+    let checks: Vec<Check> = staged
+        .iter()
+        .filter_map(|s| match s {
+            Staged::Signed(p) => Some(Check {
+                key: &p.key.key,
+                msg: &p.event.canonical.without,
+                sig: &p.signature,
+            }),
+            Staged::Done(_) => None,
+        })
+        .collect();
+    let mut valid = ctx.tables.verify_all(&checks).into_iter();
+    staged
+        .into_iter()
+        .map(|s| match s {
+            Staged::Done(j) => j,
+            Staged::Signed(p) => {
+                let valid = valid.next().expect("one verdict per signature");
+                after_signature(*p, valid, ctx)
+            }
+        })
+        .collect()
+}
+
+/// An event judged up to its signature.
+enum Staged<'a> {
+    /// Judged already (quarantined, or rejected before the signature).
+    Done(Judgement),
+    /// Its signature is to be checked with `key`.
+    Signed(Box<Pending<'a>>),
+}
+
+/// An event whose signature is checked next.
+struct Pending<'a> {
+    event: Event,
+    key: &'a Arc<AgentKey>,
+    signature: [u8; 64],
+    occurred_at: Timestamp,
+}
+
+fn rejected(event: Event, reason: Reason, why: String) -> Judgement {
+    Judgement::Receipt {
+        event: Box::new(event),
+        verdict: Verdict::Rejected(reason),
+        error: Some(why),
+    }
+}
+
+/// Contract section 3's checks that come before the signature: the
+/// agent, the schema, the key.
+fn before_signature<'a>(event: Event, raw_len: usize, ctx: &Context<'a>) -> Staged<'a> {
     if crate::failpoint::hit("judge-panic", event.event_id()) {
         panic!(
             "failpoint judge-panic fired on event {:?}",
@@ -62,57 +121,62 @@ pub fn judge_event(event: Event, raw_len: usize, ctx: &Context<'_>) -> Judgement
         );
     }
     let agent = event.agent_id();
-    let from_outside_as_pipeline = agent == PIPELINE_AGENT;
-    if !from_outside_as_pipeline && ctx.keys.agent(agent).is_none() {
-        return Judgement::Quarantine(Unidentifiable::UnknownAgent(format!(
+    let claims_pipeline = agent == PIPELINE_AGENT;
+    if !claims_pipeline && ctx.keys.agent(agent).is_none() {
+        return Staged::Done(Judgement::Quarantine(Unidentifiable::UnknownAgent(format!(
             "agent {agent:?} has no registered key; register its public key in a JWKS the server loads"
-        )));
+        ))));
     }
-    let (verdict, error) = match verdict(&event, raw_len, ctx, from_outside_as_pipeline) {
-        Ok(()) => (Verdict::Accepted, None),
-        Err((reason, why)) => (Verdict::Rejected(reason), Some(why)),
+    let checked = match schema::check(&event, raw_len) {
+        Ok(c) => c,
+        Err(why) => return Staged::Done(rejected(event, Reason::Schema, why)),
     };
-    Judgement::Receipt {
-        event: Box::new(event),
-        verdict,
-        error,
+    if claims_pipeline {
+        let why = "agent \"vigil\" is reserved for the pipeline's own events; outside events cannot claim it";
+        return Staged::Done(rejected(event, Reason::UnknownKey, why.into()));
+    }
+    let Some(key) = ctx.keys.key(event.agent_id(), event.key_id()) else {
+        let why = format!(
+            "agent {:?} has no key {:?}; sign with one of its registered keys or register this one",
+            event.agent_id(),
+            event.key_id()
+        );
+        return Staged::Done(rejected(event, Reason::UnknownKey, why));
+    };
+    Staged::Signed(Box::new(Pending {
+        event,
+        key,
+        signature: checked.signature,
+        occurred_at: checked.occurred_at,
+    }))
+}
+
+/// The checks after the signature: the key's validity, the clock, the
+/// agent's status.
+fn after_signature(p: Pending<'_>, valid: bool, ctx: &Context<'_>) -> Judgement {
+    let kid = p.event.key_id();
+    if !valid {
+        let why = format!(
+            "the signature does not verify with key {kid:?}: sign JCS(event without signature) with that key, \
+             and do not change members after signing"
+        );
+        return rejected(p.event, Reason::BadSignature, why);
+    }
+    match later_checks(&p, ctx) {
+        Ok(()) => Judgement::Receipt {
+            event: Box::new(p.event),
+            verdict: Verdict::Accepted,
+            error: None,
+        },
+        Err((reason, why)) => rejected(p.event, reason, why),
     }
 }
 
-fn verdict(
-    event: &Event,
-    raw_len: usize,
-    ctx: &Context<'_>,
-    claims_pipeline: bool,
-) -> Result<(), (Reason, String)> {
-    let (keys, rules, received_at) = (ctx.keys, ctx.rules, ctx.received_at);
-    let checked = schema::check(event, raw_len).map_err(|why| (Reason::Schema, why))?;
-    if claims_pipeline {
-        return Err((
-            Reason::UnknownKey,
-            "agent \"vigil\" is reserved for the pipeline's own events; outside events cannot claim it".into(),
-        ));
-    }
-    let (agent, kid) = (event.agent_id(), event.key_id());
-    let key = keys.key(agent, kid).ok_or_else(|| {
-        (
-            Reason::UnknownKey,
-            format!("agent {agent:?} has no key {kid:?}; sign with one of its registered keys or register this one"),
-        )
-    })?;
-    if !ctx
-        .tables
-        .verify(&key.key, &event.canonical.without, &checked.signature)
-    {
-        return Err((
-            Reason::BadSignature,
-            format!(
-                "the signature does not verify with key {kid:?}: sign JCS(event without signature) with that key, \
-                 and do not change members after signing"
-            ),
-        ));
-    }
-    key.check_validity(checked.occurred_at, received_at, rules)
+fn later_checks(p: &Pending<'_>, ctx: &Context<'_>) -> Result<(), (Reason, String)> {
+    let (rules, received_at) = (ctx.rules, ctx.received_at);
+    let (agent, kid) = (p.event.agent_id(), p.event.key_id());
+    p.key
+        .check_validity(p.occurred_at, received_at, rules)
         .map_err(|reason| {
             let why = match reason {
                 Reason::KeyNotValidYet => {
@@ -127,7 +191,7 @@ fn verdict(
             };
             (reason, why)
         })?;
-    if checked.occurred_at > received_at.plus_secs(rules.max_clock_skew_s) {
+    if p.occurred_at > received_at.plus_secs(rules.max_clock_skew_s) {
         return Err((
             Reason::ClockSkew,
             format!(
@@ -137,7 +201,8 @@ fn verdict(
             ),
         ));
     }
-    let record = keys
+    let record = ctx
+        .keys
         .agent(agent)
         .expect("the agent has keys, so it has a record");
     if record.status != AgentStatus::Active {

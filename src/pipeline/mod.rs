@@ -186,21 +186,37 @@ impl Item {
     }
 }
 
-/// Judges a batch in parallel on the current rayon pool.
+/// Items judged together: their signatures share one field inversion.
+const JUDGE_CHUNK: usize = 32;
+
+/// Judges a batch in parallel on the current rayon pool, in chunks of
+/// [`JUDGE_CHUNK`].
 fn judge_all(items: Vec<Item>, ctx: &judge::Context<'_>) -> Vec<Judged> {
+    let judgements: Vec<Judgement> = items
+        .par_chunks(JUDGE_CHUNK)
+        .flat_map_iter(|chunk| {
+            let raws: Vec<&[u8]> = chunk
+                .iter()
+                .filter(|i| i.preset.is_none())
+                .map(|i| &i.raw[..])
+                .collect();
+            let mut judged = judge::judge_all(&raws, ctx).into_iter();
+            chunk
+                .iter()
+                .map(|i| match &i.preset {
+                    Some(u) => Judgement::Quarantine(u.clone()),
+                    None => judged.next().expect("one judgement per item judged"),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
     items
-        .into_par_iter()
-        .with_min_len(16)
-        .map(|item| {
-            let judgement = match item.preset {
-                Some(u) => Judgement::Quarantine(u),
-                None => judge::judge(&item.raw, ctx),
-            };
-            Judged {
-                judgement,
-                raw: item.raw,
-                source: item.source,
-            }
+        .into_iter()
+        .zip(judgements)
+        .map(|(item, judgement)| Judged {
+            judgement,
+            raw: item.raw,
+            source: item.source,
         })
         .collect()
 }
