@@ -2,7 +2,7 @@
 //! event's fields that features are made of.
 
 use crate::event::fields::millis;
-use crate::log::receipt::{ReceiptBody, Verdict};
+use crate::log::receipt::Verdict;
 use crate::store::view::LogRecord;
 use crate::time::Timestamp;
 
@@ -37,29 +37,17 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// Reads a record. `None` for records detection does not look at:
-    /// the pipeline's own events and events it cannot read.
-    pub fn from_record(body: &ReceiptBody, event: &[u8], role: Option<String>) -> Option<Self> {
-        Self::read(body, || Fields::of_bytes(event), role)
-    }
-
-    /// Reads a record of the log, with the fields it may already hold
-    /// (parsed once for every reader of a shared record).
+    /// Reads a record of the log (its fields are parsed once for every
+    /// reader of a shared record). `None` for records detection does not
+    /// look at: the pipeline's own events and events it cannot read.
     pub fn of(rec: &LogRecord, role: Option<String>) -> Option<Self> {
-        Self::read(&rec.body, || rec.fields().cloned(), role)
-    }
-
-    fn read(
-        body: &ReceiptBody,
-        fields: impl FnOnce() -> Option<Fields>,
-        role: Option<String>,
-    ) -> Option<Self> {
+        let body = &rec.body;
         if body.agent_id == crate::event::PIPELINE_AGENT {
             return None;
         }
         let received_ms = millis(Timestamp::parse_event_time(&body.received_at)?);
         let judged = match Verdict::parse(&body.verdict)? {
-            Verdict::Accepted => Judged::Accepted(fields()?),
+            Verdict::Accepted => Judged::Accepted(rec.fields()?.clone()),
             Verdict::Rejected(reason) => Judged::Rejected(reason.as_str().to_string()),
         };
         Some(Observation {

@@ -504,10 +504,9 @@ impl Writer {
             }
         }
         let served = ServedReceipt::from_jcs(&jcs, &leaf, &chain);
-        let fields = (verdict == Verdict::Accepted).then(|| Fields::of(&event.value));
         let mut record = LogRecord::new(index, body, jcs.clone(), raw.to_vec());
-        if let Some(f) = fields {
-            record = record.with_fields(f);
+        if verdict == Verdict::Accepted {
+            record = record.with_fields(Fields::of(&event.value));
         }
         group.records.push(Arc::new(record));
         group.keys.push(keys);
