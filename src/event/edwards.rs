@@ -441,9 +441,21 @@ pub fn base_minus_all(batch: &[Combination<'_>]) -> Vec<[u8; 32]> {
     compress_all(&points)
 }
 
-/// The canonical encodings of `points`, sharing one inversion. Every `Z`
-/// is non-zero: the addition law is complete on this curve.
+/// The canonical encodings of `points`, sharing one inversion.
 fn compress_all(points: &[Point]) -> Vec<[u8; 32]> {
+    affine_all(points)
+        .map(|(x, y)| {
+            let mut enc = y.to_bytes();
+            enc[31] ^= (x.is_negative() as u8) << 7;
+            enc
+        })
+        .collect()
+}
+
+/// The affine `(x, y)` of each point, in order, with one field inversion
+/// for all of them (Montgomery's trick). Every `Z` is non-zero: the
+/// addition law is complete on this curve.
+fn affine_all(points: &[Point]) -> impl Iterator<Item = (Fe, Fe)> + '_ {
     let mut prefix = Vec::with_capacity(points.len());
     let mut acc = Fe::ONE;
     for p in points {
@@ -451,16 +463,15 @@ fn compress_all(points: &[Point]) -> Vec<[u8; 32]> {
         acc = acc.mul(p.z);
     }
     let mut inv = acc.invert();
-    let mut out = vec![[0u8; 32]; points.len()];
+    let mut zinvs = vec![Fe::ZERO; points.len()];
     for (i, p) in points.iter().enumerate().rev() {
-        let zinv = inv.mul(prefix[i]);
+        zinvs[i] = inv.mul(prefix[i]);
         inv = inv.mul(p.z);
-        let x = p.x.mul(zinv);
-        let mut enc = p.y.mul(zinv).to_bytes();
-        enc[31] ^= (x.is_negative() as u8) << 7;
-        out[i] = enc;
     }
-    out
+    points
+        .iter()
+        .zip(zinvs)
+        .map(|(p, zinv)| (p.x.mul(zinv), p.y.mul(zinv)))
 }
 
 /// The digits of `scalar` in signed radix `2^w`, each in
@@ -488,32 +499,13 @@ fn signed_digits(scalar: &[u8; 32], w: u32) -> impl Iterator<Item = i32> + '_ {
 /// (Montgomery's trick).
 fn to_niels(points: &[Point]) -> Vec<Niels> {
     let d2 = constants().d2;
-    let mut prefix = Vec::with_capacity(points.len());
-    let mut acc = Fe::ONE;
-    for p in points {
-        prefix.push(acc);
-        acc = acc.mul(p.z);
-    }
-    let mut inv = acc.invert();
-    let mut out = vec![
-        Niels {
-            y_plus_x: Fe::ZERO,
-            y_minus_x: Fe::ZERO,
-            xy2d: Fe::ZERO,
-        };
-        points.len()
-    ];
-    for (i, p) in points.iter().enumerate().rev() {
-        let zinv = inv.mul(prefix[i]);
-        inv = inv.mul(p.z);
-        let (x, y) = (p.x.mul(zinv), p.y.mul(zinv));
-        out[i] = Niels {
+    affine_all(points)
+        .map(|(x, y)| Niels {
             y_plus_x: y.add(x).carry(),
             y_minus_x: y.sub(x).carry(),
             xy2d: x.mul(y).mul(d2),
-        };
-    }
-    out
+        })
+        .collect()
 }
 
 #[cfg(test)]
