@@ -43,8 +43,7 @@ pub fn read_segment(layout: &Layout, firsts: &[u64], seg: usize) -> Result<Rows,
         let Some(rec) = walker.next_record().map_err(AuditError::read(first))? else {
             break;
         };
-        let body = super::body_of(&rec)?;
-        rows.push(&body, &rec.event);
+        rows.push_row(&super::row_of(&rec)?, &rec.event);
     }
     Ok(rows)
 }

@@ -52,8 +52,7 @@ impl Tail {
             else {
                 break; // the end of what is written (a torn tail is not read)
             };
-            let body = super::body_of(&rec)?;
-            rows.push(&body, &rec.event);
+            rows.push_row(&super::row_of(&rec)?, &rec.event);
             self.next = rec.index + 1;
             self.position = walker.position();
         }
