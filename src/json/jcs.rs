@@ -123,8 +123,15 @@ fn utf16_cmp(a: &str, b: &str) -> Ordering {
 pub fn write_jcs_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let bytes = s.as_bytes();
-    let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let needs_escape = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+    let Some(first) = bytes.iter().position(|&b| needs_escape(b)) else {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    };
+    out.extend_from_slice(&bytes[..first]);
+    let mut run = first;
+    for (i, &b) in bytes.iter().enumerate().skip(first) {
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",

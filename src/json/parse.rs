@@ -233,6 +233,12 @@ impl<'a> Parser<'a> {
         let mut out = String::new();
         let mut run_start = self.pos;
         loop {
+            // Skip the run of bytes that stand for themselves at once.
+            let rest = &self.input[self.pos..];
+            self.pos += rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(rest.len());
             let Some(b) = self.peek() else {
                 return Err(self.error("unterminated string"));
             };
