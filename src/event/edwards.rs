@@ -206,18 +206,12 @@ struct Completed {
 
 impl Completed {
     fn extended(&self) -> Point {
-        let mut p = Point::IDENTITY;
-        self.extend_into(&mut p);
-        p
-    }
-
-    /// Writes the extended coordinates into `p` in place (a hot loop
-    /// otherwise copies the whole point once per addition).
-    fn extend_into(&self, p: &mut Point) {
-        p.x = self.x.mul(self.t);
-        p.y = self.y.mul(self.z);
-        p.z = self.z.mul(self.t);
-        p.t = self.x.mul(self.y);
+        Point {
+            x: self.x.mul(self.t),
+            y: self.y.mul(self.z),
+            z: self.z.mul(self.t),
+            t: self.x.mul(self.y),
+        }
     }
 }
 
@@ -289,8 +283,8 @@ impl Point {
         .extended()
     }
 
-    /// `self += q` (`negate`: `self -= q`).
-    fn add_niels(&mut self, q: &Niels, negate: bool) {
+    /// `self + q` (`negate`: `self - q`).
+    fn add_niels(&self, q: &Niels, negate: bool) -> Point {
         let (p_q, m_q, sign) = match negate {
             false => (&q.y_plus_x, &q.y_minus_x, false),
             true => (&q.y_minus_x, &q.y_plus_x, true),
@@ -309,7 +303,7 @@ impl Point {
             z,
             t,
         }
-        .extend_into(self)
+        .extended()
     }
 }
 
@@ -406,7 +400,7 @@ impl FixedBase {
         }
         std::hint::black_box(touched);
         for s in steps {
-            acc.add_niels(&self.entries[s.entry as usize], s.subtract);
+            *acc = acc.add_niels(&self.entries[s.entry as usize], s.subtract);
         }
     }
 }
