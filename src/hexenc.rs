@@ -7,12 +7,18 @@ const DIGITS: &[u8; 16] = b"0123456789abcdef";
 /// `bytes` as lowercase hex.
 pub fn encode(bytes: impl AsRef<[u8]>) -> String {
     let bytes = bytes.as_ref();
-    let mut out = Vec::with_capacity(bytes.len() * 2);
+    let mut out = String::with_capacity(bytes.len() * 2);
+    encode_into(bytes, &mut out);
+    out
+}
+
+/// Appends `bytes` as lowercase hex to `out`.
+pub fn encode_into(bytes: &[u8], out: &mut String) {
+    out.reserve(bytes.len() * 2);
     for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 15)]);
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
     }
-    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]
@@ -23,6 +29,9 @@ mod tests {
         #[test]
         fn agrees_with_the_hex_crate(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
             prop_assert_eq!(super::encode(&bytes), hex::encode(&bytes));
+            let mut out = String::from("x");
+            super::encode_into(&bytes, &mut out);
+            prop_assert_eq!(out, format!("x{}", hex::encode(&bytes)));
         }
     }
 }

@@ -122,7 +122,7 @@ impl<'a> Parser<'a> {
                         Value::Object(Vec::new())
                     } else {
                         let key = self.member_name()?;
-                        stack.push(Frame::Object(Vec::new(), Some(key)));
+                        stack.push(Frame::Object(Vec::with_capacity(8), Some(key)));
                         continue;
                     }
                 }

@@ -230,9 +230,9 @@ impl ServedReceipt {
             std::str::from_utf8(&body_jcs[..body_jcs.len() - 1]).expect("JCS output is UTF-8"),
         );
         out.push_str(",\"chain\":\"");
-        out.push_str(&crate::hexenc::encode(chain));
+        crate::hexenc::encode_into(chain, &mut out);
         out.push_str("\",\"leaf_hash\":\"");
-        out.push_str(&crate::hexenc::encode(leaf));
+        crate::hexenc::encode_into(leaf, &mut out);
         out.push_str("\"}");
         ServedReceipt(
             serde_json::value::RawValue::from_string(out)

@@ -404,7 +404,8 @@ impl Writer {
             );
         }
         let (agent, id) = (event.agent_id(), event.event_id());
-        if let Some(claim) = self.claim(group, agent, id)? {
+        let claim_key = Key::accepted(agent, id);
+        if let Some(claim) = self.claim(group, &claim_key, agent, id)? {
             let same_content = claim.content_hash == event.content_hash;
             if same_content
                 && (verdict == Verdict::Accepted || claim.event_hash == event.event_hash)
@@ -439,7 +440,7 @@ impl Writer {
                 ));
             }
         }
-        let served = self.append(group, &event, verdict, &item.raw, received);
+        let served = self.append(group, &event, verdict, &item.raw, received, claim_key);
         Ok(match verdict {
             Verdict::Accepted => {
                 metrics()
@@ -464,6 +465,7 @@ impl Writer {
         verdict: Verdict,
         raw: &[u8],
         received: &str,
+        claim_key: Key,
     ) -> ServedReceipt {
         let index = self.next;
         let (agent, id) = (event.agent_id(), event.event_id());
@@ -487,7 +489,10 @@ impl Writer {
         record::encode_receipt(&jcs, raw, &mut group.framed);
         let leaf = leaf_hash(&jcs);
         let chain = chain_hash(&self.prev, &leaf);
-        let keys = keys_of(&body);
+        let keys = match verdict {
+            Verdict::Accepted => vec![claim_key],
+            Verdict::Rejected(_) => keys_of(&body),
+        };
         match verdict {
             Verdict::Accepted => {
                 let claim = Claim {
@@ -495,7 +500,7 @@ impl Writer {
                     content_hash: event.content_hash,
                     event_hash: event.event_hash,
                 };
-                group.claims.insert(Key::accepted(agent, id), claim);
+                group.claims.insert(claim_key, claim);
             }
             Verdict::Rejected(_) => {
                 group
@@ -519,14 +524,19 @@ impl Writer {
 
     /// The accepted claim on (agent, event id): made in this group, or in
     /// the log (the index hit confirmed against its record).
-    fn claim(&self, group: &Group, agent: &str, id: &str) -> Result<Option<Claim>, String> {
-        let key = Key::accepted(agent, id);
-        if let Some(c) = group.claims.get(&key) {
+    fn claim(
+        &self,
+        group: &Group,
+        key: &Key,
+        agent: &str,
+        id: &str,
+    ) -> Result<Option<Claim>, String> {
+        if let Some(c) = group.claims.get(key) {
             return Ok(Some(*c));
         }
         let found = self
             .view
-            .lookup(&key, agent, id, |b| b.verdict() == Some(Verdict::Accepted))
+            .lookup(key, agent, id, |b| b.verdict() == Some(Verdict::Accepted))
             .map_err(|e| self.index_failed(e))?;
         Ok(found.and_then(|rec| {
             let event = Event::parse(&rec.event).ok()?;
