@@ -204,17 +204,27 @@ struct Sheet {
     rows: usize,
 }
 
+/// Bytes a text cell usually takes, to size the builders once.
+const TEXT_BYTES_PER_CELL: usize = 16;
+
+/// Most rows a sheet makes room for up front.
+const MAX_ROOM: usize = 1 << 18;
+
 impl Sheet {
-    fn new(table: Table) -> Sheet {
+    /// An empty sheet with room for `rows` rows.
+    fn new(table: Table, rows: usize) -> Sheet {
         let builders = table
             .columns()
             .iter()
             .map(|(_, kind)| match kind {
-                Kind::Text => Builder::Text(StringBuilder::new()),
-                Kind::Index => Builder::Index(UInt64Builder::new()),
-                Kind::Int => Builder::Int(Int64Builder::new()),
-                Kind::Float => Builder::Float(Float64Builder::new()),
-                Kind::Time => Builder::Time(TimestampMillisecondBuilder::new()),
+                Kind::Text => Builder::Text(StringBuilder::with_capacity(
+                    rows,
+                    rows * TEXT_BYTES_PER_CELL,
+                )),
+                Kind::Index => Builder::Index(UInt64Builder::with_capacity(rows)),
+                Kind::Int => Builder::Int(Int64Builder::with_capacity(rows)),
+                Kind::Float => Builder::Float(Float64Builder::with_capacity(rows)),
+                Kind::Time => Builder::Time(TimestampMillisecondBuilder::with_capacity(rows)),
             })
             .collect();
         Sheet {
@@ -266,8 +276,23 @@ pub struct Rows {
 
 impl Default for Rows {
     fn default() -> Rows {
+        Rows::with_capacity(0)
+    }
+}
+
+impl Rows {
+    /// Empty rows with room for about `records` records (every record
+    /// is a receipt and most are events; the other tables start empty).
+    pub fn with_capacity(records: usize) -> Rows {
+        let room = |t: Table| match t {
+            Table::Receipts | Table::Events => records.min(MAX_ROOM),
+            Table::Anomalies | Table::Responses => 0,
+        };
         Rows {
-            sheets: LOG_TABLES.iter().map(|t| Sheet::new(*t)).collect(),
+            sheets: LOG_TABLES
+                .iter()
+                .map(|t| Sheet::new(*t, room(*t)))
+                .collect(),
         }
     }
 }
