@@ -17,8 +17,15 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
+/// Most bytes a large file write leaves unsynced: the receipt log's
+/// fdatasync shares the disk (and the file system's journal) with these
+/// writes, and would otherwise wait behind one sync of a whole sealed
+/// segment's Parquet files.
+pub const SYNC_CHUNK_BYTES: usize = 1 << 20;
+
 /// Writes a whole file durably (temporary file, sync, rename, sync
-/// directory) with the given permission bits.
+/// directory) with the given permission bits. Large files are written
+/// and synced [`SYNC_CHUNK_BYTES`] at a time.
 pub fn write_file_durably(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
@@ -28,7 +35,13 @@ pub fn write_file_durably(path: &Path, bytes: &[u8], mode: u32) -> std::io::Resu
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
-        f.write_all(bytes)?;
+        let mut chunks = bytes.chunks(SYNC_CHUNK_BYTES).peekable();
+        while let Some(chunk) = chunks.next() {
+            f.write_all(chunk)?;
+            if chunks.peek().is_some() {
+                f.sync_data()?;
+            }
+        }
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
@@ -91,5 +104,28 @@ where
             tracing::warn!(path = %shown.display(), "Cannot save the {what} ({e}); it is rebuilt from the log if need be")
         }
         Err(e) => tracing::warn!("The {what}'s save task failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_files_are_written_whole_in_synced_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.parquet");
+        let bytes: Vec<u8> = (0..SYNC_CHUNK_BYTES * 5 / 2)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        std::fs::write(&path, b"an older version").unwrap();
+        write_file_durably(&path, &bytes, 0o644).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        assert!(
+            !path.with_extension("tmp").exists(),
+            "the temporary file is renamed"
+        );
+        write_file_durably(&path, b"small", 0o644).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"small");
     }
 }
