@@ -106,6 +106,10 @@ pub struct Stage {
     /// Where anomalies are also published (`vigil.anomalies`), if Kafka is
     /// configured.
     kafka: Option<crate::ingest::kafka::KafkaSink>,
+    /// The queue of receipted anomalies to the Kafka publisher, while
+    /// running with Kafka: a slow or absent broker never holds up
+    /// detection.
+    announce: Option<tokio::sync::mpsc::Sender<Anomaly>>,
     /// The save running in the background, if any.
     saving: Option<tokio::task::JoinHandle<()>>,
 }
@@ -151,6 +155,7 @@ impl Stage {
             path,
             publishing: tokio::task::JoinSet::new(),
             kafka: None,
+            announce: None,
             saving: None,
         };
         (stage, shared)
@@ -163,6 +168,11 @@ impl Stage {
 
     /// Follows the log until `stop` fires (or the log closes), then saves.
     pub async fn run(mut self, pipeline: Arc<Pipeline>, mut stop: Stop) {
+        let announcer = self.kafka.take().map(|sink| {
+            let (tx, rx) = tokio::sync::mpsc::channel(ANNOUNCE_QUEUE);
+            self.announce = Some(tx);
+            tokio::spawn(announce(sink, rx))
+        });
         let mut cursor = pipeline.view().tail(self.position);
         let mut saved_at = (Instant::now(), self.position);
         let save_tick = tokio::time::sleep(SAVE_EVERY);
@@ -204,6 +214,18 @@ impl Stage {
             }
         }
         self.save_last().await;
+        // Every publication task is done: dropping the last sender closes
+        // the queue, and the publisher ends once it has sent what is in it.
+        self.announce = None;
+        if let Some(mut task) = announcer {
+            if tokio::time::timeout(KAFKA_STOP_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                tracing::warn!("Stopping before every anomaly reached the Kafka topic {ANOMALY_TOPIC}; they are receipted in the log and served by GET /v1/anomalies");
+            }
+        }
     }
 
     /// Judges one record and moves the position past it.
@@ -257,12 +279,15 @@ impl Stage {
                 self.publishing.join_next().await;
             }
             let (pipeline, anomaly) = (pipeline.clone(), emitted.anomaly);
-            let kafka = self.kafka.clone();
+            let announce = self.announce.clone();
             self.publishing.spawn(async move {
                 match publish(&pipeline, &anomaly).await {
                     Ok(true) => {
-                        if let Some(k) = kafka {
-                            to_kafka(&k, &anomaly).await;
+                        if let Some(queue) = announce {
+                            let id = anomaly.anomaly_id.clone();
+                            if queue.try_send(anomaly).is_err() {
+                                tracing::warn!(anomaly = %id, "The Kafka topic {ANOMALY_TOPIC} is {ANNOUNCE_QUEUE} anomalies behind (is the broker up and the topic created?); this one is not published there. It is receipted in the log and served by GET /v1/anomalies");
+                            }
                         }
                     }
                     Ok(false) => {}
@@ -358,6 +383,24 @@ pub enum PublishError {
 /// Publishes a receipted version to Kafka (key: the agent), trying three
 /// times. A crash between the receipt and this loses the Kafka copy (the
 /// log has it; a replay does not publish versions the log already has).
+/// How long a stopping stage still waits for the anomalies queued for
+/// Kafka (the producer waits up to 30 s for a broker, three times).
+const KAFKA_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Receipted anomalies waiting for Kafka before new ones are not sent.
+const ANNOUNCE_QUEUE: usize = 1024;
+
+/// Publishes the queued anomalies to Kafka, one after another, until the
+/// queue closes (the stage stops it, bounded by [`KAFKA_STOP_GRACE`]).
+async fn announce(
+    sink: crate::ingest::kafka::KafkaSink,
+    mut queue: tokio::sync::mpsc::Receiver<Anomaly>,
+) {
+    while let Some(a) = queue.recv().await {
+        to_kafka(&sink, &a).await;
+    }
+}
+
 async fn to_kafka(sink: &crate::ingest::kafka::KafkaSink, a: &Anomaly) {
     let json = serde_json::to_vec(a).expect("an anomaly serialises");
     for attempt in 1..=3 {

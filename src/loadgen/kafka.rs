@@ -105,6 +105,11 @@ pub fn run(args: KafkaBenchArgs) -> anyhow::Result<()> {
     let topics = [
         NewTopic::new("agent-events", 3, TopicReplication::Fixed(1)),
         NewTopic::new("agent-events.rejected", 1, TopicReplication::Fixed(1)),
+        NewTopic::new(
+            crate::detect::stage::ANOMALY_TOPIC,
+            1,
+            TopicReplication::Fixed(1),
+        ),
     ];
     for r in rt.block_on(admin.create_topics(&topics, &AdminOptions::new()))? {
         r.map_err(|(t, e)| anyhow::anyhow!("cannot create topic {t}: {e}"))?;

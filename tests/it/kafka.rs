@@ -697,6 +697,42 @@ fn an_oversized_rejected_message_is_copied_truncated_and_never_stalls() {
     );
 }
 
+/// Publishing anomalies to Kafka is best effort beside the log: with no
+/// `vigil.anomalies` topic (the producer waits 30 s for it, three times),
+/// anomalies are still receipted and listed, and SIGTERM is not held up
+/// by the publications that cannot finish.
+#[test]
+fn a_missing_anomaly_topic_holds_up_neither_detection_nor_the_stop() {
+    let broker = Broker::start();
+    broker.create_topics(&[("agent-events", 1), ("agent-events.rejected", 1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = vector_jwks(dir.path());
+    let cfg = config(dir.path(), "detect", &broker);
+    let mut server = serve(&dir.path().join("a"), &jwks, &cfg);
+    let hr = Signer::hr();
+    let producer = broker.producer();
+    for i in 0..8 {
+        produce(
+            &producer,
+            "agent-events",
+            &hr.agent,
+            &signed(&hr, &format!("f-{i}"), true),
+        );
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    wait_for("the anomaly is listed", Duration::from_secs(30), || {
+        let listed = server.req("GET", "/v1/anomalies", None, b"").json();
+        listed["anomalies"][0]["kinds"] == serde_json::json!(["forged_events"])
+    });
+    let asked = Instant::now();
+    assert_eq!(server.stop(), Some(0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "SIGTERM took {:?} (the stop waited for Kafka)",
+        asked.elapsed()
+    );
+}
+
 /// Issue 10: anomalies are published to `vigil.anomalies` (key: the agent)
 /// as well as receipted, whatever the source of the events. Issue 11: the
 /// forgeries change no posture; an accepted event using an expired lease
