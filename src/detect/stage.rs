@@ -380,14 +380,12 @@ pub enum PublishError {
     NoReceipt,
 }
 
-/// Publishes a receipted version to Kafka (key: the agent), trying three
-/// times. A crash between the receipt and this loses the Kafka copy (the
-/// log has it; a replay does not publish versions the log already has).
 /// How long a stopping stage still waits for the anomalies queued for
 /// Kafka (the producer waits up to 30 s for a broker, three times).
 const KAFKA_STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// Receipted anomalies waiting for Kafka before new ones are not sent.
+/// Most receipted anomalies waiting for Kafka; beyond that, new ones skip
+/// Kafka (they are in the log).
 const ANNOUNCE_QUEUE: usize = 1024;
 
 /// Publishes the queued anomalies to Kafka, one after another, until the
@@ -401,6 +399,9 @@ async fn announce(
     }
 }
 
+/// Publishes a receipted version to Kafka (key: the agent), trying three
+/// times. A crash between the receipt and this loses the Kafka copy (the
+/// log has it; a replay does not publish versions the log already has).
 async fn to_kafka(sink: &crate::ingest::kafka::KafkaSink, a: &Anomaly) {
     let json = serde_json::to_vec(a).expect("an anomaly serialises");
     for attempt in 1..=3 {
