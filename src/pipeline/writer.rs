@@ -67,6 +67,13 @@ pub enum Request {
     Shutdown,
 }
 
+/// The writer stopped taking events for good: the pipeline's recorded
+/// failure (what failed and how to recover), which every unanswered batch
+/// gets.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+struct Halted(String);
+
 /// Answers every batch with the pipeline's failure.
 fn refuse_all(batches: Vec<Batch>, why: &str) {
     for b in batches {
@@ -194,11 +201,11 @@ impl Writer {
         let _ = self.checkpointer.send(ToCheckpointer::Shutdown);
     }
 
-    fn fail(&self, what: &str, e: impl std::fmt::Display) -> String {
-        self.health.fail(format!(
+    fn fail(&self, what: &str, e: impl std::fmt::Display) -> Halted {
+        Halted(self.health.fail(format!(
             "{what}: {e}; the receipt log stops taking events (nothing unanswered was acknowledged). \
              Fix the disk problem and restart vigil: it recovers from what is durable"
-        ))
+        )))
     }
 
     fn mark_idle(&mut self) {
@@ -217,7 +224,7 @@ impl Writer {
             Ok(None) => {}
             Err(e) => {
                 let why = self.fail("cannot start a new log segment", e);
-                return refuse_all(batches, &why);
+                return refuse_all(batches, &why.0);
             }
         }
         let sequenced = std::time::SystemTime::now();
@@ -277,7 +284,7 @@ impl Writer {
 
     /// Appends the group and its quarantine entries durably, indexes them,
     /// publishes the new size and hands the records to the checkpointer.
-    fn make_durable(&mut self, group: &mut Group) -> Result<(), String> {
+    fn make_durable(&mut self, group: &mut Group) -> Result<(), Halted> {
         if !group.offsets.is_empty() {
             let t = Instant::now();
             if let Err(e) = self.segments.append_durably(&group.framed, &group.offsets) {
@@ -319,7 +326,7 @@ impl Writer {
         Ok(())
     }
 
-    fn quarantine_durably(&mut self, entries: &[(QuarantineEntry, Bytes)]) -> Result<(), String> {
+    fn quarantine_durably(&mut self, entries: &[(QuarantineEntry, Bytes)]) -> Result<(), Halted> {
         let refs: Vec<(QuarantineEntry, &[u8])> = entries
             .iter()
             .map(|(e, r)| (e.clone(), r.as_ref()))
@@ -344,7 +351,7 @@ impl Writer {
     fn answer(
         &self,
         pending: Vec<Pending>,
-        outcome: Result<(), String>,
+        outcome: Result<(), Halted>,
         committed: Option<Committed>,
     ) {
         for mut p in pending {
@@ -358,7 +365,7 @@ impl Writer {
                     }
                     Ok(p.results)
                 }
-                Err(why) => Err(PipelineError::Failed(why.clone())),
+                Err(why) => Err(PipelineError::Failed(why.0.clone())),
             };
             let _ = p.reply.send(answer);
         }
@@ -372,7 +379,7 @@ impl Writer {
         group: &mut Group,
         item: Judged,
         received: &str,
-    ) -> Result<ItemResult, String> {
+    ) -> Result<ItemResult, Halted> {
         let source = Source::of(&item.source);
         let (event, mut verdict, mut error) = match item.judgement {
             Judgement::Quarantine(u) => {
@@ -530,7 +537,7 @@ impl Writer {
         key: &Key,
         agent: &str,
         id: &str,
-    ) -> Result<Option<Claim>, String> {
+    ) -> Result<Option<Claim>, Halted> {
         if let Some(c) = group.claims.get(key) {
             return Ok(Some(*c));
         }
@@ -555,7 +562,7 @@ impl Writer {
         key: &Key,
         event: &Event,
         verdict: Verdict,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<u64>, Halted> {
         if let Some(&i) = group.seen.get(key) {
             return Ok(Some(i));
         }
@@ -573,7 +580,7 @@ impl Writer {
     /// log cannot tell duplicates any more. Fails the pipeline (never
     /// guessing), and moves a damaged index aside so that the next start
     /// rebuilds it from the log.
-    fn index_failed(&self, e: crate::store::view::ViewError) -> String {
+    fn index_failed(&self, e: crate::store::view::ViewError) -> Halted {
         if matches!(e, crate::store::view::ViewError::IndexDamaged { .. }) {
             let dir = self.view.layout().index_dir();
             let aside = dir.with_file_name(format!("index.damaged-{}", Timestamp::now().secs()));
