@@ -697,6 +697,22 @@ fn an_oversized_rejected_message_is_copied_truncated_and_never_stalls() {
     );
 }
 
+/// Produces a burst of 8 forged events of `hr` to `agent-events` (one
+/// anomaly); returns the producer.
+fn produce_forgeries(broker: &Broker, hr: &Signer) -> BaseProducer {
+    let producer = broker.producer();
+    for i in 0..8 {
+        produce(
+            &producer,
+            "agent-events",
+            &hr.agent,
+            &signed(hr, &format!("f-{i}"), true),
+        );
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    producer
+}
+
 /// Publishing anomalies to Kafka is best effort beside the log: with no
 /// `vigil.anomalies` topic (the producer waits 30 s for it, three times),
 /// anomalies are still receipted and listed, and SIGTERM is not held up
@@ -710,16 +726,7 @@ fn a_missing_anomaly_topic_holds_up_neither_detection_nor_the_stop() {
     let cfg = config(dir.path(), "detect", &broker);
     let mut server = serve(&dir.path().join("a"), &jwks, &cfg);
     let hr = Signer::hr();
-    let producer = broker.producer();
-    for i in 0..8 {
-        produce(
-            &producer,
-            "agent-events",
-            &hr.agent,
-            &signed(&hr, &format!("f-{i}"), true),
-        );
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    produce_forgeries(&broker, &hr);
     wait_for("the anomaly is listed", Duration::from_secs(30), || {
         let listed = server.req("GET", "/v1/anomalies", None, b"").json();
         listed["anomalies"][0]["kinds"] == serde_json::json!(["forged_events"])
@@ -753,16 +760,7 @@ fn a_burst_of_forgeries_from_kafka_is_an_anomaly_published_to_vigil_anomalies() 
     let data = dir.path().join("a");
     let mut server = serve(&data, &jwks, &cfg);
     let hr = Signer::hr();
-    let producer = broker.producer();
-    for i in 0..8 {
-        produce(
-            &producer,
-            "agent-events",
-            &hr.agent,
-            &signed(&hr, &format!("f-{i}"), true),
-        );
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    let producer = produce_forgeries(&broker, &hr);
     let published = broker.read_all("vigil.anomalies", 1);
     assert!(!published.is_empty(), "an anomaly is published");
     let a: serde_json::Value = serde_json::from_slice(&published[0].value).unwrap();
