@@ -2,23 +2,28 @@
 //! sink the pipeline publishes through (`<topic>.rejected` now; the
 //! anomaly and enforcement topics later).
 //!
-//! The consume loop is sequential per instance: it takes a batch of
-//! messages (up to [`BATCH_MAX`] or [`BATCH_WAIT`]), hands it to the same
-//! pipeline HTTP uses, publishes the `.rejected` copies with `acks=all` and
-//! waits for them, and only then records the batch's offsets as durable
-//! and commits them. Nothing is fetched beyond librdkafka's bounded queue
-//! while a batch is being made durable, so a slow log pauses consumption
+//! The consume loop takes a batch of messages (up to [`BATCH_MAX`] or
+//! [`BATCH_WAIT`]) and hands it to the same pipeline HTTP uses, in a task of
+//! its own that also publishes the `.rejected` copies with `acks=all` and
+//! waits for them. Up to [`IN_FLIGHT`] batches are in the pipeline at once,
+//! so the next batch is verified while the previous one waits for its
+//! fdatasync. A committer takes the finished batches in the order they were
+//! read and only then records their offsets as durable and commits them:
+//! an offset is never committed before every earlier message of its
+//! partition is durable. Nothing is fetched beyond librdkafka's bounded
+//! queue and the batches in flight, so a slow log pauses consumption
 //! instead of buffering without bound.
 //!
-//! On a graceful rebalance the revoke callback commits what is durable
-//! before the partitions are released, and messages of revoked partitions
-//! that were fetched but not yet handed to the pipeline are dropped (their
-//! new owner reads them from the committed offset): across graceful
-//! rebalances every message gets exactly one receipt among the instances.
+//! On a graceful rebalance the revoke callback waits until the batches in
+//! flight are durable, commits what is durable before the partitions are
+//! released, and messages of revoked partitions that were fetched but not
+//! yet handed to the pipeline are dropped (their new owner reads them from
+//! the committed offset): across graceful rebalances every message gets
+//! exactly one receipt among the instances.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,6 +46,13 @@ use crate::telemetry::metrics;
 pub const BATCH_MAX: usize = 1000;
 /// Longest wait for more messages once a batch has one.
 pub const BATCH_WAIT: Duration = Duration::from_millis(5);
+/// Batches in the pipeline at once: the next is read and verified while
+/// the previous waits for the log's fdatasync.
+pub const IN_FLIGHT: usize = 3;
+/// Longest wait of the revoke callback for the batches in flight; past it
+/// their offsets stay uncommitted and the partitions' next owner receipts
+/// them again.
+const REVOKE_WAIT: Duration = Duration::from_secs(60);
 
 /// librdkafka properties Vigil owns: offsets are committed only when durable.
 const OWNED: [&str; 4] = [
@@ -67,6 +79,9 @@ pub enum KafkaIngestError {
     /// The pipeline failed or is stopping.
     #[error("the pipeline cannot take the batch: {0}")]
     Pipeline(#[from] PipelineError),
+    /// Offsets can no longer be recorded.
+    #[error("{0}; consumption stops, and what is not committed is read again at restart")]
+    Committer(String),
 }
 
 fn client(what: impl Into<String>) -> impl FnOnce(KafkaError) -> KafkaIngestError {
@@ -128,9 +143,62 @@ impl Durable {
     }
 }
 
+/// The number of batches handed to the pipeline whose offsets the
+/// committer has not settled yet (recorded as durable, or given up at stop
+/// or on an error).
+#[derive(Default)]
+struct Flights {
+    open: Mutex<usize>,
+    settled: Condvar,
+}
+
+impl Flights {
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.open
+            .lock()
+            .expect("the flights lock is never poisoned")
+    }
+
+    fn take_off(&self) {
+        *self.lock() += 1;
+    }
+
+    fn land(&self) {
+        *self.lock() -= 1;
+        self.settled.notify_all();
+    }
+
+    /// Waits until no batch is in flight, at most `timeout`; returns how
+    /// many still are.
+    fn wait_landed(&self, timeout: Duration) -> usize {
+        let guard = self.lock();
+        let (guard, _) = self
+            .settled
+            .wait_timeout_while(guard, timeout, |open| *open > 0)
+            .expect("the flights lock is never poisoned");
+        *guard
+    }
+
+    /// [`Flights::wait_landed`] from a rebalance callback, which runs
+    /// inside the consume loop's poll: on a multi-threaded runtime the
+    /// worker is handed over for the wait so that the batches' tasks go on;
+    /// on a single-threaded one they could not, so it does not wait.
+    fn wait_from_callback(&self, timeout: Duration) -> usize {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| self.wait_landed(timeout))
+            }
+            Ok(_) => *self.lock(),
+            Err(_) => self.wait_landed(timeout),
+        }
+    }
+}
+
 /// The consumer's callbacks: commit durable offsets before partitions go.
 pub struct VigilContext {
     durable: Arc<Durable>,
+    flights: Arc<Flights>,
     epoch: AtomicU64,
     assigned: Arc<AtomicBool>,
 }
@@ -156,6 +224,13 @@ impl ClientContext for VigilContext {
 impl ConsumerContext for VigilContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            let open = self.flights.wait_from_callback(REVOKE_WAIT);
+            if open > 0 {
+                tracing::warn!(
+                    batches = open,
+                    "Partitions are revoked while batches are still being made durable; their offsets stay uncommitted and the next owner receipts them again"
+                );
+            }
             let commit = self.durable.tpl(Some(tpl));
             if commit.count() > 0 {
                 match consumer.commit(&commit, CommitMode::Sync) {
@@ -200,24 +275,6 @@ fn describe(tpl: &TopicPartitionList) -> String {
             Offset::Offset(o) => format!("{}/{}@{o}", e.topic(), e.partition()),
             _ => format!("{}/{}", e.topic(), e.partition()),
         })
-        .collect();
-    parts.join(",")
-}
-
-/// `partition:first-last(count)` of each partition in a batch, for logs.
-fn ranges(batch: &[OwnedMessage]) -> String {
-    let mut by: std::collections::BTreeMap<i32, (i64, i64, usize)> = Default::default();
-    for m in batch {
-        let e = by
-            .entry(m.partition())
-            .or_insert((m.offset(), m.offset(), 0));
-        e.0 = e.0.min(m.offset());
-        e.1 = e.1.max(m.offset());
-        e.2 += 1;
-    }
-    let parts: Vec<String> = by
-        .iter()
-        .map(|(p, (a, b, n))| format!("{p}:{a}-{b}({n})"))
         .collect();
     parts.join(",")
 }
@@ -299,9 +356,11 @@ pub fn start(
 ) -> Result<(KafkaConsumer, tokio::task::JoinHandle<()>), KafkaIngestError> {
     check_passthrough(cfg)?;
     let durable = Arc::new(Durable::default());
+    let flights = Arc::new(Flights::default());
     let assigned = Arc::new(AtomicBool::new(false));
     let ctx = VigilContext {
         durable: durable.clone(),
+        flights: flights.clone(),
         epoch: AtomicU64::new(0),
         assigned: assigned.clone(),
     };
@@ -327,9 +386,13 @@ pub fn start(
     let loop_ = Consume {
         consumer,
         durable,
-        pipeline,
-        sink,
-        rejected_topic,
+        flights,
+        work: BatchWork {
+            pipeline,
+            sink,
+            rejected_topic: rejected_topic.into(),
+            stop: stop.clone(),
+        },
         stop: stop.clone(),
     };
     let handle = tokio::spawn(async move {
@@ -345,22 +408,28 @@ pub fn start(
 struct Consume {
     consumer: Arc<StreamConsumer<VigilContext>>,
     durable: Arc<Durable>,
-    pipeline: Arc<Pipeline>,
-    sink: KafkaSink,
-    rejected_topic: String,
+    flights: Arc<Flights>,
+    work: BatchWork,
     stop: Stop,
 }
 
 impl Consume {
-    /// Consumes batches until the stop signal, then commits what is durable
-    /// and leaves the group.
+    /// Consumes batches until the stop signal, waits for the batches in
+    /// flight, then commits what is durable and leaves the group.
     async fn run(mut self) -> Result<(), KafkaIngestError> {
-        while let Some(batch) = self.next_batch().await? {
-            if !self.handle_batch(&batch).await? {
-                break; // stopped while publishing copies: not committed
-            }
-            self.commit_durable(&batch);
-        }
+        let (to_committer, landing) = tokio::sync::mpsc::unbounded_channel();
+        let committer = Committer {
+            consumer: self.consumer.clone(),
+            durable: self.durable.clone(),
+            flights: self.flights.clone(),
+        };
+        let mut committing = tokio::spawn(committer.run(landing));
+        let (fed, ended) = self.feed(&to_committer, &mut committing).await;
+        drop(to_committer);
+        let committed = match ended {
+            Some(ended) => ended,
+            None => committing.await,
+        };
         let commit = self.durable.tpl(None);
         if commit.count() > 0 {
             if let Err(e) = self.consumer.commit(&commit, CommitMode::Sync) {
@@ -368,7 +437,49 @@ impl Consume {
             }
         }
         self.consumer.unsubscribe();
-        Ok(())
+        fed?;
+        committed.unwrap_or_else(|e| {
+            Err(KafkaIngestError::Committer(format!(
+                "the offset committer ended abnormally: {e}"
+            )))
+        })
+    }
+
+    /// Reads batches and hands each to a task of its own (at most
+    /// [`IN_FLIGHT`] at once) until the stop signal, an error, or the end
+    /// of the committer (whose result is then returned).
+    async fn feed(
+        &mut self,
+        to_committer: &tokio::sync::mpsc::UnboundedSender<Flight>,
+        committing: &mut tokio::task::JoinHandle<Result<(), KafkaIngestError>>,
+    ) -> (Result<(), KafkaIngestError>, Option<Committed>) {
+        let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        loop {
+            let permit = tokio::select! {
+                _ = self.stop.stopped() => return (Ok(()), None),
+                ended = &mut *committing => return (Ok(()), Some(ended)),
+                p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            };
+            let epoch = self.consumer.context().epoch.load(Ordering::SeqCst);
+            let batch = match self.next_batch().await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => return (Ok(()), None),
+                Err(e) => return (Err(e), None),
+            };
+            let spans = spans(&batch);
+            let work = self.work.clone();
+            self.flights.take_off();
+            let task = tokio::spawn(async move {
+                let durable = work.ingest(&batch).await;
+                drop(permit);
+                durable
+            });
+            let flight = Flight { task, spans, epoch };
+            if to_committer.send(flight).is_err() {
+                self.flights.land();
+                return (Ok(()), None);
+            }
+        }
     }
 
     /// The next batch (up to [`BATCH_MAX`] messages or [`BATCH_WAIT`] after
@@ -412,17 +523,9 @@ impl Consume {
     /// A rebalance happened while the batch was being read: keeps only
     /// messages of partitions this instance still owns.
     fn drop_revoked(&self, batch: &mut Vec<OwnedMessage>) -> Result<(), KafkaIngestError> {
-        let owned = self
-            .consumer
-            .assignment()
-            .map_err(client("read the assignment"))?;
+        let owned = owned_partitions(&self.consumer)?;
         let before = batch.len();
-        batch.retain(|m| {
-            owned
-                .elements()
-                .iter()
-                .any(|e| e.topic() == m.topic() && e.partition() == m.partition())
-        });
+        batch.retain(|m| owned.contains(&(m.topic(), m.partition())));
         if batch.len() != before {
             tracing::info!(
                 dropped = before - batch.len(),
@@ -431,10 +534,143 @@ impl Consume {
         }
         Ok(())
     }
+}
 
-    /// Records the batch's offsets as durable and commits every durable
-    /// offset (asynchronously; a failed commit is retried with the next).
-    fn commit_durable(&self, batch: &[OwnedMessage]) {
+/// The partitions assigned to this instance now.
+fn owned_partitions(consumer: &StreamConsumer<VigilContext>) -> Result<Owned, KafkaIngestError> {
+    let tpl = consumer
+        .assignment()
+        .map_err(client("read the assignment"))?;
+    Ok(Owned(
+        tpl.elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect(),
+    ))
+}
+
+/// Assigned (topic, partition) pairs.
+struct Owned(Vec<(String, i32)>);
+
+impl Owned {
+    fn contains(&self, (topic, partition): &(&str, i32)) -> bool {
+        self.0.iter().any(|(t, p)| t == topic && p == partition)
+    }
+}
+
+/// The messages of one partition in a batch: what the committer records
+/// once the batch is durable.
+struct Span {
+    topic: String,
+    partition: i32,
+    first: i64,
+    last: i64,
+    count: usize,
+}
+
+/// The spans of a batch, one per partition.
+fn spans(batch: &[OwnedMessage]) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::new();
+    for m in batch {
+        let o = m.offset();
+        match out
+            .iter_mut()
+            .find(|s| s.partition == m.partition() && s.topic == m.topic())
+        {
+            Some(s) => {
+                s.first = s.first.min(o);
+                s.last = s.last.max(o);
+                s.count += 1;
+            }
+            None => out.push(Span {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                first: o,
+                last: o,
+                count: 1,
+            }),
+        }
+    }
+    out
+}
+
+/// `partition:first-last(count)` of each span, for logs.
+fn describe_spans(spans: &[Span]) -> String {
+    let parts: Vec<String> = spans
+        .iter()
+        .map(|s| format!("{}:{}-{}({})", s.partition, s.first, s.last, s.count))
+        .collect();
+    parts.join(",")
+}
+
+/// A batch handed to the pipeline, as the committer sees it.
+struct Flight {
+    /// The batch's task: whether all of it is durable and its copies
+    /// acknowledged.
+    task: tokio::task::JoinHandle<Result<bool, KafkaIngestError>>,
+    spans: Vec<Span>,
+    /// The rebalance epoch when the batch was read.
+    epoch: u64,
+}
+
+/// How the committer ended.
+type Committed = Result<Result<(), KafkaIngestError>, tokio::task::JoinError>;
+
+/// Takes the batches in the order they were read and records their offsets
+/// as durable once each is.
+struct Committer {
+    consumer: Arc<StreamConsumer<VigilContext>>,
+    durable: Arc<Durable>,
+    flights: Arc<Flights>,
+}
+
+impl Committer {
+    /// Settles every flight it is sent. After a batch that is not durable
+    /// (stopped while its copies were retried) or a pipeline error, later
+    /// batches are waited for but not recorded: an offset must not pass a
+    /// message that is not durable.
+    async fn run(
+        self,
+        mut landing: tokio::sync::mpsc::UnboundedReceiver<Flight>,
+    ) -> Result<(), KafkaIngestError> {
+        let mut failed = None;
+        let mut recording = true;
+        while let Some(Flight { task, spans, epoch }) = landing.recv().await {
+            match task.await {
+                Ok(Ok(true)) if recording => self.record(&spans, epoch),
+                Ok(Ok(_)) => recording = false,
+                Ok(Err(e)) => {
+                    recording = false;
+                    failed.get_or_insert(e);
+                }
+                Err(e) => {
+                    recording = false;
+                    failed.get_or_insert(KafkaIngestError::Committer(format!(
+                        "a batch's task ended abnormally: {e}"
+                    )));
+                }
+            }
+            self.flights.land();
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Records a durable batch's offsets and commits every durable offset
+    /// (asynchronously; a failed commit is retried with the next). After a
+    /// rebalance, offsets of partitions no longer assigned are left to
+    /// their new owner.
+    fn record(&self, spans: &[Span], epoch: u64) {
+        let owned = if self.consumer.context().epoch.load(Ordering::SeqCst) != epoch {
+            match owned_partitions(&self.consumer) {
+                Ok(owned) => Some(owned),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot read the assignment; the batch's offsets are committed with the next batch");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let mut commit = TopicPartitionList::new();
         {
             let mut map = self
@@ -442,11 +678,15 @@ impl Consume {
                 .0
                 .lock()
                 .expect("the durable offsets lock is never poisoned");
-            for m in batch {
-                let next = m.offset() + 1;
-                let e = map
-                    .entry((m.topic().to_string(), m.partition()))
-                    .or_insert(next);
+            for s in spans {
+                if owned
+                    .as_ref()
+                    .is_some_and(|o| !o.contains(&(s.topic.as_str(), s.partition)))
+                {
+                    continue;
+                }
+                let next = s.last + 1;
+                let e = map.entry((s.topic.clone(), s.partition)).or_insert(next);
                 *e = (*e).max(next);
             }
             for ((t, p), o) in map.iter() {
@@ -454,7 +694,7 @@ impl Consume {
             }
         }
         tracing::debug!(
-            batch = %ranges(batch),
+            batch = %describe_spans(spans),
             offsets = %describe(&commit),
             "Committing durable offsets"
         );
@@ -465,11 +705,22 @@ impl Consume {
             .kafka_commits_total
             .fetch_add(1, Ordering::Relaxed);
     }
+}
 
+/// What a batch's task needs: the pipeline and where rejected copies go.
+#[derive(Clone)]
+struct BatchWork {
+    pipeline: Arc<Pipeline>,
+    sink: KafkaSink,
+    rejected_topic: Arc<str>,
+    stop: Stop,
+}
+
+impl BatchWork {
     /// Receipts a batch and publishes the `.rejected` copies; returns
     /// whether all of it is durable and acknowledged (false when the stop
     /// signal came first: the batch is then left uncommitted).
-    async fn handle_batch(&mut self, batch: &[OwnedMessage]) -> Result<bool, KafkaIngestError> {
+    async fn ingest(mut self, batch: &[OwnedMessage]) -> Result<bool, KafkaIngestError> {
         let items: Vec<Item> = batch.iter().map(message_item).collect();
         metrics()
             .kafka_messages_total
@@ -629,4 +880,68 @@ fn update_lag(consumer: &StreamConsumer<VigilContext>, durable: &Durable) {
         }
     }
     metrics().set_kafka_lag(lags);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    fn message(partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            None,
+            "agent-events".into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    #[test]
+    fn spans_give_each_partition_its_range_and_count() {
+        let batch: Vec<OwnedMessage> = [(1, 7), (0, 3), (1, 5), (1, 6), (0, 4)]
+            .into_iter()
+            .map(|(p, o)| message(p, o))
+            .collect();
+        let spans = spans(&batch);
+        assert_eq!(describe_spans(&spans), "1:5-7(3),0:3-4(2)");
+        assert!(spans.iter().all(|s| s.topic == "agent-events"));
+    }
+
+    #[test]
+    fn flights_are_waited_for_until_they_land_or_the_timeout() {
+        let flights = Arc::new(Flights::default());
+        flights.take_off();
+        flights.take_off();
+        assert_eq!(flights.wait_landed(Duration::from_millis(20)), 2);
+        let f = flights.clone();
+        let lander = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            f.land();
+            f.land();
+        });
+        assert_eq!(flights.wait_landed(Duration::from_secs(30)), 0);
+        lander.join().expect("the lander does not panic");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_callback_on_a_worker_waits_while_tasks_land_the_flights() {
+        let flights = Arc::new(Flights::default());
+        flights.take_off();
+        let f = flights.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            f.land();
+        });
+        assert_eq!(flights.wait_from_callback(Duration::from_secs(30)), 0);
+    }
+
+    #[tokio::test]
+    async fn a_callback_on_a_single_threaded_runtime_does_not_wait() {
+        let flights = Flights::default();
+        flights.take_off();
+        assert_eq!(flights.wait_from_callback(Duration::from_secs(30)), 1);
+    }
 }

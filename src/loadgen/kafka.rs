@@ -5,7 +5,7 @@
 //! before timing starts, measures Vigil's HTTP ingest rate on an equal
 //! corpus in the same run, then starts `vigil serve --kafka-brokers` and
 //! times how fast it makes the whole topic durable, sampling consumer lag
-//! every half second, and reports the CPU used by Vigil and by the broker.
+//! every 100 ms, and reports the CPU used by Vigil and by the broker.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -189,7 +189,7 @@ pub fn run(args: KafkaBenchArgs) -> anyhow::Result<()> {
             if started.elapsed() > Duration::from_secs(600) {
                 bail!("Vigil did not consume the topic within 600 s (log size {size})");
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })?;
     let vigil_cpu = cpu_seconds(&vigil_pid) - vigil_cpu0;
