@@ -31,10 +31,15 @@ use super::edwards::{base_minus, base_minus_all, Combination, FixedBase};
 use super::signature::{is_small_order_encoding, verify};
 
 /// Window width of a key's table: 2^(w-1) multiples in each of 256/w
-/// windows (w = 5: 52 windows of 16, 98 KiB). Wider windows are a few per
-/// cent faster for one key and slower for many (criterion, `verify/`:
-/// `[S]B - [k]A` in 17.2, 15.6, 14.4, 13.7 and 13.2 us for w = 4 to 8).
-pub const KEY_WINDOW: u32 = 5;
+/// windows (w = 6: 43 windows of 32, 161 KiB; the default budget holds
+/// 406). criterion, `verify/`, 2026-12-01: a verification with one key,
+/// 64 keys and 512 keys in turn took 17.6, 20.4 and 22.2 us with w = 5,
+/// 16.7, 17.1 and 19.9 with w = 6, and 15.9, 16.6 and 19.8 with w = 7;
+/// `[S]B - [k]A` alone 17.2, 15.6, 14.4, 13.7 and 13.2 us for w = 4 to 8.
+/// Wider tables cost a budget more and their builds longer: with 10,000
+/// agents taken in turn, w = 7 held fewer tables and `bench ingest` did
+/// worse (0.54, p99 at 10k events/s 50 ms), so 6 is the compromise.
+pub const KEY_WINDOW: u32 = 6;
 
 /// Tables built per second at most.
 pub const BUILDS_PER_SECOND: u32 = 200;
