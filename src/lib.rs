@@ -39,6 +39,7 @@ pub mod agents;
 pub mod api;
 #[cfg(feature = "server")]
 pub mod audit;
+pub mod background;
 #[cfg(feature = "server")]
 pub mod cli;
 #[cfg(feature = "server")]
@@ -71,6 +72,7 @@ pub mod server;
 pub mod shutdown;
 #[cfg(feature = "server")]
 pub mod simulate;
+pub mod snapshot;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -90,11 +90,11 @@ pub async fn catch_up(
             continue;
         }
         let (l, f) = (layout.clone(), firsts.to_vec());
-        let files = tokio::task::spawn_blocking(move || encode_segment(&l, &f, seg))
+        let files = crate::background::run("vigil-seal", move || encode_segment(&l, &f, seg))
             .await
-            .map_err(|e| AuditError::Read {
+            .map_err(|source| AuditError::Read {
                 segment: firsts[seg],
-                source: std::io::Error::other(e),
+                source,
             })??;
         for (table, data) in files {
             store.put(table, firsts[seg], data).await?;

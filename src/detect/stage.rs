@@ -330,7 +330,10 @@ impl Stage {
             return false;
         }
         let pending = std::mem::take(&mut self.publishing);
-        let saved = self.snapshot();
+        // The agents' parts are shared (copy on write), but the map of
+        // 10,000 agents is still copied: the runtime's other tasks (HTTP
+        // answers) move to another thread meanwhile.
+        let saved = crate::background::off_the_runtime(|| self.snapshot());
         let path = self.path.clone();
         self.saving = Some(tokio::spawn(write_state(pending, saved, path)));
         true

@@ -14,6 +14,7 @@ pub mod stage;
 pub mod tables;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -159,7 +160,9 @@ impl Default for AgentFacts {
 /// Every agent's facts, fed record by record in log order.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Inventory {
-    agents: BTreeMap<String, AgentFacts>,
+    /// Shared with a snapshot being saved until either changes it.
+    #[serde(with = "crate::snapshot::arc_values")]
+    agents: BTreeMap<String, Arc<AgentFacts>>,
     position: u64,
 }
 
@@ -185,6 +188,19 @@ impl Inventory {
     /// The `occurred_at` (ms) of `agent_id`'s latest accepted event.
     pub fn last_seen_ms(&self, agent_id: &str) -> Option<i64> {
         self.agents.get(agent_id)?.last_accepted.map(|(t, _)| t)
+    }
+
+    /// An agent's facts, made when missing, and no longer shared with a
+    /// snapshot (copied first if they are).
+    fn agent_mut(&mut self, agent_id: &str) -> &mut AgentFacts {
+        if !self.agents.contains_key(agent_id) {
+            self.agents.insert(agent_id.to_string(), Arc::default());
+        }
+        Arc::make_mut(
+            self.agents
+                .get_mut(agent_id)
+                .expect("inserted when missing"),
+        )
     }
 
     /// Takes in a record of the log.
@@ -217,13 +233,7 @@ impl Inventory {
     }
 
     fn accepted(&mut self, index: u64, agent_id: &str, f: &Fields) {
-        if !self.agents.contains_key(agent_id) {
-            self.agents.insert(agent_id.to_string(), Default::default());
-        }
-        let agent = self
-            .agents
-            .get_mut(agent_id)
-            .expect("inserted above when missing");
+        let agent = self.agent_mut(agent_id);
         if agent.last_accepted.is_none_or(|(t, _)| f.occurred_ms >= t) {
             agent.last_accepted = Some((f.occurred_ms, index));
         }
@@ -259,7 +269,7 @@ impl Inventory {
             return;
         };
         let seen = Timestamp::parse_event_time(&body.received_at).map_or(0, ms);
-        let agent = self.agents.entry(key.agent_id.clone()).or_default();
+        let agent = self.agent_mut(&key.agent_id);
         if agent.first_seen_ms == 0 {
             agent.first_seen_ms = seen;
         }
@@ -298,7 +308,7 @@ impl Inventory {
             return;
         };
         let at_ms = Timestamp::parse_event_time(&body.received_at).map_or(0, ms);
-        let agent = self.agents.entry(agent_id.to_string()).or_default();
+        let agent = self.agent_mut(agent_id);
         if agent.first_seen_ms == 0 {
             agent.first_seen_ms = at_ms;
         }

@@ -106,12 +106,15 @@ impl Hygiene {
         let Some(path) = &self.path else {
             return saved;
         };
-        let inventory = {
+        // The agents' parts are shared (copy on write), but the map of
+        // 10,000 agents is still copied: the runtime's other tasks (HTTP
+        // answers) move to another thread meanwhile.
+        let inventory = crate::background::off_the_runtime(|| {
             let inv = self.inventory();
-            if inv.position() == saved {
-                return saved;
-            }
-            inv.clone()
+            (inv.position() != saved).then(|| inv.clone())
+        });
+        let Some(inventory) = inventory else {
+            return saved;
         };
         let position = inventory.position();
         let state = Saved {

@@ -85,15 +85,15 @@ pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
     sync_dir(parent(dir))
 }
 
-/// Saves a state derived from the log (JSON) durably, on a blocking
-/// thread. A failure is logged, not returned: such a state is rebuilt
+/// Saves a state derived from the log (JSON) durably, on a background
+/// thread of lower priority ([`crate::background`]). A failure is logged, not returned: such a state is rebuilt
 /// from the log when it is missing or behind.
 pub async fn save_derived_state<T>(path: std::path::PathBuf, what: &'static str, state: T)
 where
     T: serde::Serialize + Send + 'static,
 {
     let shown = path.clone();
-    let written = tokio::task::spawn_blocking(move || {
+    let written = crate::background::run("vigil-save", move || {
         let bytes = serde_json::to_vec(&state).map_err(std::io::Error::other)?;
         write_file_durably(&path, &bytes, 0o644)
     })
