@@ -81,6 +81,9 @@ fn bench_judge(c: &mut Criterion) {
         b.iter(|| vigil::event::signature::verify(&public, &msg, &sig))
     });
     g.bench_function("table", |b| b.iter(|| table.verify(&msg, &sig)));
+    g.bench_function("table_build", |b| {
+        b.iter(|| vigil::event::tables::KeyTable::new(&public))
+    });
     let dalek_sig = ed25519_dalek::Signature::from_bytes(&sig);
     g.bench_function("verify_strict", |b| {
         b.iter(|| public.verify_strict(&msg, &dalek_sig).is_ok())

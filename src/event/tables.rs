@@ -278,10 +278,45 @@ impl TableCache {
         }
     }
 
-    /// Builds and adds the table of `key`, evicting the least recently used
-    /// when the budget is full.
+    /// Builds, in the background, the tables of those of `keys` that have
+    /// none, when all of them fit the budget: a fleet's keys are loaded
+    /// before its traffic, so each agent's first events already find its
+    /// table. A fleet larger than the budget gets tables on use instead
+    /// (for keys that miss repeatedly): which of its keys will be active
+    /// is not known at load.
+    pub fn prepare<'a>(&self, keys: impl IntoIterator<Item = &'a VerifyingKey>) {
+        let keys: Vec<&VerifyingKey> = keys.into_iter().collect();
+        if keys.is_empty() || keys.len() > self.capacity {
+            return;
+        }
+        let missing: Vec<VerifyingKey> = {
+            let held = self
+                .tables
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            keys.into_iter()
+                .filter(|k| !held.contains_key(k.as_bytes()))
+                .copied()
+                .collect()
+        };
+        let builder = self
+            .builder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = builder.as_ref() {
+            for key in missing {
+                // A full queue leaves the rest to be built on use.
+                if tx.try_send(key).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Builds and adds the table of `key` (unless it has one), evicting the
+    /// least recently used when the budget is full.
     pub fn insert(&self, key: &VerifyingKey) {
-        if self.capacity == 0 {
+        if self.capacity == 0 || self.has_table(key) {
             return;
         }
         let table = Arc::new(KeyTable::new(key));
@@ -312,6 +347,13 @@ impl TableCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(key.as_bytes());
+    }
+
+    fn has_table(&self, key: &VerifyingKey) -> bool {
+        self.tables
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(key.as_bytes())
     }
 
     /// Tables held now.
@@ -495,5 +537,31 @@ mod tests {
         assert!(cache.stats.hits.load(Ordering::Relaxed) >= 2);
         assert_eq!(cache.bytes(), 2 * KeyTable::BYTES);
         assert_eq!(cache.stats.evictions.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn keys_that_fit_the_budget_get_tables_at_load_and_a_larger_fleet_on_use() {
+        let keys: Vec<VerifyingKey> = (1..=3u8)
+            .map(|i| {
+                parse_public_key(SigningKey::from_bytes(&[i; 32]).verifying_key().as_bytes())
+                    .unwrap()
+            })
+            .collect();
+        let fits = TableCache::new(3 * KeyTable::BYTES);
+        fits.prepare(&keys);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fits.bytes() < 3 * KeyTable::BYTES {
+            assert!(Instant::now() < deadline, "the three tables are built");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fits.prepare(&keys); // already held: nothing is built again
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(fits.stats.builds.load(Ordering::Relaxed), 3);
+        assert_eq!(fits.stats.misses.load(Ordering::Relaxed), 0);
+
+        let too_many = TableCache::new(2 * KeyTable::BYTES);
+        too_many.prepare(&keys);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(too_many.bytes(), 0, "which keys will be active is unknown");
     }
 }

@@ -75,7 +75,10 @@ impl Pipeline {
         match history.diff(&candidate.set) {
             Err(e) => notes.push(self.keys.refuse(&candidate, &e.to_string())),
             Ok(changes) => match self.log_changes(&mut history, changes).await {
-                Ok(_) => notes.extend(self.keys.commit(candidate)),
+                Ok(_) => {
+                    notes.extend(self.keys.commit(candidate));
+                    self.tables().prepare(self.keys.current().keys().map(|k| &k.key));
+                }
                 Err(e) => notes.push(ReloadNote::Warning(format!(
                     "new keys not taken: their changes could not be logged ({e}); retried at the next reload"
                 ))),

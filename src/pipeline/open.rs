@@ -140,13 +140,15 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
             move || checkpointer.run(cp_rx),
         )?,
     ];
+    let tables = crate::event::tables::TableCache::new(cfg.verify_table_bytes);
+    tables.prepare(keys.current().keys().map(|k| &k.key));
     Ok(Pipeline {
         tx,
         checkpointer: cp_tx,
         view,
         keys: Arc::new(keys),
         rules: cfg.rules,
-        tables: crate::event::tables::TableCache::new(cfg.verify_table_bytes),
+        tables,
         suspended: Arc::default(),
         pool: Arc::new(verification_pool(cfg, &health)?),
         health,
