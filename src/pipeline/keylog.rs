@@ -59,6 +59,15 @@ impl Pipeline {
         self.log_changes(&mut history, changes).await
     }
 
+    /// Has the verification tables of the keys in force built, when they
+    /// all fit the tables' budget ([`TableCache::prepare`]).
+    ///
+    /// [`TableCache::prepare`]: crate::event::tables::TableCache::prepare
+    pub(crate) fn prepare_tables(&self) {
+        self.tables
+            .prepare(self.keys.current().keys().map(|k| &k.key));
+    }
+
     /// Re-reads the key sources; logs the changes they bring, then puts
     /// them in force. Returns notes for the server's log.
     pub async fn reload_keys(&self) -> Vec<ReloadNote> {
@@ -77,7 +86,7 @@ impl Pipeline {
             Ok(changes) => match self.log_changes(&mut history, changes).await {
                 Ok(_) => {
                     notes.extend(self.keys.commit(candidate));
-                    self.tables().prepare(self.keys.current().keys().map(|k| &k.key));
+                    self.prepare_tables();
                 }
                 Err(e) => notes.push(ReloadNote::Warning(format!(
                     "new keys not taken: their changes could not be logged ({e}); retried at the next reload"

@@ -140,15 +140,13 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
             move || checkpointer.run(cp_rx),
         )?,
     ];
-    let tables = crate::event::tables::TableCache::new(cfg.verify_table_bytes);
-    tables.prepare(keys.current().keys().map(|k| &k.key));
-    Ok(Pipeline {
+    let pipeline = Pipeline {
         tx,
         checkpointer: cp_tx,
         view,
         keys: Arc::new(keys),
         rules: cfg.rules,
-        tables,
+        tables: crate::event::tables::TableCache::new(cfg.verify_table_bytes),
         suspended: Arc::default(),
         pool: Arc::new(verification_pool(cfg, &health)?),
         health,
@@ -156,7 +154,9 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
         sealed: sealed_rx,
         keylog: KeyLog::new(history, layout.key_history()),
         data: Arc::new(data),
-    })
+    };
+    pipeline.prepare_tables();
+    Ok(pipeline)
 }
 
 /// Makes the directory durable, recovers the log's end, and catches the

@@ -86,8 +86,9 @@ pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Saves a state derived from the log (JSON) durably, on a background
-/// thread of lower priority ([`crate::background`]). A failure is logged, not returned: such a state is rebuilt
-/// from the log when it is missing or behind.
+/// thread of lower priority ([`crate::background`]). A failure is logged,
+/// not returned: such a state is rebuilt from the log when it is missing
+/// or behind.
 pub async fn save_derived_state<T>(path: std::path::PathBuf, what: &'static str, state: T)
 where
     T: serde::Serialize + Send + 'static,
