@@ -366,15 +366,16 @@ fn trigger(pipeline: &Pipeline, agent: &str, event_id: &str) -> Option<Trigger> 
     })
 }
 
-/// Shows a posture to the API and to the judge.
+/// Shows a posture to the judge, then to the API: once the API shows a
+/// suspension, the judge already enforces it.
 fn put_in_force(book: &Book, pipeline: &Pipeline, p: &Posture) {
-    book.set(p.clone());
     let suspended = pipeline.suspended();
     suspended.set(&p.agent_id, p.state == State::Suspended);
     crate::telemetry::metrics().agents_suspended.store(
         suspended.current().len() as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
+    book.set(p.clone());
 }
 
 /// Tells detection the anomalies were legitimate (the principal approved).

@@ -508,6 +508,9 @@ then = "revoke"
         "requested",
         "ingest waited for the provider"
     );
+    // Judging follows the acknowledgement: the suspension is in force
+    // once the posture says so, and from then on the agent is refused.
+    wait_posture(&server, "hr-1", "suspended", |p| p["state"] == "suspended");
     let r = server.post_ndjson(&[next_event(&signers[1], 1)]);
     assert_eq!(r["results"][0]["reason"], "agent_not_active", "{r}");
     // The failures become visible.
