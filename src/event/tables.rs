@@ -90,15 +90,32 @@ impl KeyTable {
         if is_small_order_encoding(r) {
             return None;
         }
-        let s_bytes: [u8; 32] = sig[32..].try_into().expect("32 bytes");
-        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))?;
+        let s: [u8; 32] = sig[32..].try_into().expect("32 bytes");
+        if !is_canonical_scalar(&s) {
+            return None;
+        }
         let mut h = Sha512::new();
         h.update(r);
         h.update(self.a);
         h.update(msg);
         let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
-        Some((s.to_bytes(), k.to_bytes()))
+        Some((s, k.to_bytes()))
     }
+}
+
+/// The group order `L = 2^252 + 27742317777372353535851937790883648493`,
+/// little-endian.
+const ORDER: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Whether little-endian `s` is below `L`: a canonical `S`. What
+/// `Scalar::from_canonical_bytes` decides, by comparing bytes from the
+/// most significant (`S` is public, so variable time is fine) instead of
+/// reducing it.
+fn is_canonical_scalar(s: &[u8; 32]) -> bool {
+    s.iter().rev().lt(ORDER.iter().rev())
 }
 
 /// One signature to check: see [`TableCache::verify_all`].
@@ -410,6 +427,32 @@ mod tests {
                 bad_msg[i] ^= 1;
             }
             prop_assert_eq!(table.verify(&bad_msg, &bad_sig), strict(&key, &bad_msg, &bad_sig));
+        }
+    }
+
+    /// `S` is canonical exactly when dalek says so, at `L` and around it.
+    #[test]
+    fn canonical_s_is_decided_as_dalek_decides() {
+        let dalek = |s: [u8; 32]| bool::from(Scalar::from_canonical_bytes(s).is_some());
+        let mut cases = vec![ORDER, [0; 32], [0xff; 32]];
+        for delta in [1u8, 2, 0xff] {
+            let (mut below, mut above) = (ORDER, ORDER);
+            below[0] = below[0].wrapping_sub(delta);
+            above[0] = above[0].wrapping_add(delta);
+            cases.extend([below, above]);
+        }
+        let mut rng = proptest::test_runner::TestRunner::deterministic();
+        for _ in 0..4096 {
+            let mut s = proptest::strategy::ValueTree::current(&any::<[u8; 32]>().new_tree(&mut rng).unwrap());
+            // Near L: the top byte 0x0f, 0x10 or 0x11, the middle zero or not.
+            s[31] = 0x0f + s[30] % 3;
+            if s[29] % 2 == 0 {
+                s[16..31].fill(0);
+            }
+            cases.push(s);
+        }
+        for s in cases {
+            assert_eq!(is_canonical_scalar(&s), dalek(s), "{s:02x?}");
         }
     }
 
