@@ -50,7 +50,8 @@ fn body_json(body: &Bytes, example: &str) -> Result<J, ApiError> {
 /// Checks the ids a route names (`agent_id`, `kid`): 400 with why.
 fn check_ids(ids: &[(&str, &str)]) -> Result<(), ApiError> {
     for (name, id) in ids {
-        crate::event::schema::check_id(name, id).map_err(ApiError::bad_request)?;
+        crate::event::schema::check_id(name, id)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         if *name == "agent_id" && *id == crate::event::PIPELINE_AGENT {
             return Err(ApiError::bad_request("agent vigil is the pipeline's own"));
         }

@@ -44,40 +44,67 @@ pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
     STANDARD.decode(s).ok()
 }
 
+/// Why an event's `signature` member does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureEncodingError {
+    /// Not 86 characters long (the length found).
+    #[error("signature must be exactly 86 base64url characters without padding, not {0}")]
+    Length(usize),
+    /// Not canonical base64url.
+    #[error(
+        "signature is not canonical base64url (alphabet A-Z a-z 0-9 - _, no padding, \
+         unused trailing bits zero)"
+    )]
+    NotBase64url,
+}
+
 /// Decodes an event's `signature` member: exactly 86 canonical base64url
 /// characters holding 64 bytes.
-pub fn decode_signature(s: &str) -> Result<[u8; 64], String> {
+pub fn decode_signature(s: &str) -> Result<[u8; 64], SignatureEncodingError> {
     if s.len() != 86 {
-        return Err(format!(
-            "signature must be exactly 86 base64url characters without padding, not {}",
-            s.len()
-        ));
+        return Err(SignatureEncodingError::Length(s.len()));
     }
     b64url_decode(s)
         .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        .ok_or_else(|| {
-            "signature is not canonical base64url (alphabet A-Z a-z 0-9 - _, no padding, \
-             unused trailing bits zero)"
-                .to_string()
-        })
+        .ok_or(SignatureEncodingError::NotBase64url)
+}
+
+/// Why bytes are not an Ed25519 public key the contract takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublicKeyError {
+    /// Not 32 bytes (the length found).
+    #[error("an Ed25519 public key is 32 bytes, not {0}")]
+    Length(usize),
+    /// The bytes decode to no point.
+    #[error("the public key is not a point on Ed25519")]
+    NotOnCurve,
+    /// A point, but not in its canonical encoding.
+    #[error("the public key is not canonically encoded")]
+    NotCanonical,
+    /// A point of small order, which any signature could match.
+    #[error("the public key has small order (a weak key)")]
+    SmallOrder,
+    /// Refused by ed25519-dalek (its reason).
+    #[error("the public key is invalid: {0}")]
+    Invalid(String),
 }
 
 /// Parses a 32-byte Ed25519 public key, refusing non-canonical encodings and
 /// points of small order (RFC 8032 decoding plus the contract's rule).
-pub fn parse_public_key(bytes: &[u8]) -> Result<VerifyingKey, String> {
+pub fn parse_public_key(bytes: &[u8]) -> Result<VerifyingKey, PublicKeyError> {
     let arr: [u8; 32] = bytes
         .try_into()
-        .map_err(|_| format!("an Ed25519 public key is 32 bytes, not {}", bytes.len()))?;
+        .map_err(|_| PublicKeyError::Length(bytes.len()))?;
     let point = CompressedEdwardsY(arr)
         .decompress()
-        .ok_or("the public key is not a point on Ed25519")?;
+        .ok_or(PublicKeyError::NotOnCurve)?;
     if point.compress().to_bytes() != arr {
-        return Err("the public key is not canonically encoded".into());
+        return Err(PublicKeyError::NotCanonical);
     }
     if point.is_small_order() {
-        return Err("the public key has small order (a weak key)".into());
+        return Err(PublicKeyError::SmallOrder);
     }
-    VerifyingKey::from_bytes(&arr).map_err(|e| format!("the public key is invalid: {e}"))
+    VerifyingKey::from_bytes(&arr).map_err(|e| PublicKeyError::Invalid(e.to_string()))
 }
 
 /// The canonical encodings of the eight points of small order (the
@@ -173,14 +200,18 @@ mod tests {
         // The identity point (small order).
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        assert!(parse_public_key(&identity)
-            .unwrap_err()
-            .contains("small order"));
+        assert_eq!(
+            parse_public_key(&identity).unwrap_err(),
+            PublicKeyError::SmallOrder
+        );
         // y = p + 1 encodes the same point as y = 1, non-canonically.
         let mut noncanon = [0xffu8; 32];
         noncanon[0] = 0xee;
         noncanon[31] = 0x7f;
-        assert!(parse_public_key(&noncanon).is_err());
+        assert_eq!(
+            parse_public_key(&noncanon).unwrap_err(),
+            PublicKeyError::NotCanonical
+        );
     }
 
     #[test]

@@ -443,7 +443,9 @@ mod tests {
         }
         let mut rng = proptest::test_runner::TestRunner::deterministic();
         for _ in 0..4096 {
-            let mut s = proptest::strategy::ValueTree::current(&any::<[u8; 32]>().new_tree(&mut rng).unwrap());
+            let mut s = proptest::strategy::ValueTree::current(
+                &any::<[u8; 32]>().new_tree(&mut rng).unwrap(),
+            );
             // Near L: the top byte 0x0f, 0x10 or 0x11, the middle zero or not.
             s[31] = 0x0f + s[30] % 3;
             if s[29] % 2 == 0 {

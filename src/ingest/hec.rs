@@ -34,7 +34,7 @@ pub fn split_hec(body: &Bytes, max_items: usize) -> Result<HecBatch, TooManyItem
         let raw = body.slice(r);
         items.push(match envelope_event(&raw, n + 1) {
             Ok(event) => Item::new(event, source),
-            Err(why) => Item::unparseable(raw, source, why),
+            Err(why) => Item::unparseable(raw, source, why.to_string()),
         });
     }
     let framing_error = err.map(|e| {
@@ -59,35 +59,63 @@ pub fn split_hec(body: &Bytes, max_items: usize) -> Result<HecBatch, TooManyItem
     })
 }
 
+/// Why an envelope (its number, from 1) yields no event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not a JSON object (the parser's reason).
+    #[error("HEC envelope {n} is not a JSON object: {why}")]
+    NotAnObject {
+        /// The envelope's number.
+        n: usize,
+        /// Why not.
+        why: String,
+    },
+    /// No `event` member.
+    #[error("HEC envelope {0} has no event member")]
+    NoEvent(usize),
+    /// More than one `event` member.
+    #[error("HEC envelope {0} has more than one event member; send one event per envelope")]
+    TwoEvents(usize),
+    /// A string `event` that is not valid I-JSON text.
+    #[error("HEC envelope {0}: event is a string that is not valid I-JSON text")]
+    BadString(usize),
+    /// An `event` that is neither an object nor a string (what it is).
+    #[error(
+        "HEC envelope {n}: event is {found}; it must be an event object or a string holding one"
+    )]
+    NotAnEvent {
+        /// The envelope's number.
+        n: usize,
+        /// Its JSON type, or "not JSON".
+        found: &'static str,
+    },
+}
+
 /// The bytes of envelope number `n`'s `event`: the object as it stands, or
 /// the text of a string.
-fn envelope_event(envelope: &Bytes, n: usize) -> Result<Bytes, String> {
-    let members = object_members(envelope)
-        .map_err(|e| format!("HEC envelope {n} is not a JSON object: {e}"))?;
+fn envelope_event(envelope: &Bytes, n: usize) -> Result<Bytes, EnvelopeError> {
+    let members = object_members(envelope).map_err(|e| EnvelopeError::NotAnObject {
+        n,
+        why: e.to_string(),
+    })?;
     let mut events = members
         .into_iter()
         .filter(|m| parse(&envelope[m.name.clone()]).is_ok_and(|v| v.as_str() == Some("event")));
-    let value = events
-        .next()
-        .ok_or_else(|| format!("HEC envelope {n} has no event member"))?;
+    let value = events.next().ok_or(EnvelopeError::NoEvent(n))?;
     if events.next().is_some() {
-        return Err(format!(
-            "HEC envelope {n} has more than one event member; send one event per envelope"
-        ));
+        return Err(EnvelopeError::TwoEvents(n));
     }
     let raw = envelope.slice(value.value);
     match raw.first() {
         Some(b'{') => Ok(raw),
         Some(b'"') => match parse(&raw).ok().as_ref().and_then(Value::as_str) {
             Some(s) => Ok(Bytes::copy_from_slice(s.as_bytes())),
-            None => Err(format!(
-                "HEC envelope {n}: event is a string that is not valid I-JSON text"
-            )),
+            None => Err(EnvelopeError::BadString(n)),
         },
-        _ => Err(format!(
-            "HEC envelope {n}: event is {}; it must be an event object or a string holding one",
-            parse(&raw).map_or("not JSON", |v| v.type_name())
-        )),
+        _ => Err(EnvelopeError::NotAnEvent {
+            n,
+            found: parse(&raw).map_or("not JSON", |v| v.type_name()),
+        }),
     }
 }
 

@@ -202,7 +202,10 @@ impl<'a> Parser<'a> {
                                     unreachable!("the top frame is an object")
                                 };
                                 if self.strict && members.len() > 16 {
-                                    check_unique(&members).map_err(|m| self.error(&m))?;
+                                    if let Some(name) = duplicate(&members) {
+                                        let why = format!("duplicate member name {name:?}");
+                                        return Err(self.error(&why));
+                                    }
                                 }
                                 v = Value::Object(members);
                             }
@@ -422,13 +425,11 @@ fn integer_is_exact(text: &str, v: f64) -> bool {
         && exact[trimmed.len()..].bytes().all(|b| b == b'0')
 }
 
-fn check_unique(members: &[(String, Value)]) -> Result<(), String> {
+/// A member name that appears twice, if any.
+fn duplicate(members: &[(String, Value)]) -> Option<&str> {
     let mut names: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
     names.sort_unstable();
-    match names.windows(2).find(|w| w[0] == w[1]) {
-        Some(w) => Err(format!("duplicate member name {:?}", w[0])),
-        None => Ok(()),
-    }
+    names.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
 }
 
 #[cfg(test)]

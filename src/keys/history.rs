@@ -209,7 +209,7 @@ impl KeyHistory {
                 .as_str()
                 .and_then(b64url_decode)
                 .ok_or_else(|| bad("no x".into()))?;
-            let key = parse_public_key(&x).map_err(bad)?;
+            let key = parse_public_key(&x).map_err(|e| bad(e.to_string()))?;
             self.pipeline.insert(kid.to_string(), key);
             return Ok(());
         }

@@ -122,7 +122,7 @@ pub fn parse_key(jwk: &J) -> Result<(AgentKey, AgentRecord), String> {
     }
     let x = str_member(jwk, "x")?.ok_or("x is missing")?;
     let raw = b64url_decode(x).ok_or("x is not canonical base64url without padding")?;
-    let key = parse_public_key(&raw)?;
+    let key = parse_public_key(&raw).map_err(|e| e.to_string())?;
     let status = match str_member(jwk, "status")? {
         None => AgentStatus::Active,
         Some(s) => AgentStatus::parse(s).ok_or(format!(

@@ -37,7 +37,7 @@ pub enum NoteError {
     VerifierKey(&'static str),
     /// A verifier key's public key is not a usable Ed25519 key.
     #[error("the verifier key's public key is unusable: {0}")]
-    VerifierPublicKey(String),
+    VerifierPublicKey(#[source] crate::event::signature::PublicKeyError),
     /// A note is not laid out as a signed note.
     #[error("{0}")]
     Layout(String),

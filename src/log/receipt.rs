@@ -159,45 +159,85 @@ impl ReceiptBody {
     }
 }
 
+/// How a stored receipt body disagrees with its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// Its `index` is not where it stands.
+    #[error("the receipt says index {says} but stands at index {at}")]
+    Index {
+        /// The index the body gives.
+        says: u64,
+        /// Where it stands.
+        at: u64,
+    },
+    /// Another `spec` than the receipt's.
+    #[error("the receipt's spec is {0:?}")]
+    Spec(String),
+    /// Another log's origin.
+    #[error("the receipt names log {names:?}, not {origin:?}")]
+    Log {
+        /// The origin it names.
+        names: String,
+        /// This log's.
+        origin: String,
+    },
+    /// `prev` is not the chain hash of the record before.
+    #[error("the receipt's prev {prev} is not the chain hash of the record before it ({want})")]
+    Prev {
+        /// The `prev` it gives.
+        prev: String,
+        /// The chain hash before it, in hex.
+        want: String,
+    },
+    /// A verdict the contract does not name.
+    #[error("the receipt's verdict {0:?} is not one the contract names")]
+    Verdict(String),
+    /// Not in canonical (JCS) form.
+    #[error("the stored receipt body is not in canonical (JCS) form")]
+    NotCanonical,
+}
+
 /// Checks a stored receipt body against its place in the log: its index,
 /// spec, log, chain link and verdict (its canonical form is
-/// [`check_canonical`]'s). The error says what is wrong.
-pub fn check_body(body: &ReceiptBody, index: u64, origin: &str, prev: &Hash) -> Result<(), String> {
+/// [`check_canonical`]'s).
+pub fn check_body(
+    body: &ReceiptBody,
+    index: u64,
+    origin: &str,
+    prev: &Hash,
+) -> Result<(), BodyError> {
     if body.index != index {
-        return Err(format!(
-            "the receipt says index {} but stands at index {index}",
-            body.index
-        ));
+        return Err(BodyError::Index {
+            says: body.index,
+            at: index,
+        });
     }
     if body.spec != RECEIPT_SPEC {
-        return Err(format!("the receipt's spec is {:?}", body.spec));
+        return Err(BodyError::Spec(body.spec.clone()));
     }
     if body.log != origin {
-        return Err(format!(
-            "the receipt names log {:?}, not {origin:?}",
-            body.log
-        ));
+        return Err(BodyError::Log {
+            names: body.log.clone(),
+            origin: origin.to_string(),
+        });
     }
-    if body.prev != crate::hexenc::encode(prev) {
-        return Err(format!(
-            "the receipt's prev {} is not the chain hash of the record before it ({})",
-            body.prev,
-            crate::hexenc::encode(prev)
-        ));
+    let want = crate::hexenc::encode(prev);
+    if body.prev != want {
+        return Err(BodyError::Prev {
+            prev: body.prev.clone(),
+            want,
+        });
     }
     if body.verdict().is_none() {
-        return Err(format!(
-            "the receipt's verdict {:?} is not one the contract names",
-            body.verdict
-        ));
+        return Err(BodyError::Verdict(body.verdict.clone()));
     }
     Ok(())
 }
 
 /// Checks that a stored receipt body is in canonical (JCS) form.
-pub fn check_canonical(body: &ReceiptBody, jcs: &[u8]) -> Result<(), String> {
+pub fn check_canonical(body: &ReceiptBody, jcs: &[u8]) -> Result<(), BodyError> {
     if body.to_jcs() != jcs {
-        return Err("the stored receipt body is not in canonical (JCS) form".into());
+        return Err(BodyError::NotCanonical);
     }
     Ok(())
 }

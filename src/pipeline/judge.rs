@@ -129,7 +129,7 @@ fn before_signature<'a>(event: Event, raw_len: usize, ctx: &Context<'a>) -> Stag
     }
     let checked = match schema::check(&event, raw_len) {
         Ok(c) => c,
-        Err(why) => return Staged::Done(rejected(event, Reason::Schema, why)),
+        Err(why) => return Staged::Done(rejected(event, Reason::Schema, why.to_string())),
     };
     if claims_pipeline {
         let why = "agent \"vigil\" is reserved for the pipeline's own events; outside events cannot claim it";

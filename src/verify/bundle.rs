@@ -330,7 +330,7 @@ fn walk(
         };
         let checked: Checked = match check_record(&rec, &ctx) {
             Err(e) if body.agent_id == crate::event::PIPELINE_AGENT => {
-                first_pipeline_key(&ctx, &rec).map_err(|_| e)
+                first_pipeline_key(&ctx, &rec).ok_or(e)
             }
             other => other,
         }
@@ -361,46 +361,84 @@ fn lines(bytes: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
+/// What is wrong with a line of `receipts.ndjson`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    /// Not a JSON object (the parser's reason).
+    #[error("not a JSON object: {0}")]
+    NotAnObject(String),
+    /// A hash member missing or not hex SHA-256.
+    #[error("no hex {0}")]
+    NoHash(&'static str),
+    /// The members are not a receipt's (the parser's reason).
+    #[error("not a receipt: {0}")]
+    NotAReceipt(String),
+    /// `leaf_hash` is not the body's.
+    #[error("its leaf_hash is not the hash of its body (RFC 9162: SHA-256(0x00 || JCS(body)))")]
+    LeafHash,
+    /// Not byte for byte the served form.
+    #[error("the line is not the receipt's canonical served form")]
+    NotServedForm,
+    /// Another index than its place.
+    #[error("its index is {found}, expected {want}")]
+    Index {
+        /// The index it gives.
+        found: u64,
+        /// Its place.
+        want: u64,
+    },
+    /// `prev` is not hex SHA-256.
+    #[error("its prev is not a hex SHA-256")]
+    PrevNotHex,
+    /// `prev` is not the chain hash before it.
+    #[error("its prev is not the chain hash of the receipt before it")]
+    Prev,
+    /// `chain` is not `SHA-256(prev || leaf_hash)`.
+    #[error("its chain is not SHA-256(prev || leaf_hash)")]
+    Chain,
+}
+
+/// 32 bytes of hex, if `s` is that.
+fn hex_hash(s: &str) -> Option<Hash> {
+    hex::decode(s).ok().and_then(|b| Hash::try_from(b).ok())
+}
+
 /// A receipt line: exactly the served form of its body, at `index`,
 /// chained to `prev`.
-fn served_receipt(line: &[u8], index: u64, prev: Option<Hash>) -> Result<Line, String> {
+fn served_receipt(line: &[u8], index: u64, prev: Option<Hash>) -> Result<Line, LineError> {
     let mut j: serde_json::Map<String, J> =
-        serde_json::from_slice(line).map_err(|e| format!("not a JSON object: {e}"))?;
-    let mut hash = |name: &str| -> Result<Hash, String> {
+        serde_json::from_slice(line).map_err(|e| LineError::NotAnObject(e.to_string()))?;
+    let mut hash = |name: &'static str| {
         j.remove(name)
-            .and_then(|v| v.as_str().and_then(|s| hex::decode(s).ok()))
-            .and_then(|b| Hash::try_from(b).ok())
-            .ok_or_else(|| format!("no hex {name}"))
+            .and_then(|v| v.as_str().and_then(hex_hash))
+            .ok_or(LineError::NoHash(name))
     };
     let (chain, leaf) = (hash("chain")?, hash("leaf_hash")?);
     let body: ReceiptBody =
-        serde_json::from_value(J::Object(j)).map_err(|e| format!("not a receipt: {e}"))?;
+        serde_json::from_value(J::Object(j)).map_err(|e| LineError::NotAReceipt(e.to_string()))?;
     let jcs = body.to_jcs();
     if leaf_hash(&jcs) != leaf {
-        return Err(
-            "its leaf_hash is not the hash of its body (RFC 9162: SHA-256(0x00 || JCS(body)))"
-                .into(),
-        );
+        return Err(LineError::LeafHash);
     }
     if ServedReceipt::from_jcs(&jcs, &leaf, &chain)
         .json()
         .as_bytes()
         != line
     {
-        return Err("the line is not the receipt's canonical served form".into());
+        return Err(LineError::NotServedForm);
     }
     if body.index != index {
-        return Err(format!("its index is {}, expected {index}", body.index));
+        return Err(LineError::Index {
+            found: body.index,
+            want: index,
+        });
     }
-    let prev_hash: Hash = hex::decode(&body.prev)
-        .ok()
-        .and_then(|b| Hash::try_from(b).ok())
-        .ok_or("its prev is not a hex SHA-256")?;
+    let prev_hash = hex_hash(&body.prev).ok_or(LineError::PrevNotHex)?;
     if prev.is_some_and(|p| p != prev_hash) {
-        return Err("its prev is not the chain hash of the receipt before it".into());
+        return Err(LineError::Prev);
     }
     if chain != chain_hash(&prev_hash, &leaf) {
-        return Err("its chain is not SHA-256(prev || leaf_hash)".into());
+        return Err(LineError::Chain);
     }
     Ok(Line { body, jcs, chain })
 }

@@ -42,7 +42,7 @@ use crate::store::datadir::read_verifier_keys;
 use crate::store::dedupe::Dedupe;
 use crate::store::layout::Layout;
 use crate::store::walk::{WalkEnd, WalkRecord, Walker};
-use check::{check_record, CheckContext, Checked};
+use check::{check_record, CheckContext, Checked, RecordError};
 use claims::Claims;
 use tiles::TileCheck;
 
@@ -406,14 +406,14 @@ impl Fold {
         rec: &WalkRecord,
         c: &Checked,
         report: &mut VerifyReport,
-    ) -> Result<(), String> {
+    ) -> Result<(), RecordError> {
         check_body(&c.body, rec.index, &self.origin, &self.prev)?;
         if let Some(claim) = &c.claim {
             if !self.claimed.insert(claim.0) {
-                return Err(format!(
-                    "event {:?} of agent {:?} is accepted a second time",
-                    c.body.event_id, c.body.agent_id
-                ));
+                return Err(RecordError::AcceptedTwice {
+                    event_id: c.body.event_id.clone(),
+                    agent_id: c.body.agent_id.clone(),
+                });
             }
             report.accepted += 1;
         } else {
@@ -438,7 +438,7 @@ impl Fold {
             t.entry(rec.index, &rec.body)?;
         }
         if let Some(e) = tile_err {
-            return Err(e);
+            return Err(e.into());
         }
         self.prev = chain_hash(&self.prev, &c.leaf);
         Ok(())
@@ -450,7 +450,7 @@ impl Fold {
         &mut self,
         layout: &Layout,
         chunk: &Chunk,
-        checked: Vec<Result<Checked, String>>,
+        checked: Vec<Result<Checked, RecordError>>,
         report: &mut VerifyReport,
     ) -> Result<(), VerifyError> {
         for (rec, c) in chunk.records.iter().zip(checked) {
@@ -560,12 +560,12 @@ impl Reader {
 }
 
 /// Checks every record of a chunk on its own, in parallel.
-fn check_chunk(chunk: &Chunk, ctx: &CheckContext<'_>) -> Vec<Result<Checked, String>> {
+fn check_chunk(chunk: &Chunk, ctx: &CheckContext<'_>) -> Vec<Result<Checked, RecordError>> {
     chunk
         .records
         .par_iter()
         .map(|r| match check_record(r, ctx) {
-            Err(e) if chunk.vigil => first_pipeline_key(ctx, r).map_err(|_| e),
+            Err(e) if chunk.vigil => first_pipeline_key(ctx, r).ok_or(e),
             other => other,
         })
         .collect()
@@ -743,26 +743,20 @@ fn start_fold(
     })
 }
 
-/// Whether a record is an event of agent `vigil` (its key events change
-/// the keys later records are checked with, so it is checked alone).
 /// Checks a `vigil.pipeline_key` event that establishes the first
-/// pipeline key: signed with the key it carries.
-pub(crate) fn first_pipeline_key(
-    ctx: &CheckContext<'_>,
-    rec: &WalkRecord,
-) -> Result<Checked, String> {
+/// pipeline key: signed with the key it carries. `None` when the record is
+/// not such an event or does not check with that key (the caller reports
+/// its first finding).
+pub(crate) fn first_pipeline_key(ctx: &CheckContext<'_>, rec: &WalkRecord) -> Option<Checked> {
     let keys = ctx.keys;
-    let event = crate::event::Event::parse(&rec.event).map_err(|u| u.message().to_string())?;
-    let change = KeyHistory::change_in(&event)
-        .filter(|c| c.action == PIPELINE_KEY)
-        .ok_or("not a pipeline key event")?;
-    let body: crate::log::receipt::ReceiptBody =
-        serde_json::from_slice(&rec.body).map_err(|e| e.to_string())?;
+    let event = crate::event::Event::parse(&rec.event).ok()?;
+    let change = KeyHistory::change_in(&event).filter(|c| c.action == PIPELINE_KEY)?;
+    let body: crate::log::receipt::ReceiptBody = serde_json::from_slice(&rec.body).ok()?;
     if keys.pipeline_key(&body.key_id).is_some() {
-        return Err("the pipeline key is already established".into());
+        return None;
     }
     let mut with_it = keys.clone();
-    with_it.apply(&change).map_err(|e| e.to_string())?;
+    with_it.apply(&change).ok()?;
     check_record(
         rec,
         &CheckContext {
@@ -770,6 +764,7 @@ pub(crate) fn first_pipeline_key(
             ..*ctx
         },
     )
+    .ok()
 }
 
 fn end_of_walk(

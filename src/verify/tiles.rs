@@ -10,6 +10,38 @@ use crate::log::tiles::{self, TileId, TileKind, TILE_HEIGHT, TILE_WIDTH};
 use crate::store::layout::Layout;
 use crate::store::tiles::tile_path;
 
+/// How a tile disagrees with the log (tiles are named relative to the
+/// data directory).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TileError {
+    /// The tile (and the full tile standing for it) cannot be read.
+    #[error("{tile}: {why}")]
+    Unreadable {
+        /// The tile.
+        tile: String,
+        /// The reading error.
+        why: String,
+    },
+    /// The tile holds another number of items than its width.
+    #[error("{tile} holds {found} items, not {width}")]
+    Width {
+        /// The tile.
+        tile: String,
+        /// Items found.
+        found: usize,
+        /// Its width.
+        width: u16,
+    },
+    /// An item differs from the one the log gives.
+    #[error("{tile} differs from the log at position {position}")]
+    Differs {
+        /// The tile.
+        tile: String,
+        /// The item's position in it.
+        position: u64,
+    },
+}
+
 /// Compares tiles with the walk's nodes, up to the latest checkpoint.
 pub struct TileCheck {
     layout: Layout,
@@ -59,7 +91,7 @@ impl TileCheck {
 
     /// Compares one stored item (a hash at tile level `kind`, or an entry)
     /// with the tile that should hold it.
-    fn compare(&mut self, kind: TileKind, index: u64, want: &[u8]) -> Result<(), String> {
+    fn compare(&mut self, kind: TileKind, index: u64, want: &[u8]) -> Result<(), TileError> {
         let Some(tile) = self.tile_for(kind, index) else {
             return Ok(());
         };
@@ -83,23 +115,21 @@ impl TileCheck {
                 items.truncate(usize::from(tile.width));
             }
             if items.len() != usize::from(tile.width) {
-                return Err(format!(
-                    "{} holds {} items, not {}",
-                    self.layout.relative(&path),
-                    items.len(),
-                    tile.width
-                ));
+                return Err(TileError::Width {
+                    tile: self.layout.relative(&path),
+                    found: items.len(),
+                    width: tile.width,
+                });
             }
             self.open.insert(kind, (tile.index, items));
             self.checked += 1;
         }
         let (_, items) = &self.open[&kind];
         if items[(index % TILE_WIDTH) as usize] != want {
-            return Err(format!(
-                "{} differs from the log at position {}",
-                self.layout.relative(&tile_path(&self.layout, &tile)),
-                index % TILE_WIDTH
-            ));
+            return Err(TileError::Differs {
+                tile: self.layout.relative(&tile_path(&self.layout, &tile)),
+                position: index % TILE_WIDTH,
+            });
         }
         Ok(())
     }
@@ -107,8 +137,12 @@ impl TileCheck {
     /// The bytes of `tile`, or of its full tile when `tile` is a partial
     /// the writer deleted once the full tile was durable (a crash can
     /// leave the latest checkpoint older than that full tile).
-    fn read_tile(&self, tile: &TileId) -> Result<(std::path::PathBuf, Vec<u8>), String> {
+    fn read_tile(&self, tile: &TileId) -> Result<(std::path::PathBuf, Vec<u8>), TileError> {
         let path = tile_path(&self.layout, tile);
+        let unreadable = |e: std::io::Error| TileError::Unreadable {
+            tile: self.layout.relative(&path),
+            why: e.to_string(),
+        };
         match std::fs::read(&path) {
             Ok(bytes) => Ok((path, bytes)),
             Err(e)
@@ -121,14 +155,14 @@ impl TileCheck {
                 let full_path = tile_path(&self.layout, &full);
                 std::fs::read(&full_path)
                     .map(|bytes| (full_path, bytes))
-                    .map_err(|_| format!("{}: {e}", self.layout.relative(&path)))
+                    .map_err(|_| unreadable(e))
             }
-            Err(e) => Err(format!("{}: {e}", self.layout.relative(&path))),
+            Err(e) => Err(unreadable(e)),
         }
     }
 
     /// Called for each tree node the walk completes.
-    pub fn node(&mut self, level: u32, index: u64, hash: &Hash) -> Result<(), String> {
+    pub fn node(&mut self, level: u32, index: u64, hash: &Hash) -> Result<(), TileError> {
         if level.is_multiple_of(TILE_HEIGHT) {
             self.compare(TileKind::Hash((level / TILE_HEIGHT) as u8), index, hash)?;
         }
@@ -136,7 +170,7 @@ impl TileCheck {
     }
 
     /// Called for each record's entry (its receipt body).
-    pub fn entry(&mut self, index: u64, body: &[u8]) -> Result<(), String> {
+    pub fn entry(&mut self, index: u64, body: &[u8]) -> Result<(), TileError> {
         self.compare(TileKind::Entries, index, body)
     }
 }
