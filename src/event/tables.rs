@@ -448,7 +448,7 @@ mod tests {
             );
             // Near L: the top byte 0x0f, 0x10 or 0x11, the middle zero or not.
             s[31] = 0x0f + s[30] % 3;
-            if s[29] % 2 == 0 {
+            if s[29].is_multiple_of(2) {
                 s[16..31].fill(0);
             }
             cases.push(s);
