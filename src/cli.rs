@@ -465,7 +465,8 @@ fn report_command(what: ReportCommand) -> Result<(), Exit> {
         out,
     } = what;
     let usage = |message: String| Exit { code: 2, message };
-    let scope = crate::audit::report::Scope::new(&from, &to, owner).map_err(usage)?;
+    let scope =
+        crate::audit::report::Scope::new(&from, &to, owner).map_err(|e| usage(e.to_string()))?;
     let (limits, rt) = offline_queries(usize::MAX)?;
     let answers = rt
         .block_on(crate::audit::query_dir_many(

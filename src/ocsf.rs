@@ -199,9 +199,22 @@ pub struct BundleOcsf {
     pub findings: Vec<u8>,
 }
 
+/// The first line of a bundle that is not a receipt, an event or an
+/// anomaly.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {what}: {source}")]
+pub struct BundleLineError {
+    /// The line, from 1.
+    pub line: usize,
+    /// What it is not.
+    pub what: &'static str,
+    /// The parser's reason.
+    pub source: serde_json::Error,
+}
+
 /// Renders a bundle's records; an error names the first line that is not
 /// a receipt, an event or an anomaly.
-pub fn bundle_files(receipts: &[u8], events: &[u8]) -> Result<BundleOcsf, String> {
+pub fn bundle_files(receipts: &[u8], events: &[u8]) -> Result<BundleOcsf, BundleLineError> {
     let mut out = BundleOcsf::default();
     let lines = |b: &[u8]| -> Vec<Vec<u8>> {
         b.split(|&c| c == b'\n')
@@ -210,7 +223,11 @@ pub fn bundle_files(receipts: &[u8], events: &[u8]) -> Result<BundleOcsf, String
             .collect()
     };
     for (n, (r, e)) in lines(receipts).iter().zip(lines(events)).enumerate() {
-        let at = |what: &str, e: serde_json::Error| format!("line {}: {what}: {e}", n + 1);
+        let at = |what, source| BundleLineError {
+            line: n + 1,
+            what,
+            source,
+        };
         let mut served: Map<String, J> =
             serde_json::from_slice(r).map_err(|e| at("the receipt is not JSON", e))?;
         served.remove("chain");

@@ -61,7 +61,7 @@ pub async fn access_report(
         ));
     };
     let scope = crate::audit::report::Scope::new(from, to, q.get("owner").cloned())
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut answers = Vec::new();
     for sql in scope.questions() {
         let inventory = app.hygiene.tables().map_err(|e| {

@@ -98,6 +98,43 @@ pub struct Oidc {
     wanted: Notify,
 }
 
+/// Why the provider's keys could not be fetched (the keys held stay).
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The request failed.
+    #[error("{url}: {source}")]
+    Http {
+        /// The URL asked.
+        url: String,
+        /// The failure.
+        source: crate::respond::http::HttpError,
+    },
+    /// Another status than 200.
+    #[error("{url}: status {status}")]
+    Status {
+        /// The URL asked.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+    /// The discovery document names another issuer.
+    #[error(
+        "{url}: its issuer {found} is not the configured {configured:?}; \
+         set [oidc] issuer to exactly the provider's issuer"
+    )]
+    Issuer {
+        /// The discovery URL.
+        url: String,
+        /// The issuer it names (JSON).
+        found: String,
+        /// The configured one.
+        configured: String,
+    },
+    /// The discovery document has no `jwks_uri` (its URL).
+    #[error("{0}: no jwks_uri")]
+    NoJwksUri(String),
+}
+
 impl Oidc {
     /// A verifier with no keys yet: run [`keep_keys_fresh`] to fetch them.
     pub fn new(config: OidcConfig, http: HttpClient) -> Oidc {
@@ -110,19 +147,20 @@ impl Oidc {
     }
 
     /// Fetches the issuer's keys; returns how many it holds.
-    pub async fn fetch_keys(&self) -> Result<usize, String> {
+    pub async fn fetch_keys(&self) -> Result<usize, DiscoveryError> {
         let issuer = self.config.issuer.trim_end_matches('/');
         let url = format!("{issuer}/.well-known/openid-configuration");
         let doc = self.get(&url).await?;
         if doc["issuer"].as_str() != Some(self.config.issuer.as_str()) {
-            return Err(format!(
-                "{url}: its issuer {} is not the configured {:?}; set [oidc] issuer to exactly the provider's issuer",
-                doc["issuer"], self.config.issuer
-            ));
+            return Err(DiscoveryError::Issuer {
+                url,
+                found: doc["issuer"].to_string(),
+                configured: self.config.issuer.clone(),
+            });
         }
         let jwks_uri = doc["jwks_uri"]
             .as_str()
-            .ok_or_else(|| format!("{url}: no jwks_uri"))?;
+            .ok_or(DiscoveryError::NoJwksUri(url.clone()))?;
         let jwks = self.get(jwks_uri).await?;
         let mut keys = HashMap::new();
         for jwk in jwks["keys"].as_array().into_iter().flatten() {
@@ -136,14 +174,20 @@ impl Oidc {
         Ok(n)
     }
 
-    async fn get(&self, url: &str) -> Result<J, String> {
+    async fn get(&self, url: &str) -> Result<J, DiscoveryError> {
         let reply = self
             .http
             .send("GET", url, &[], Vec::new())
             .await
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|source| DiscoveryError::Http {
+                url: url.to_string(),
+                source,
+            })?;
         if reply.status != 200 {
-            return Err(format!("{url}: status {}", reply.status));
+            return Err(DiscoveryError::Status {
+                url: url.to_string(),
+                status: reply.status,
+            });
         }
         Ok(reply.json())
     }

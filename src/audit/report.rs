@@ -27,24 +27,53 @@ pub struct Scope {
     pub owner: Option<String>,
 }
 
+/// Why a report's period is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    /// `from` or `to` is not a time.
+    #[error("{what} {value:?} is not a time: use YYYY-MM-DDTHH:MM:SSZ")]
+    NotATime {
+        /// "from" or "to".
+        what: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// A time the audit store cannot hold.
+    #[error("{what} {time} is outside the times the audit store holds (1970-01-01 to 2262-04-10)")]
+    OutOfRange {
+        /// "from" or "to".
+        what: &'static str,
+        /// The time.
+        time: String,
+    },
+    /// `from` is not before `to`.
+    #[error("from {from} is not before to {to}")]
+    Empty {
+        /// The start.
+        from: String,
+        /// The end.
+        to: String,
+    },
+}
+
 impl Scope {
     /// Checks and normalises the period.
-    pub fn new(from: &str, to: &str, owner: Option<String>) -> Result<Scope, String> {
-        let parse = |what: &str, s: &str| {
-            let t = Timestamp::parse_event_time(s)
-                .ok_or_else(|| format!("{what} {s:?} is not a time: use YYYY-MM-DDTHH:MM:SSZ"))?;
+    pub fn new(from: &str, to: &str, owner: Option<String>) -> Result<Scope, ScopeError> {
+        let parse = |what: &'static str, s: &str| {
+            let t = Timestamp::parse_event_time(s).ok_or_else(|| ScopeError::NotATime {
+                what,
+                value: s.to_string(),
+            })?;
             let t = t.to_rfc3339_millis();
             // The audit store's times are nanoseconds since 1970 (Arrow).
             if !("1970-01-01".."2262-04-11").contains(&&t[..10]) {
-                return Err(format!(
-                    "{what} {t} is outside the times the audit store holds (1970-01-01 to 2262-04-10)"
-                ));
+                return Err(ScopeError::OutOfRange { what, time: t });
             }
             Ok(t)
         };
         let (from, to) = (parse("from", from)?, parse("to", to)?);
         if from >= to {
-            return Err(format!("from {from} is not before to {to}"));
+            return Err(ScopeError::Empty { from, to });
         }
         Ok(Scope { from, to, owner })
     }

@@ -213,7 +213,7 @@ impl KeyHistory {
             self.pipeline.insert(kid.to_string(), key);
             return Ok(());
         }
-        let (key, record) = parse_key(&change.jwk).map_err(bad)?;
+        let (key, record) = parse_key(&change.jwk).map_err(|e| bad(e.to_string()))?;
         let id = (key.agent_id.clone(), key.kid.clone());
         if let Some(h) = self.keys.get(&id) {
             if h.key.key != key.key {

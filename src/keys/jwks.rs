@@ -34,35 +34,83 @@ pub enum JwksError {
         /// Its `kid`, when it has one.
         kid: Option<String>,
         /// What is wrong and how to fix it.
-        why: String,
+        why: JwkError,
     },
     /// Two keys disagree (same kid, other `x`; other agent record).
     #[error(transparent)]
     Conflict(#[from] MergeError),
 }
 
-fn str_member<'a>(jwk: &'a J, name: &str) -> Result<Option<&'a str>, String> {
+/// Why one agent key is refused: what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwkError {
+    /// Not a JSON object.
+    #[error("not a JSON object")]
+    NotAnObject,
+    /// Not I-JSON (the parser's reason).
+    #[error("is not I-JSON ({0}); numbers must be integers of at most 2^53-1 or exact doubles")]
+    NotIJson(String),
+    /// Another kind of key than Ed25519.
+    #[error("only Ed25519 keys are taken (kty \"OKP\", crv \"Ed25519\")")]
+    NotEd25519,
+    /// It holds its private part.
+    #[error("contains a private key (d); publish only public keys and keep d secret")]
+    Private,
+    /// No `kid`.
+    #[error("kid is missing")]
+    NoKid,
+    /// No `agent_id`.
+    #[error("agent_id is missing; every key names its agent")]
+    NoAgent,
+    /// An empty `agent_id`.
+    #[error("agent_id is empty")]
+    EmptyAgent,
+    /// `agent_id` is the pipeline's.
+    #[error("claims agent \"vigil\", which is reserved for the pipeline itself")]
+    ReservedAgent,
+    /// No `x`.
+    #[error("x is missing")]
+    NoX,
+    /// `x` is not canonical base64url.
+    #[error("x is not canonical base64url without padding")]
+    XNotBase64url,
+    /// `x` is not a key the contract takes.
+    #[error(transparent)]
+    PublicKey(#[from] crate::event::signature::PublicKeyError),
+    /// A status the contract does not name.
+    #[error("status {0:?} is not active, suspended or decommissioned")]
+    Status(String),
+    /// A member that must be a string is not (its name).
+    #[error("{0} must be a string")]
+    NotAString(&'static str),
+    /// A NumericDate out of range (its name).
+    #[error("{0} is not a usable NumericDate (seconds since 1970, 0 to {MAX_NUMERIC_DATE})")]
+    DateOutOfRange(&'static str),
+    /// A date member that is not a number (its name).
+    #[error("{0} must be a NumericDate (seconds since 1970)")]
+    NotADate(&'static str),
+}
+
+fn str_member<'a>(jwk: &'a J, name: &'static str) -> Result<Option<&'a str>, JwkError> {
     match jwk.get(name) {
         None | Some(J::Null) => Ok(None),
         Some(J::String(s)) => Ok(Some(s)),
-        Some(_) => Err(format!("{name} must be a string")),
+        Some(_) => Err(JwkError::NotAString(name)),
     }
 }
 
 /// The latest NumericDate taken: 9999-12-31T23:59:59Z.
 const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
 
-fn date_member(jwk: &J, name: &str) -> Result<Option<Timestamp>, String> {
+fn date_member(jwk: &J, name: &'static str) -> Result<Option<Timestamp>, JwkError> {
     match jwk.get(name) {
         None | Some(J::Null) => Ok(None),
         Some(J::Number(n)) => n
             .as_f64()
             .filter(|f| f.is_finite() && (0.0..=MAX_NUMERIC_DATE).contains(f))
             .map(|f| Some(Timestamp::from_numeric_date(f)))
-            .ok_or_else(|| {
-                format!("{name} is not a usable NumericDate (seconds since 1970, 0 to {MAX_NUMERIC_DATE})")
-            }),
-        Some(_) => Err(format!("{name} must be a NumericDate (seconds since 1970)")),
+            .ok_or(JwkError::DateOutOfRange(name)),
+        Some(_) => Err(JwkError::NotADate(name)),
     }
 }
 
@@ -94,40 +142,34 @@ pub fn parse_jwks(text: &[u8]) -> Result<KeyDoc, JwksError> {
 }
 
 /// Parses one agent key and the agent record it carries.
-pub fn parse_key(jwk: &J) -> Result<(AgentKey, AgentRecord), String> {
+pub fn parse_key(jwk: &J) -> Result<(AgentKey, AgentRecord), JwkError> {
     if !jwk.is_object() {
-        return Err("not a JSON object".into());
+        return Err(JwkError::NotAnObject);
     }
     // The key is logged as a vigil event (canonical JSON): every number
     // in it must be exact in I-JSON, whatever member holds it.
-    crate::json::parse(jwk.to_string().as_bytes()).map_err(|e| {
-        format!("is not I-JSON ({e}); numbers must be integers of at most 2^53-1 or exact doubles")
-    })?;
+    crate::json::parse(jwk.to_string().as_bytes())
+        .map_err(|e| JwkError::NotIJson(e.to_string()))?;
     if str_member(jwk, "kty")? != Some("OKP") || str_member(jwk, "crv")? != Some("Ed25519") {
-        return Err("only Ed25519 keys are taken (kty \"OKP\", crv \"Ed25519\")".into());
+        return Err(JwkError::NotEd25519);
     }
     if jwk.get("d").is_some() {
-        return Err(
-            "contains a private key (d); publish only public keys and keep d secret".into(),
-        );
+        return Err(JwkError::Private);
     }
-    let kid = str_member(jwk, "kid")?.ok_or("kid is missing")?;
-    let agent_id =
-        str_member(jwk, "agent_id")?.ok_or("agent_id is missing; every key names its agent")?;
+    let kid = str_member(jwk, "kid")?.ok_or(JwkError::NoKid)?;
+    let agent_id = str_member(jwk, "agent_id")?.ok_or(JwkError::NoAgent)?;
     if agent_id.is_empty() {
-        return Err("agent_id is empty".into());
+        return Err(JwkError::EmptyAgent);
     }
     if agent_id == PIPELINE_AGENT {
-        return Err("claims agent \"vigil\", which is reserved for the pipeline itself".into());
+        return Err(JwkError::ReservedAgent);
     }
-    let x = str_member(jwk, "x")?.ok_or("x is missing")?;
-    let raw = b64url_decode(x).ok_or("x is not canonical base64url without padding")?;
-    let key = parse_public_key(&raw).map_err(|e| e.to_string())?;
+    let x = str_member(jwk, "x")?.ok_or(JwkError::NoX)?;
+    let raw = b64url_decode(x).ok_or(JwkError::XNotBase64url)?;
+    let key = parse_public_key(&raw)?;
     let status = match str_member(jwk, "status")? {
         None => AgentStatus::Active,
-        Some(s) => AgentStatus::parse(s).ok_or(format!(
-            "status {s:?} is not active, suspended or decommissioned"
-        ))?,
+        Some(s) => AgentStatus::parse(s).ok_or_else(|| JwkError::Status(s.to_string()))?,
     };
     let record = AgentRecord {
         role: str_member(jwk, "role")?.map(String::from),

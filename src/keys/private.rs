@@ -26,6 +26,26 @@ impl std::fmt::Debug for PrivateJwk {
     }
 }
 
+/// Why a private JWK is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrivateJwkError {
+    /// Not JSON (the parser's reason).
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    /// Another kind of key.
+    #[error("not an Ed25519 JWK (kty \"OKP\", crv \"Ed25519\")")]
+    NotEd25519,
+    /// No private part.
+    #[error("the JWK has no private key (d)")]
+    NoD,
+    /// `d` is not 32 bytes of base64url.
+    #[error("d is not base64url of 32 bytes")]
+    BadD,
+    /// `x` is another key's.
+    #[error("x does not match d: the file holds an inconsistent key")]
+    XMismatch,
+}
+
 impl PrivateJwk {
     /// The private JWK (with `d`) as JSON text.
     pub fn to_json(&self) -> String {
@@ -49,19 +69,20 @@ impl PrivateJwk {
     }
 
     /// Parses a private JWK, checking that `x` (when present) matches `d`.
-    pub fn parse(text: &[u8]) -> Result<PrivateJwk, String> {
-        let j: J = serde_json::from_slice(text).map_err(|e| format!("not JSON: {e}"))?;
+    pub fn parse(text: &[u8]) -> Result<PrivateJwk, PrivateJwkError> {
+        let j: J =
+            serde_json::from_slice(text).map_err(|e| PrivateJwkError::NotJson(e.to_string()))?;
         if j["kty"] != "OKP" || j["crv"] != "Ed25519" {
-            return Err("not an Ed25519 JWK (kty \"OKP\", crv \"Ed25519\")".into());
+            return Err(PrivateJwkError::NotEd25519);
         }
-        let d = j["d"].as_str().ok_or("the JWK has no private key (d)")?;
+        let d = j["d"].as_str().ok_or(PrivateJwkError::NoD)?;
         let seed: [u8; 32] = b64url_decode(d)
             .and_then(|b| b.try_into().ok())
-            .ok_or("d is not base64url of 32 bytes")?;
+            .ok_or(PrivateJwkError::BadD)?;
         let key = SigningKey::from_bytes(&seed);
         if let Some(x) = j["x"].as_str() {
             if b64url_decode(x).as_deref() != Some(key.verifying_key().as_bytes().as_slice()) {
-                return Err("x does not match d: the file holds an inconsistent key".into());
+                return Err(PrivateJwkError::XMismatch);
             }
         }
         Ok(PrivateJwk {

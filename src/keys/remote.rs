@@ -18,10 +18,48 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::jwks::JwksError;
 use super::parse_jwks;
-use crate::respond::http::HttpClient;
+use crate::respond::http::{HttpClient, HttpError};
 use crate::shutdown::Stop;
 use crate::store::fsutil::{create_dir_durably, write_file_durably};
+
+/// Why a fetch changed nothing (the previous keys stay in force).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL is not https.
+    #[error("{0} is not https: agent keys are fetched over https only")]
+    NotHttps(String),
+    /// The request failed.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The source answered another status than 200 or 304.
+    #[error("{url} answered {status}")]
+    Status {
+        /// The source.
+        url: String,
+        /// Its status.
+        status: u16,
+    },
+    /// The document breaks the contract's rules.
+    #[error("{url} refused: {why}")]
+    Refused {
+        /// The source.
+        url: String,
+        /// What is wrong with it.
+        why: JwksError,
+    },
+    /// The cache file (or its directory) cannot be written.
+    #[error("cannot {what} {path}: {source}")]
+    Cache {
+        /// "create" or "write".
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
 
 /// Shortest time between two fetches of one source.
 pub const MIN_POLL: Duration = Duration::from_secs(5);
@@ -74,22 +112,20 @@ impl Remote {
 
     /// Fetches the document; writes it to the cache when it is new and
     /// the contract's checks accept it.
-    pub async fn fetch(&mut self, client: &HttpClient, poll: Duration) -> Result<Fetched, String> {
+    pub async fn fetch(
+        &mut self,
+        client: &HttpClient,
+        poll: Duration,
+    ) -> Result<Fetched, FetchError> {
         if !self.url.starts_with("https://") {
-            return Err(format!(
-                "{} is not https: agent keys are fetched over https only",
-                self.url
-            ));
+            return Err(FetchError::NotHttps(self.url.clone()));
         }
         let etag = self.etag.clone();
         let mut headers = vec![("accept", "application/json")];
         if let Some(e) = &etag {
             headers.push(("if-none-match", e.as_str()));
         }
-        let reply = client
-            .send("GET", &self.url, &headers, Vec::new())
-            .await
-            .map_err(|e| e.to_string())?;
+        let reply = client.send("GET", &self.url, &headers, Vec::new()).await?;
         self.every = max_age(reply.header("cache-control"))
             .unwrap_or(poll)
             .clamp(MIN_POLL, MAX_POLL);
@@ -97,17 +133,32 @@ impl Remote {
             return Ok(Fetched::Unchanged);
         }
         if reply.status != 200 {
-            return Err(format!("{} answered {}", self.url, reply.status));
+            return Err(FetchError::Status {
+                url: self.url.clone(),
+                status: reply.status,
+            });
         }
-        parse_jwks(&reply.body).map_err(|why| format!("{} refused: {why}", self.url))?;
+        parse_jwks(&reply.body).map_err(|why| FetchError::Refused {
+            url: self.url.clone(),
+            why,
+        })?;
         self.etag = reply.header("etag").map(String::from);
         if std::fs::read(&self.cache).is_ok_and(|old| old == reply.body) {
             return Ok(Fetched::Unchanged);
         }
         let dir = self.cache.parent().expect("a cache file has a directory");
-        create_dir_durably(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        write_file_durably(&self.cache, &reply.body, 0o644)
-            .map_err(|e| format!("cannot write {}: {e}", self.cache.display()))?;
+        create_dir_durably(dir).map_err(|source| FetchError::Cache {
+            what: "create",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        write_file_durably(&self.cache, &reply.body, 0o644).map_err(|source| {
+            FetchError::Cache {
+                what: "write",
+                path: self.cache.clone(),
+                source,
+            }
+        })?;
         Ok(Fetched::Updated)
     }
 }
@@ -121,8 +172,8 @@ fn max_age(header: Option<&str>) -> Option<Duration> {
 }
 
 /// The client that fetches sources, trusting `ca_file` too if given.
-pub fn client(ca_file: Option<&Path>) -> Result<HttpClient, String> {
-    HttpClient::trusting(FETCH_TIMEOUT, ca_file).map_err(|e| e.to_string())
+pub fn client(ca_file: Option<&Path>) -> Result<HttpClient, HttpError> {
+    HttpClient::trusting(FETCH_TIMEOUT, ca_file)
 }
 
 /// Fetches each source at its own pace until `stop`; the key watcher

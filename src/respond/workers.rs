@@ -242,17 +242,17 @@ pub async fn revoke(
         if in_log(&pipeline, &id) {
             continue;
         }
-        let (result, attempts) = tokio::select! {
+        let done = tokio::select! {
             _ = stop.stopped() => return,
             r = revoke_one(&vault, lease) => r,
         };
         let mut attributes = json!({
             "anomaly_id": order.anomaly_id, "agent_id": order.agent_id, "lease_id": lease,
-            "attempts": attempts,
-            "outcome": if result.is_ok() { "revoked" } else { "failed" },
+            "attempts": done.attempts,
+            "outcome": if done.result.is_ok() { "revoked" } else { "failed" },
         });
-        if let Err(e) = result {
-            attributes["error"] = json!(e);
+        if let Err(e) = done.result {
+            attributes["error"] = json!(e.to_string());
         }
         let e = Evidence {
             event_id: id,
@@ -265,7 +265,15 @@ pub async fn revoke(
     }
 }
 
-async fn revoke_one(vault: &Vault, lease: &str) -> (Result<(), String>, u32) {
+/// How one lease's revocation ended.
+struct Revocation {
+    /// Revoked, or Vault's last error.
+    result: Result<(), super::vault::VaultError>,
+    /// Requests made.
+    attempts: u32,
+}
+
+async fn revoke_one(vault: &Vault, lease: &str) -> Revocation {
     let mut attempt = 1;
     loop {
         match vault.revoke(lease).await {
@@ -273,12 +281,18 @@ async fn revoke_one(vault: &Vault, lease: &str) -> (Result<(), String>, u32) {
                 crate::telemetry::metrics()
                     .leases_revoked_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return (Ok(()), attempt);
+                return Revocation {
+                    result: Ok(()),
+                    attempts: attempt,
+                };
             }
             Err(e) => {
                 failed(&format!("Cannot revoke lease {lease}"), &e);
                 if !e.is_transient() || attempt >= ATTEMPTS {
-                    return (Err(e.to_string()), attempt);
+                    return Revocation {
+                        result: Err(e),
+                        attempts: attempt,
+                    };
                 }
                 tokio::time::sleep(FIRST_BACKOFF * 2u32.pow(attempt - 1)).await;
                 attempt += 1;

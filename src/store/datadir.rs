@@ -86,7 +86,7 @@ impl KeySource {
                 })?;
                 PrivateJwk::parse(text.as_bytes()).map_err(|why| DataDirError::BadKey {
                     path: PathBuf::from(format!("${var}")),
-                    why,
+                    why: why.to_string(),
                 })
             }
         }
@@ -255,7 +255,7 @@ pub fn load_key(path: &Path) -> Result<PrivateJwk, DataDirError> {
     let text = std::fs::read(path).map_err(io("cannot read the key file", path))?;
     PrivateJwk::parse(&text).map_err(|why| DataDirError::BadKey {
         path: path.to_path_buf(),
-        why,
+        why: why.to_string(),
     })
 }
 
