@@ -319,6 +319,48 @@ const FAILED_GRACE: Duration = Duration::from_secs(2);
 /// How long background tasks get to stop once the server is stopping.
 const TASKS_STOP_LIMIT: Duration = Duration::from_secs(10);
 
+/// What the API reads besides the pipeline, opened with the server.
+struct Views {
+    detection: Arc<crate::detect::stage::Detection>,
+    postures: Arc<crate::respond::posture::Book>,
+    parquet: crate::audit::objects::ParquetStore,
+}
+
+/// The state every handler shares.
+fn app_state(
+    settings: &ServeSettings,
+    layout: &crate::store::layout::Layout,
+    pipeline: Arc<Pipeline>,
+    tokens: Tokens,
+    views: Views,
+) -> AppState {
+    let server = &settings.config.server;
+    AppState {
+        tokens: Arc::new(tokens),
+        max_body_bytes: server.max_body_bytes,
+        intake: crate::api::intake::Intake::new(server.max_inflight_bytes, server.max_body_bytes),
+        kafka_assigned: settings
+            .config
+            .kafka
+            .as_ref()
+            .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false))),
+        detection: views.detection,
+        postures: views.postures,
+        hygiene: crate::hygiene::stage::Hygiene::open(
+            settings.config.hygiene.clone(),
+            layout.hygiene_state(),
+            pipeline.size(),
+        ),
+        audit: Arc::new(crate::audit::AuditStore::new(
+            pipeline.view().clone(),
+            views.parquet,
+        )),
+        query_limits: settings.config.query.limits(),
+        sessions: Arc::default(),
+        pipeline,
+    }
+}
+
 impl Server {
     /// Opens the pipeline and binds the listener (nothing served yet).
     pub async fn start(settings: ServeSettings) -> anyhow::Result<Server> {
@@ -344,49 +386,33 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
+        let layout = crate::store::layout::Layout::new(&data);
         let (stage, detection) = crate::detect::stage::Stage::open(
-            crate::store::layout::Layout::new(&data).detect_state(),
+            layout.detect_state(),
             settings.config.detection.model,
         );
         let (response, postures) = crate::respond::stage::Stage::open(
-            crate::store::layout::Layout::new(&data).respond_state(),
+            layout.respond_state(),
             crate::respond::services(&settings.response)?,
             &pipeline,
             detection.clone(),
         );
         let parquet = crate::audit::objects::ParquetStore::open(
             settings.config.query.store.as_deref(),
-            &crate::store::layout::Layout::new(&data),
+            &layout,
         )?;
         let pipeline = Arc::new(pipeline);
-        let kafka_assigned = settings
-            .config
-            .kafka
-            .as_ref()
-            .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)));
-        let state = AppState {
-            pipeline: pipeline.clone(),
-            tokens: Arc::new(tokens),
-            max_body_bytes: settings.config.server.max_body_bytes,
-            intake: crate::api::intake::Intake::new(
-                settings.config.server.max_inflight_bytes,
-                settings.config.server.max_body_bytes,
-            ),
-            kafka_assigned,
-            detection,
-            postures,
-            hygiene: crate::hygiene::stage::Hygiene::open(
-                settings.config.hygiene.clone(),
-                crate::store::layout::Layout::new(&data).hygiene_state(),
-                pipeline.size(),
-            ),
-            audit: Arc::new(crate::audit::AuditStore::new(
-                pipeline.view().clone(),
+        let state = app_state(
+            &settings,
+            &layout,
+            pipeline.clone(),
+            tokens,
+            Views {
+                detection,
+                postures,
                 parquet,
-            )),
-            query_limits: settings.config.query.limits(),
-            sessions: Arc::default(),
-        };
+            },
+        );
         let reload = reload::Reload {
             hup,
             config_file: settings.config_file.clone(),

@@ -107,112 +107,127 @@ impl<'a> Parser<'a> {
         let mut stack: Vec<Frame> = Vec::new();
         loop {
             self.skip_ws();
-            // Parse one value (or open a container).
-            let mut v = match self.peek() {
-                Some(b'{' | b'[') if stack.len() >= MAX_PARSE_DEPTH => {
-                    return Err(self.error(&format!(
-                        "nesting deeper than {MAX_PARSE_DEPTH} levels; events nest at most 32"
-                    )))
-                }
-                Some(b'{') => {
-                    self.pos += 1;
-                    self.skip_ws();
-                    if self.peek() == Some(b'}') {
-                        self.pos += 1;
-                        Value::Object(Vec::new())
-                    } else {
-                        let key = self.member_name()?;
-                        stack.push(Frame::Object(Vec::with_capacity(8), Some(key)));
-                        continue;
-                    }
-                }
-                Some(b'[') => {
-                    self.pos += 1;
-                    self.skip_ws();
-                    if self.peek() == Some(b']') {
-                        self.pos += 1;
-                        Value::Array(Vec::new())
-                    } else {
-                        stack.push(Frame::Array(Vec::new()));
-                        continue;
-                    }
-                }
-                Some(b'"') => Value::String(self.string()?),
-                Some(b't') => self.expect_literal(b"true", Value::Bool(true))?,
-                Some(b'f') => self.expect_literal(b"false", Value::Bool(false))?,
-                Some(b'n') => self.expect_literal(b"null", Value::Null)?,
-                Some(b'-' | b'0'..=b'9') => Value::Number(self.number()?),
-                Some(_) => return Err(self.error("unexpected character (expected a JSON value)")),
-                None => return Err(self.error("unexpected end of input (expected a JSON value)")),
+            let Some(v) = self.scalar_or_open(&mut stack)? else {
+                continue;
             };
-            // Attach the finished value to its parent, closing parents as needed.
-            loop {
-                let Some(top) = stack.last_mut() else {
-                    return Ok(v);
-                };
+            if let Some(whole) = self.attach(&mut stack, v)? {
+                return Ok(whole);
+            }
+        }
+    }
+
+    /// Parses one scalar or empty container; `None` once a container with
+    /// content is opened (pushed on `stack`).
+    #[inline]
+    fn scalar_or_open(&mut self, stack: &mut Vec<Frame>) -> Result<Option<Value>, ParseError> {
+        let v = match self.peek() {
+            Some(b'{' | b'[') if stack.len() >= MAX_PARSE_DEPTH => {
+                return Err(self.error(&format!(
+                    "nesting deeper than {MAX_PARSE_DEPTH} levels; events nest at most 32"
+                )))
+            }
+            Some(b'{') => {
+                self.pos += 1;
                 self.skip_ws();
-                match top {
-                    Frame::Array(items) => {
-                        // Checking syntax only keeps no values: memory is
-                        // the nesting depth, not the size of the input.
-                        if self.strict {
-                            items.push(v);
-                        }
-                        match self.peek() {
-                            Some(b',') => {
-                                self.pos += 1;
-                                break;
-                            }
-                            Some(b']') => {
-                                self.pos += 1;
-                                let Some(Frame::Array(items)) = stack.pop() else {
-                                    unreachable!("the top frame is an array")
-                                };
-                                v = Value::Array(items);
-                            }
-                            _ => return Err(self.error("expected , or ] in array")),
-                        }
+                if self.peek() != Some(b'}') {
+                    let key = self.member_name()?;
+                    stack.push(Frame::Object(Vec::with_capacity(8), Some(key)));
+                    return Ok(None);
+                }
+                self.pos += 1;
+                Value::Object(Vec::new())
+            }
+            Some(b'[') => {
+                self.pos += 1;
+                self.skip_ws();
+                if self.peek() != Some(b']') {
+                    stack.push(Frame::Array(Vec::new()));
+                    return Ok(None);
+                }
+                self.pos += 1;
+                Value::Array(Vec::new())
+            }
+            Some(b'"') => Value::String(self.string()?),
+            Some(b't') => self.expect_literal(b"true", Value::Bool(true))?,
+            Some(b'f') => self.expect_literal(b"false", Value::Bool(false))?,
+            Some(b'n') => self.expect_literal(b"null", Value::Null)?,
+            Some(b'-' | b'0'..=b'9') => Value::Number(self.number()?),
+            Some(_) => return Err(self.error("unexpected character (expected a JSON value)")),
+            None => return Err(self.error("unexpected end of input (expected a JSON value)")),
+        };
+        Ok(Some(v))
+    }
+
+    /// Attaches a finished value to its parent, closing parents as needed:
+    /// the whole value once no parent is left, `None` when the parent's
+    /// next item or member starts.
+    #[inline]
+    fn attach(
+        &mut self,
+        stack: &mut Vec<Frame>,
+        mut v: Value,
+    ) -> Result<Option<Value>, ParseError> {
+        loop {
+            let Some(top) = stack.last_mut() else {
+                return Ok(Some(v));
+            };
+            self.skip_ws();
+            match top {
+                Frame::Array(items) => {
+                    // Checking syntax only keeps no values: memory is the
+                    // nesting depth, not the size of the input.
+                    if self.strict {
+                        items.push(v);
                     }
-                    Frame::Object(members, key) => {
-                        let name = key
-                            .take()
-                            .expect("a member name precedes every member value");
-                        // Small objects are checked as they grow; large ones
-                        // once, sorted, when they close (O(n log n) overall).
-                        if self.strict
-                            && members.len() < 16
-                            && members.iter().any(|(k, _)| *k == name)
-                        {
-                            return Err(self.error(&format!("duplicate member name {name:?}")));
+                    match self.peek() {
+                        Some(b',') => {
+                            self.pos += 1;
+                            return Ok(None);
                         }
-                        if self.strict {
-                            members.push((name, v));
-                        }
-                        match self.peek() {
-                            Some(b',') => {
-                                self.pos += 1;
-                                self.skip_ws();
-                                let k = self.member_name()?;
-                                *key = Some(k);
-                                break;
-                            }
-                            Some(b'}') => {
-                                self.pos += 1;
-                                let Some(Frame::Object(members, _)) = stack.pop() else {
-                                    unreachable!("the top frame is an object")
-                                };
-                                if self.strict && members.len() > 16 {
-                                    if let Some(name) = duplicate(&members) {
-                                        let why = format!("duplicate member name {name:?}");
-                                        return Err(self.error(&why));
-                                    }
-                                }
-                                v = Value::Object(members);
-                            }
-                            _ => return Err(self.error("expected , or } in object")),
-                        }
+                        Some(b']') => self.pos += 1,
+                        _ => return Err(self.error("expected , or ] in array")),
                     }
                 }
+                Frame::Object(members, key) => {
+                    let name = key
+                        .take()
+                        .expect("a member name precedes every member value");
+                    // Small objects are checked as they grow; large ones
+                    // once, sorted, when they close (O(n log n) overall).
+                    if self.strict && members.len() < 16 && members.iter().any(|(k, _)| *k == name)
+                    {
+                        return Err(self.error(&format!("duplicate member name {name:?}")));
+                    }
+                    if self.strict {
+                        members.push((name, v));
+                    }
+                    match self.peek() {
+                        Some(b',') => {
+                            self.pos += 1;
+                            self.skip_ws();
+                            *key = Some(self.member_name()?);
+                            return Ok(None);
+                        }
+                        Some(b'}') => self.pos += 1,
+                        _ => return Err(self.error("expected , or } in object")),
+                    }
+                }
+            }
+            v = self.close(stack.pop().expect("the top frame"))?;
+        }
+    }
+
+    /// The value of a frame its `]` or `}` just closed.
+    fn close(&self, frame: Frame) -> Result<Value, ParseError> {
+        match frame {
+            Frame::Array(items) => Ok(Value::Array(items)),
+            Frame::Object(members, _) => {
+                if self.strict && members.len() > 16 {
+                    if let Some(name) = duplicate(&members) {
+                        return Err(self.error(&format!("duplicate member name {name:?}")));
+                    }
+                }
+                Ok(Value::Object(members))
             }
         }
     }

@@ -386,6 +386,31 @@ pub(crate) fn signed_corpus(
     Ok((jwks_path, corpus))
 }
 
+/// CPU seconds used by the server and by this process since [`Cpu::start`].
+struct Cpu {
+    server_pid: String,
+    server: f64,
+    this: f64,
+}
+
+impl Cpu {
+    fn start(server_pid: &str) -> Cpu {
+        Cpu {
+            server_pid: server_pid.to_string(),
+            server: cpu_seconds(server_pid),
+            this: cpu_seconds("self"),
+        }
+    }
+
+    /// (server, load generator) seconds so far.
+    fn used(&self) -> (f64, f64) {
+        (
+            cpu_seconds(&self.server_pid) - self.server,
+            cpu_seconds("self") - self.this,
+        )
+    }
+}
+
 /// Runs the benchmark and prints its report.
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -409,36 +434,58 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let total = args.events + latency_events;
     let (jwks_path, corpus) = signed_corpus(&data, args.agents, total)?;
     let (throughput_events, latency_corpus) = corpus.split_at(args.events);
-    let throughput_batches = batches(throughput_events, args.batch);
-    let per_tick = (args.rate / 100).max(1);
-    let latency_batches = batches(latency_corpus, per_tick);
-    let server = start_server(&data, &jwks_path, &args.serve_args())?;
-    let server_pid = server.child.id().to_string();
-    wait_until_idle(&server_pid);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let self_cpu0 = cpu_seconds("self");
-    let srv_cpu0 = cpu_seconds(&server_pid);
+    let server = start_server(&data, &jwks_path, &args.serve_args())?;
+    throughput_phase(
+        &rt,
+        &server,
+        batches(throughput_events, args.batch),
+        &args,
+        vn,
+    )?;
+    // The latency phase runs on a fresh server and data directory, after
+    // the throughput phase's writes are flushed, so that it measures the
+    // steady state at that rate rather than the previous phase's writeback.
+    drop(server);
+    let _ = Command::new("sync").status();
+    let server = start_server(&data.join("latency"), &jwks_path, &args.serve_args())?;
+    latency_phase(&rt, &server, latency_corpus, &args)
+}
+
+/// Sends the throughput corpus as fast as the server acknowledges it;
+/// prints the rate (against `strict_rate`, the all-core `verify_strict`
+/// rate), the latencies, CPU and table cache.
+fn throughput_phase(
+    rt: &tokio::runtime::Runtime,
+    server: &ServerProcess,
+    corpus: Vec<Bytes>,
+    args: &LoadArgs,
+    strict_rate: f64,
+) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let server_pid = server.child.id().to_string();
+    wait_until_idle(&server_pid);
+    let cpu = Cpu::start(&server_pid);
     let (elapsed, lat) = rt.block_on(throughput(
         server.addr,
         &server.token,
-        throughput_batches,
+        corpus,
         args.connections,
         args.batch,
     ))?;
-    let srv_cpu1 = cpu_seconds(&server_pid);
-    let self_cpu1 = cpu_seconds("self");
-    let rate = args.events as f64 / elapsed;
+    let (server_cpu, own_cpu) = cpu.used();
     println!();
     println!(
         "## throughput: {} events in batches of {}, {} connections",
         args.events, args.batch, args.connections
     );
+    let rate = args.events as f64 / elapsed;
     println!(
         "durable ingest: {rate:.0} events/s ({:.2} of the {cores}-thread strict verification rate)",
-        rate / vn
+        rate / strict_rate
     );
     println!(
         "batch acknowledgement latency: p50 {:.1} ms, p99 {:.1} ms",
@@ -446,48 +493,51 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         percentile(&lat, 0.99) * 1e3
     );
     println!(
-        "CPU: vigil {:.1} s ({:.0}% of {cores} cores), load generator {:.1} s, over {elapsed:.1} s",
-        srv_cpu1 - srv_cpu0,
-        (srv_cpu1 - srv_cpu0) / elapsed / cores as f64 * 100.0,
-        self_cpu1 - self_cpu0
+        "CPU: vigil {server_cpu:.1} s ({:.0}% of {cores} cores), load generator {own_cpu:.1} s, over {elapsed:.1} s",
+        server_cpu / elapsed / cores as f64 * 100.0,
     );
     if let Some(line) = rt.block_on(table_cache(server.addr, &server.token))? {
         println!("{line}");
     }
-    // The latency phase runs on a fresh server and data directory, after
-    // the throughput phase's writes are flushed, so that it measures the
-    // steady state at that rate rather than the previous phase's writeback.
-    drop(server);
-    let _ = Command::new("sync").status();
-    let server = start_server(&data.join("latency"), &jwks_path, &args.serve_args())?;
+    Ok(())
+}
+
+/// Sends the latency corpus at the fixed rate in 100 batches a second;
+/// prints the latencies from each batch's scheduled time, CPU and
+/// detection lag.
+fn latency_phase(
+    rt: &tokio::runtime::Runtime,
+    server: &ServerProcess,
+    corpus: &[Vec<u8>],
+    args: &LoadArgs,
+) -> anyhow::Result<()> {
+    let per_tick = (args.rate / 100).max(1);
     let server_pid = server.child.id().to_string();
     wait_until_idle(&server_pid);
-    let srv_cpu2 = cpu_seconds(&server_pid);
-    let self_cpu2 = cpu_seconds("self");
-    let (elapsed2, lat2, sent) = rt.block_on(fixed_rate(
+    let cpu = Cpu::start(&server_pid);
+    let (elapsed, lat, sent) = rt.block_on(fixed_rate(
         server.addr,
         &server.token,
-        latency_batches,
+        batches(corpus, per_tick),
         per_tick,
     ))?;
-    let srv_cpu3 = cpu_seconds(&server_pid);
-    let self_cpu3 = cpu_seconds("self");
+    let (server_cpu, own_cpu) = cpu.used();
     println!();
     println!(
         "## latency: {} events/s for {} s in batches of {per_tick} (100 batches/s)",
         args.rate, args.latency_seconds
     );
-    println!("achieved {:.0} events/s; acknowledgement latency from scheduled send: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        sent as f64 / elapsed2, percentile(&lat2, 0.5) * 1e3, percentile(&lat2, 0.99) * 1e3, lat2.last().copied().unwrap_or(0.0) * 1e3);
     println!(
-        "CPU: vigil {:.1} s, load generator {:.1} s, over {elapsed2:.1} s",
-        srv_cpu3 - srv_cpu2,
-        self_cpu3 - self_cpu2
+        "achieved {:.0} events/s; acknowledgement latency from scheduled send: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        sent as f64 / elapsed,
+        percentile(&lat, 0.5) * 1e3,
+        percentile(&lat, 0.99) * 1e3,
+        lat.last().copied().unwrap_or(0.0) * 1e3
     );
+    println!("CPU: vigil {server_cpu:.1} s, load generator {own_cpu:.1} s, over {elapsed:.1} s");
     if let Some(lag) = rt.block_on(detection_lag(server.addr, &server.token))? {
         println!("{lag}");
     }
-    drop(server);
     Ok(())
 }
 

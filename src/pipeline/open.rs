@@ -67,30 +67,7 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
     let size = recovered.size;
     metrics.log_size_records.store(size, Relaxed);
     let health = Health::default();
-    let signer = data.cosigning_keys.iter().fold(
-        NoteSigner::new(&data.origin, data.log_key.clone()),
-        |s, k| s.cosigned_by(k.clone()),
-    );
-    let (latest_tx, latest_rx) = watch::channel(Arc::new(Latest {
-        note: String::new(),
-        size: 0,
-        root: [0; 32],
-    }));
-    let mut checkpointer = Checkpointer {
-        tiles,
-        checkpoints,
-        signer,
-        interval: cfg.checkpoint_interval,
-        latest: latest_tx,
-        health: health.clone(),
-    };
-    // Every durable record is covered before anything is served.
-    checkpointer
-        .checkpoint()
-        .map_err(OpenError::FirstCheckpoint)?;
-    if let Some(l) = checkpointer.checkpoints.latest() {
-        let _ = checkpointer.latest.send(Arc::new(l.clone()));
-    }
+    let (checkpointer, latest_rx) = first_checkpoint(&data, cfg, tiles, checkpoints, &health)?;
     let (durable_tx, durable_rx) = watch::channel(size);
     let view = LogView::new(
         &layout,
@@ -157,6 +134,41 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
     };
     pipeline.prepare_tables();
     Ok(pipeline)
+}
+
+/// The checkpointer, after a first checkpoint over every durable record
+/// (signed before anything is served), and the watch of the latest.
+fn first_checkpoint(
+    data: &DataDir,
+    cfg: &PipelineConfig,
+    tiles: TileWriter,
+    checkpoints: CheckpointLog,
+    health: &Health,
+) -> Result<(Checkpointer, watch::Receiver<Arc<Latest>>), OpenError> {
+    let signer = data.cosigning_keys.iter().fold(
+        NoteSigner::new(&data.origin, data.log_key.clone()),
+        |s, k| s.cosigned_by(k.clone()),
+    );
+    let (latest_tx, latest_rx) = watch::channel(Arc::new(Latest {
+        note: String::new(),
+        size: 0,
+        root: [0; 32],
+    }));
+    let mut checkpointer = Checkpointer {
+        tiles,
+        checkpoints,
+        signer,
+        interval: cfg.checkpoint_interval,
+        latest: latest_tx,
+        health: health.clone(),
+    };
+    checkpointer
+        .checkpoint()
+        .map_err(OpenError::FirstCheckpoint)?;
+    if let Some(l) = checkpointer.checkpoints.latest() {
+        let _ = checkpointer.latest.send(Arc::new(l.clone()));
+    }
+    Ok((checkpointer, latest_rx))
 }
 
 /// Makes the directory durable, recovers the log's end, and catches the
