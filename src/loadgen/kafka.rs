@@ -154,7 +154,8 @@ struct Consumption {
     lags: Vec<(f64, u64)>,
 }
 
-/// Polls `/readyz` every 100 ms until the log holds `events` records.
+/// Polls `/readyz` every 100 ms until the log holds `events` records more
+/// than at the first poll (the server logs its keys in force at start).
 async fn watch_consumption(
     addr: std::net::SocketAddr,
     token: &str,
@@ -164,13 +165,15 @@ async fn watch_consumption(
     let mut client = Client::connect(addr, token).await?;
     let mut first = None;
     let mut lags = Vec::new();
+    let mut at_start = None;
     loop {
         let (_, body) = client
             .send("GET", "/readyz", None, bytes::Bytes::new())
             .await?;
-        let size = serde_json::from_slice::<serde_json::Value>(&body)?["log_size"]
+        let log_size = serde_json::from_slice::<serde_json::Value>(&body)?["log_size"]
             .as_u64()
             .unwrap_or(0);
+        let size = log_size - *at_start.get_or_insert(log_size);
         if size > 0 && first.is_none() {
             first = Some(started.elapsed());
         }
