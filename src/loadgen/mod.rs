@@ -544,6 +544,8 @@ fn latency_phase(
 /// The server's per-key verification tables: hits, misses, builds and
 /// memory, from its metrics.
 async fn table_cache(addr: SocketAddr, token: &str) -> anyhow::Result<Option<String>> {
+    // The server copies the counters into its metrics every second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut client = Client::connect(addr, token).await?;
     let (_, body) = client.send("GET", "/metrics", None, Bytes::new()).await?;
     let text = String::from_utf8_lossy(&body);
