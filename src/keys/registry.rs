@@ -18,6 +18,28 @@ use crate::event::sha256;
 /// A source's document and the SHA-256 of its bytes.
 type LoadedDoc = ([u8; 32], KeyDoc);
 
+/// What reading a source again found.
+enum Reread {
+    /// What is loaded, or what was refused last time: nothing to do.
+    Same,
+    /// The administrators' document is gone or empty: its keys go.
+    Gone,
+    /// A document (or a read error, the zero fingerprint) to refuse.
+    Refused {
+        /// The refused bytes' SHA-256.
+        fingerprint: [u8; 32],
+        /// Why, after "JWKS file PATH".
+        why: String,
+    },
+    /// A new document that parses.
+    New {
+        /// Its bytes' SHA-256.
+        fingerprint: [u8; 32],
+        /// The document.
+        doc: KeyDoc,
+    },
+}
+
 /// Where agent keys come from and the set currently in force.
 pub struct KeyRegistry {
     current: RwLock<Arc<KeySet>>,
@@ -177,60 +199,37 @@ impl KeyRegistry {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut changed = Vec::new();
-        for (i, path) in self.sources.iter().enumerate() {
-            let bytes = match std::fs::read(path) {
-                Ok(b) => b,
-                Err(e) if Some(i) == self.admin && e.kind() == std::io::ErrorKind::NotFound => {
-                    if docs[i].take().is_some() {
-                        changed.push(i);
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    if refused[i] != Some([0; 32]) {
-                        refused[i] = Some([0; 32]);
-                        self.refused_total.fetch_add(1, Ordering::Relaxed);
-                        notes.push(ReloadNote::Warning(format!(
-                            "JWKS file {} cannot be read ({e}); its previous keys stay in force",
-                            path.display()
-                        )));
-                    }
-                    continue;
-                }
+        for i in 0..self.sources.len() {
+            let found = self.reread(i, &docs[i], refused[i]);
+            let mut refuse = |fingerprint, why: String| {
+                refused[i] = Some(fingerprint);
+                self.refused_total.fetch_add(1, Ordering::Relaxed);
+                notes.push(ReloadNote::Warning(format!(
+                    "JWKS file {} {why}; its previous keys stay in force",
+                    self.sources[i].display()
+                )));
             };
-            let fingerprint = sha256(&bytes);
-            if docs[i].as_ref().is_some_and(|(f, _)| *f == fingerprint)
-                || refused[i] == Some(fingerprint)
-            {
-                continue;
-            }
-            let doc = match parse_jwks(&bytes) {
-                Ok(d) => d,
-                Err(JwksError::Empty) if Some(i) == self.admin => {
+            let (fingerprint, doc) = match found {
+                Reread::Same => continue,
+                Reread::Refused { fingerprint, why } => {
+                    refuse(fingerprint, why);
+                    continue;
+                }
+                Reread::Gone => {
                     if docs[i].take().is_some() {
                         changed.push(i);
                     }
                     continue;
                 }
-                Err(why) => {
-                    refused[i] = Some(fingerprint);
-                    self.refused_total.fetch_add(1, Ordering::Relaxed);
-                    notes.push(ReloadNote::Warning(format!(
-                        "JWKS file {} refused: {why}; its previous keys stay in force",
-                        path.display()
-                    )));
-                    continue;
-                }
+                Reread::New { fingerprint, doc } => (fingerprint, doc),
             };
             let previous = docs[i].replace((fingerprint, doc));
             if let Err(why) = merge_docs(&docs, self.admin) {
                 docs[i] = previous;
-                refused[i] = Some(fingerprint);
-                self.refused_total.fetch_add(1, Ordering::Relaxed);
-                notes.push(ReloadNote::Warning(format!(
-                    "JWKS file {} refused: it conflicts with another source: {why}; its previous keys stay in force",
-                    path.display()
-                )));
+                refuse(
+                    fingerprint,
+                    format!("refused: it conflicts with another source: {why}"),
+                );
                 continue;
             }
             changed.push(i);
@@ -254,6 +253,37 @@ impl KeyRegistry {
             }),
             notes,
         )
+    }
+
+    /// Reads source `i` again, given what is loaded from it and the
+    /// fingerprint last refused from it (a read error counts as the zero
+    /// fingerprint, so it is noted once).
+    fn reread(&self, i: usize, loaded: &Option<LoadedDoc>, refused: Option<[u8; 32]>) -> Reread {
+        let path = &self.sources[i];
+        let admin = Some(i) == self.admin;
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if admin && e.kind() == std::io::ErrorKind::NotFound => return Reread::Gone,
+            Err(_) if refused == Some([0; 32]) => return Reread::Same,
+            Err(e) => {
+                return Reread::Refused {
+                    fingerprint: [0; 32],
+                    why: format!("cannot be read ({e})"),
+                }
+            }
+        };
+        let fingerprint = sha256(&bytes);
+        if loaded.as_ref().is_some_and(|(f, _)| *f == fingerprint) || refused == Some(fingerprint) {
+            return Reread::Same;
+        }
+        match parse_jwks(&bytes) {
+            Ok(doc) => Reread::New { fingerprint, doc },
+            Err(JwksError::Empty) if admin => Reread::Gone,
+            Err(why) => Reread::Refused {
+                fingerprint,
+                why: format!("refused: {why}"),
+            },
+        }
     }
 
     /// Puts a candidate in force (after its key changes are logged).

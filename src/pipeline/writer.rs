@@ -142,6 +142,28 @@ struct Group {
     records: Vec<Arc<LogRecord>>,
 }
 
+impl Group {
+    /// Keeps an item with no receipt in the group's quarantine entries.
+    fn quarantine(
+        &mut self,
+        u: &crate::event::Unidentifiable,
+        source: String,
+        raw: Bytes,
+        received: &str,
+    ) {
+        let entry = QuarantineEntry {
+            received_at: received.to_string(),
+            source,
+            reason: u.reason().to_string(),
+            error: u.message().to_string(),
+            sha256: crate::hexenc::encode(crate::event::sha256(&raw)),
+            size: raw.len() as u64,
+            raw_b64: String::new(),
+        };
+        self.quarantined.push((entry, raw));
+    }
+}
+
 struct Pending {
     results: Vec<ItemResult>,
     reply: Reply,
@@ -384,18 +406,7 @@ impl Writer {
         let (event, mut verdict, mut error) = match item.judgement {
             Judgement::Quarantine(u) => {
                 metrics().by_source.inc(source, Outcome::Quarantined);
-                group.quarantined.push((
-                    QuarantineEntry {
-                        received_at: received.to_string(),
-                        source: item.source,
-                        reason: u.reason().to_string(),
-                        error: u.message().to_string(),
-                        sha256: crate::hexenc::encode(crate::event::sha256(&item.raw)),
-                        size: item.raw.len() as u64,
-                        raw_b64: String::new(),
-                    },
-                    item.raw,
-                ));
+                group.quarantine(&u, item.source, item.raw, received);
                 return Ok(ItemResult::quarantined(&u));
             }
             Judgement::Receipt {
