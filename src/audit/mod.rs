@@ -108,7 +108,6 @@ impl AuditError {
     }
 }
 
-/// The receipt body of a record walked from the log.
 /// The row of a record's receipt, borrowed from its body's bytes.
 fn row_of(rec: &crate::store::walk::WalkRecord) -> Result<tables::ReceiptRow<'_>, AuditError> {
     tables::ReceiptRow::parse(&rec.body).map_err(|e| AuditError::Record {
@@ -117,6 +116,7 @@ fn row_of(rec: &crate::store::walk::WalkRecord) -> Result<tables::ReceiptRow<'_>
     })
 }
 
+/// The receipt body of a record walked from the log.
 fn body_of(rec: &crate::store::walk::WalkRecord) -> Result<ReceiptBody, AuditError> {
     serde_json::from_slice(&rec.body).map_err(|e| AuditError::Record {
         index: rec.index,
