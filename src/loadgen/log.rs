@@ -295,7 +295,7 @@ fn measure(
     server.stop()?;
     // The machine's speed drifts: the reference rate is measured right
     // before the run it is compared with.
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cores = super::cores();
     let strict_rate = (0..3).map(|_| verify_rate(cores)).fold(0.0, f64::max);
     let verify = verify_run(data)?;
     let (server, _) = start_timed(data, jwks, rt)?;
@@ -320,7 +320,7 @@ fn measure(
 
 /// Runs the benchmark and prints its report.
 pub fn run(args: LogBenchArgs) -> anyhow::Result<()> {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cores = super::cores();
     let vn = (0..3).map(|_| verify_rate(cores)).fold(0.0, f64::max);
     println!("vigil bench log: {cores} cores; strict Ed25519 verification {vn:.0}/s on {cores} threads (verify_strict, best of 3 s)");
     let tmp;

@@ -386,6 +386,11 @@ pub(crate) fn signed_corpus(
     Ok((jwks_path, corpus))
 }
 
+/// The cores this machine offers (2 if it cannot tell).
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// CPU seconds used by the server and by this process since [`Cpu::start`].
 struct Cpu {
     server_pid: String,
@@ -402,18 +407,24 @@ impl Cpu {
         }
     }
 
-    /// (server, load generator) seconds so far.
-    fn used(&self) -> (f64, f64) {
-        (
-            cpu_seconds(&self.server_pid) - self.server,
-            cpu_seconds("self") - self.this,
-        )
+    /// Seconds used so far.
+    fn used(&self) -> CpuUsed {
+        CpuUsed {
+            server: cpu_seconds(&self.server_pid) - self.server,
+            load_generator: cpu_seconds("self") - self.this,
+        }
     }
+}
+
+/// CPU seconds used over a phase.
+struct CpuUsed {
+    server: f64,
+    load_generator: f64,
 }
 
 /// Runs the benchmark and prints its report.
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cores = cores();
     println!("vigil bench ingest: {cores} cores");
     // The best of three 1-second runs each: the baseline should not be
     // lowered by a passing hiccup of the machine.
@@ -465,7 +476,7 @@ fn throughput_phase(
     args: &LoadArgs,
     strict_rate: f64,
 ) -> anyhow::Result<()> {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cores = cores();
     let server_pid = server.child.id().to_string();
     wait_until_idle(&server_pid);
     let cpu = Cpu::start(&server_pid);
@@ -476,7 +487,10 @@ fn throughput_phase(
         args.connections,
         args.batch,
     ))?;
-    let (server_cpu, own_cpu) = cpu.used();
+    let CpuUsed {
+        server: server_cpu,
+        load_generator: own_cpu,
+    } = cpu.used();
     println!();
     println!(
         "## throughput: {} events in batches of {}, {} connections",
@@ -521,7 +535,10 @@ fn latency_phase(
         batches(corpus, per_tick),
         per_tick,
     ))?;
-    let (server_cpu, own_cpu) = cpu.used();
+    let CpuUsed {
+        server: server_cpu,
+        load_generator: own_cpu,
+    } = cpu.used();
     println!();
     println!(
         "## latency: {} events/s for {} s in batches of {per_tick} (100 batches/s)",
