@@ -6,22 +6,13 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::Serialize;
 
 use super::auth::Role;
 use super::error::ApiError;
 use super::AppState;
 use crate::ingest::body::{split_body, TooManyItems};
 use crate::ingest::{gunzip_limited, GunzipError};
-use crate::pipeline::{ItemResult, PipelineError, Status};
-
-#[derive(Serialize)]
-struct BatchAnswer {
-    accepted: usize,
-    duplicates: usize,
-    rejected: usize,
-    results: Vec<ItemResult>,
-}
+use crate::pipeline::{write_batch_answer, ItemResult, PipelineError};
 
 /// Reads a request body, refusing more than `limit` bytes (compressed or
 /// not) and undoing `Content-Encoding: gzip`.
@@ -113,33 +104,19 @@ pub(super) async fn post_events(
     }
     let items = linked(items, &headers);
     let results = app.pipeline.ingest(items).await.map_err(unavailable)?;
-    let count = |s: Status| results.iter().filter(|r| r.status == s).count();
-    let answer = BatchAnswer {
-        accepted: count(Status::Accepted),
-        duplicates: count(Status::Duplicate),
-        rejected: count(Status::Rejected),
-        results,
-    };
-    Ok(json_answer(&answer, answer.results.len()))
+    Ok(batch_answer(&results))
 }
 
 /// Bytes an item's result usually takes in an answer (a receipt with its
 /// hashes), to size the buffer once instead of doubling it a dozen times.
 const ANSWER_BYTES_PER_ITEM: usize = 640;
 
-/// A JSON answer of `items` results, serialised into a buffer sized for
-/// them.
-pub(super) fn json_answer(answer: &impl serde::Serialize, items: usize) -> Response {
-    let mut out = Vec::with_capacity(128 + items * ANSWER_BYTES_PER_ITEM);
-    match serde_json::to_writer(&mut out, answer) {
-        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], out).into_response(),
-        Err(e) => ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("the answer could not be written: {e}; the events' receipts are in the log"),
-        )
-        .into_response(),
-    }
+/// The JSON answer to a batch, written into a buffer sized for its
+/// results.
+fn batch_answer(results: &[ItemResult]) -> Response {
+    let mut out = Vec::with_capacity(128 + results.len() * ANSWER_BYTES_PER_ITEM);
+    write_batch_answer(results, &mut out);
+    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
 }
 
 /// The items, linked (when tracing) to the request's W3C `traceparent`.

@@ -176,6 +176,7 @@ impl TableCache {
             let spawned = std::thread::Builder::new()
                 .name("vigil-tables".into())
                 .spawn(move || {
+                    super::edwards::prepare_base_point();
                     // Ends when the cache (the only sender) is dropped.
                     while let Ok(key) = rx.recv() {
                         let started = Instant::now();

@@ -22,7 +22,7 @@ pub mod traced;
 pub mod writer;
 
 pub use crate::store::view::ReceiptLookup;
-pub use results::{Committed, ItemResult, Status};
+pub use results::{write_batch_answer, Committed, ItemResult, Status};
 
 use std::path::PathBuf;
 use std::sync::Arc;

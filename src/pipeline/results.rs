@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::event::{Event, Unidentifiable};
+use crate::json::write_jcs_string;
 use crate::log::receipt::{ServedReceipt, Verdict};
 
 /// The status of one item in an answer.
@@ -15,6 +16,17 @@ pub enum Status {
     Duplicate,
     /// A rejection receipt, or quarantined without a receipt.
     Rejected,
+}
+
+impl Status {
+    /// The status as an answer spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Duplicate => "duplicate",
+            Status::Rejected => "rejected",
+        }
+    }
 }
 
 /// The answer for one item.
@@ -54,6 +66,34 @@ pub struct Committed {
 }
 
 impl ItemResult {
+    /// Appends the result as JSON: the bytes serde writes (same members,
+    /// order and escapes), without serde's machinery or re-checking the
+    /// receipt's text; a batch answer holds one per item.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        if let Some(id) = &self.event_id {
+            out.extend_from_slice(b"\"event_id\":");
+            write_jcs_string(id, out);
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"status\":\"");
+        out.extend_from_slice(self.status.as_str().as_bytes());
+        out.push(b'"');
+        if let Some(reason) = &self.reason {
+            out.extend_from_slice(b",\"reason\":");
+            write_jcs_string(reason, out);
+        }
+        if let Some(receipt) = &self.receipt {
+            out.extend_from_slice(b",\"receipt\":");
+            out.extend_from_slice(receipt.json().as_bytes());
+        }
+        if let Some(error) = &self.error {
+            out.extend_from_slice(b",\"error\":");
+            write_jcs_string(error, out);
+        }
+        out.push(b'}');
+    }
+
     fn of(event: &Event, status: Status) -> ItemResult {
         ItemResult {
             event_id: Some(event.event_id().to_string()),
@@ -111,6 +151,85 @@ impl ItemResult {
             receipt,
             error,
             ..ItemResult::of(event, Status::Rejected)
+        }
+    }
+}
+
+/// Appends the answer to a batch (contract section 5): how many items were
+/// accepted, duplicates and rejected, then each item's result in order.
+pub fn write_batch_answer(results: &[ItemResult], out: &mut Vec<u8>) {
+    let count = |s: Status| results.iter().filter(|r| r.status == s).count();
+    let head = format!(
+        "{{\"accepted\":{},\"duplicates\":{},\"rejected\":{},\"results\":[",
+        count(Status::Accepted),
+        count(Status::Duplicate),
+        count(Status::Rejected)
+    );
+    out.extend_from_slice(head.as_bytes());
+    for (i, r) in results.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        r.write_json(out);
+    }
+    out.extend_from_slice(b"]}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The answer as serde wrote it before it was written by hand.
+    #[derive(Serialize)]
+    struct BatchAnswer<'a> {
+        accepted: usize,
+        duplicates: usize,
+        rejected: usize,
+        results: &'a [ItemResult],
+    }
+
+    fn status() -> impl Strategy<Value = Status> {
+        prop_oneof![
+            Just(Status::Accepted),
+            Just(Status::Duplicate),
+            Just(Status::Rejected)
+        ]
+    }
+
+    fn item() -> impl Strategy<Value = ItemResult> {
+        let text = || proptest::option::of(any::<String>());
+        (status(), text(), text(), text(), any::<bool>()).prop_map(
+            |(status, event_id, reason, error, with_receipt)| ItemResult {
+                event_id,
+                agent_id: Some("not in the answer".into()),
+                status,
+                reason,
+                receipt: with_receipt.then(|| {
+                    ServedReceipt::from_jcs(br#"{"a":"\u0001\n","b":[1,2]}"#, &[7; 32], &[9; 32])
+                }),
+                error,
+                committed: None,
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn the_hand_written_answer_is_what_serde_writes(
+            items in proptest::collection::vec(item(), 0..6)
+        ) {
+            let mut ours = Vec::new();
+            write_batch_answer(&items, &mut ours);
+            let count = |s: Status| items.iter().filter(|r| r.status == s).count();
+            let serde = serde_json::to_vec(&BatchAnswer {
+                accepted: count(Status::Accepted),
+                duplicates: count(Status::Duplicate),
+                rejected: count(Status::Rejected),
+                results: &items,
+            })
+            .expect("serialisable");
+            prop_assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(serde).unwrap());
         }
     }
 }
