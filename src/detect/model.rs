@@ -5,7 +5,8 @@
 //!
 //! Each agent keeps a reservoir of [`RESERVOIR`] feature vectors of events
 //! that taught its baseline; the model is first fitted once the reservoir
-//! is full, then again every [`RETRAIN_EVERY`] such events (deterministically: linfa's fixed seed) and keeps only
+//! is full, then again every [`RETRAIN_EVERY`] such events (deterministically: linfa's
+//! fixed seed, on one thread) and keeps only
 //! its parameters, in `f32`. An event scores by its negative
 //! log-likelihood against the worst of the training samples.
 
@@ -147,7 +148,33 @@ impl AgentModel {
     }
 }
 
+/// The thread mixtures are fitted on. linfa's k-means start runs rayon
+/// parallel loops: called from any other thread, each loop is handed to
+/// rayon's global pool and waited for (a profile of the ingest bench spent
+/// 2% of the server's CPU on those hand-offs, for fits of 64 samples), and
+/// its random candidates are seeded per piece of work the pool splits, so
+/// the model depended on scheduling. Inside a pool of one thread the loops
+/// run inline and split the same way every time.
+fn fit_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "vigil-fit".into())
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
 fn fit(samples: &[Vector]) -> Option<Fitted> {
+    match fit_pool() {
+        Some(pool) => pool.install(|| fit_here(samples)),
+        None => fit_here(samples),
+    }
+}
+
+fn fit_here(samples: &[Vector]) -> Option<Fitted> {
     let n = samples.len() as f32;
     let mut centre = vec![0f32; DIMS];
     let mut scale = vec![0f32; DIMS];
