@@ -340,12 +340,16 @@ impl Stage {
     }
 }
 
-/// The lease an accepted event used, if any. Most events name none: the
-/// bytes are searched first, and parsed only when they may hold one (a
-/// member name written with escapes is parsed too).
+/// The lease an accepted event used, if any. Most events name none: unless
+/// the writer parsed them already, the bytes are searched first, and
+/// parsed only when they may hold one (a member name written with escapes
+/// is parsed too).
 fn lease_of(rec: &LogRecord) -> Option<String> {
     if Verdict::parse(&rec.body.verdict) != Some(Verdict::Accepted) {
         return None;
+    }
+    if let Some(known) = rec.known_fields() {
+        return known?.lease_id.clone();
     }
     let raw = &rec.event[..];
     let may =

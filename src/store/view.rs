@@ -105,6 +105,12 @@ impl LogRecord {
             .as_ref()
     }
 
+    /// The event's fields if they were parsed already (by the writer, or
+    /// an earlier reader): `None` when asking would parse them.
+    pub fn known_fields(&self) -> Option<Option<&Fields>> {
+        self.fields.get().map(Option::as_ref)
+    }
+
     /// The receipt as served (body, leaf hash, chain).
     pub fn served(&self) -> ServedReceipt {
         served(&self.body, &self.body_jcs)
