@@ -233,7 +233,7 @@ impl Detector {
             now,
             from_rejected: false,
         };
-        let emitted = merge_or_open(&mut state.open, &mut state.open_last_ms, found);
+        let emitted = merge_or_open(&mut state.open, &mut state.open_last_ms, found)?;
         self.remember(&emitted.anomaly, &obs.agent_id, lesson);
         Some(emitted)
     }
@@ -265,11 +265,11 @@ impl Detector {
             now,
             from_rejected: true,
         };
-        Some(merge_or_open(
+        merge_or_open(
             &mut state.open_rejected,
             &mut state.open_rejected_last_ms,
             found,
-        ))
+        )
     }
 
     /// Remembers a lease's first agent; a use by another is a signal.
@@ -404,7 +404,16 @@ struct Found<'a> {
     from_rejected: bool,
 }
 
-fn merge_or_open(slot: &mut Option<Box<Anomaly>>, last_ms: &mut i64, found: Found) -> Emitted {
+/// Opens an anomaly for what was found, or merges it into the open one
+/// (close in time and related); `None` when the merge changed nothing to
+/// show (the event's id is not kept, beyond the first
+/// [`anomaly::MAX_EVENT_IDS`], and its signals add no kind and raise no
+/// score): an agent flooding under an open anomaly adds no versions.
+fn merge_or_open(
+    slot: &mut Option<Box<Anomaly>>,
+    last_ms: &mut i64,
+    found: Found,
+) -> Option<Emitted> {
     if let Some(open) = slot.as_mut() {
         let close = (found.time_ms - *last_ms).abs() <= MERGE_MS;
         let related = open.correlation_id.as_deref() == Some(found.obs.correlation_id.as_str())
@@ -414,20 +423,20 @@ fn merge_or_open(slot: &mut Option<Box<Anomaly>>, last_ms: &mut i64, found: Foun
                 .any(|s| open.kinds.iter().any(|k| k == s.kind));
         if close && related {
             *last_ms = (*last_ms).max(found.time_ms);
-            let publish = merge(open, &found);
-            return Emitted {
+            let merged = merge(open, &found);
+            return (merged.kept_event || merged.raised || merged.revised).then(|| Emitted {
                 anomaly: (**open).clone(),
-                publish,
-            };
+                publish: merged.revised,
+            });
         }
     }
     *last_ms = found.time_ms;
     let anomaly = open_anomaly(&found);
     *slot = Some(Box::new(anomaly.clone()));
-    Emitted {
+    Some(Emitted {
         anomaly,
         publish: true,
-    }
+    })
 }
 
 fn open_anomaly(found: &Found) -> Anomaly {
@@ -461,8 +470,20 @@ fn open_anomaly(found: &Found) -> Anomaly {
 
 /// Merges a later alert into an open anomaly; returns whether that made
 /// a new revision (kinds or severity changed).
-fn merge(open: &mut Anomaly, found: &Found) -> bool {
-    if open.event_ids.len() < MAX_EVENT_IDS && !open.event_ids.contains(&found.obs.event_id) {
+/// What merging an event into an open anomaly did.
+struct Merged {
+    /// The event's id was added to the anomaly's.
+    kept_event: bool,
+    /// The score rose (within the same severity, not a revision).
+    raised: bool,
+    /// A new kind or a higher severity: a revision, to publish.
+    revised: bool,
+}
+
+fn merge(open: &mut Anomaly, found: &Found) -> Merged {
+    let kept_event =
+        open.event_ids.len() < MAX_EVENT_IDS && !open.event_ids.contains(&found.obs.event_id);
+    if kept_event {
         open.event_ids.push(found.obs.event_id.clone());
     }
     let mut changed = false;
@@ -473,7 +494,8 @@ fn merge(open: &mut Anomaly, found: &Found) -> bool {
         }
     }
     let score = anomaly::combine(&found.signals);
-    if score > open.score {
+    let raised = score > open.score;
+    if raised {
         let old = anomaly::severity(open.score);
         open.score = score;
         open.severity = anomaly::severity(score).to_string();
@@ -485,7 +507,11 @@ fn merge(open: &mut Anomaly, found: &Found) -> bool {
         open.revision += 1;
         open.detected_at = found.now.to_string();
     }
-    changed
+    Merged {
+        kept_event,
+        raised,
+        revised: changed,
+    }
 }
 
 #[cfg(test)]

@@ -289,3 +289,37 @@ fn a_dormant_agent_that_wakes_up_is_an_alert() {
         "{again:?}"
     );
 }
+
+#[test]
+fn a_flood_under_an_open_anomaly_adds_versions_only_while_it_changes() {
+    let mut d = Detector::default();
+    let (mut n, t0) = routine(&mut d, "flooder", 5);
+    let mut versions = 0;
+    let mut last = None;
+    for i in 0..400 {
+        let mut e = event(
+            "flooder",
+            n,
+            t0 + MIN + i * 50,
+            "hr.offboard_employee",
+            &format!("hris://employees/F{i}"),
+        );
+        e.correlation_id = "flood-1".into();
+        n += 1;
+        if let Some(em) = d.observe(&e, "now") {
+            versions += 1;
+            last = Some(em.anomaly);
+        }
+    }
+    let last = last.expect("the flood alerts");
+    assert_eq!(last.event_ids.len(), anomaly::MAX_EVENT_IDS);
+    assert!(
+        versions <= anomaly::MAX_EVENT_IDS + 10,
+        "{versions} versions for 400 events"
+    );
+    let open = d.agents["flooder"].open.clone().unwrap();
+    assert_eq!(
+        *open, last,
+        "the last version shown is the anomaly as it stands"
+    );
+}
