@@ -18,6 +18,13 @@ use crate::store::fsutil::write_file_durably;
 pub struct KeyLog {
     history: tokio::sync::Mutex<KeyHistory>,
     path: PathBuf,
+    /// Held (shared) by each batch from taking its key set until it is
+    /// queued to the writer; held alone while key changes are logged and
+    /// put in force. So every batch judged with the old keys is sequenced
+    /// before the change's events, and every batch after them is judged
+    /// with the new keys: an event the old keys accepted cannot land after
+    /// the event that removed its key.
+    pub(super) gate: tokio::sync::RwLock<()>,
 }
 
 impl KeyLog {
@@ -26,6 +33,7 @@ impl KeyLog {
         KeyLog {
             history: tokio::sync::Mutex::new(history),
             path,
+            gate: tokio::sync::RwLock::new(()),
         }
     }
 }
@@ -81,6 +89,7 @@ impl Pipeline {
             return notes;
         };
         let mut history = self.keylog.history.lock().await;
+        let _alone = self.keylog.gate.write().await;
         match history.diff(&candidate.set) {
             Err(e) => notes.push(self.keys.refuse(&candidate, &e.to_string())),
             Ok(changes) => match self.log_changes(&mut history, changes).await {

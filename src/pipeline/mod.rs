@@ -257,6 +257,8 @@ impl Pipeline {
         let arrived = Instant::now();
         let arrived_at = std::time::SystemTime::now();
         let received_at = Timestamp::now();
+        // Until the batch is queued to the writer (see `KeyLog::gate`).
+        let judging = self.keylog.gate.read().await;
         let keys = self.keys.current();
         let rules = self.rules;
         let tables = self.tables.clone();
@@ -286,7 +288,12 @@ impl Pipeline {
             arrived: arrived_at,
             judged: std::time::SystemTime::now(),
         };
-        let results = self.submit(judged, received_at, arrived).await;
+        let queued = self.queue(judged, received_at, arrived).await;
+        drop(judging);
+        let results = match queued {
+            Ok(rx) => rx.await.map_err(|_| self.gone()).and_then(|r| r),
+            Err(e) => Err(e),
+        };
         if let (Some(items), Ok(r)) = (traced, &results) {
             traced::record(items, r, &times);
         }
@@ -296,12 +303,25 @@ impl Pipeline {
         results
     }
 
+    /// Queues judged items to the writer; answers once they are durable.
     async fn submit(
         &self,
         items: Vec<Judged>,
         received_at: Timestamp,
         arrived: Instant,
     ) -> Result<Vec<ItemResult>, PipelineError> {
+        let rx = self.queue(items, received_at, arrived).await?;
+        rx.await.map_err(|_| self.gone())?
+    }
+
+    /// Queues judged items to the writer (which sequences batches in the
+    /// order they are queued); the receiver gets their results.
+    async fn queue(
+        &self,
+        items: Vec<Judged>,
+        received_at: Timestamp,
+        arrived: Instant,
+    ) -> Result<oneshot::Receiver<Result<Vec<ItemResult>, PipelineError>>, PipelineError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Batch(Batch {
@@ -312,7 +332,7 @@ impl Pipeline {
             }))
             .await
             .map_err(|_| self.gone())?;
-        rx.await.map_err(|_| self.gone())?
+        Ok(rx)
     }
 
     /// Why a request got no answer: the pipeline failed, or it is stopping.
