@@ -422,12 +422,7 @@ impl Server {
             hygiene: state.hygiene.clone(),
         };
         // Last: whoever waits for this file may signal us at once.
-        crate::store::fsutil::write_file_durably(
-            &data.join("listen.addr"),
-            format!("{addr}\n").as_bytes(),
-            0o644,
-        )
-        .context("cannot write listen.addr")?;
+        announce(&data, addr)?;
         Ok(Server {
             pipeline,
             addr,
@@ -568,6 +563,16 @@ impl Server {
             "table metrics",
             table_metrics(self.pipeline.clone(), tasks.stop()),
         );
+        self.spawn_metrics_listener(tasks).await?;
+        self.spawn_kafka(tasks)?;
+        Ok(())
+    }
+
+    /// Serves `/metrics` on its own listener, when one is configured.
+    async fn spawn_metrics_listener(
+        &self,
+        tasks: &mut crate::shutdown::Shutdown,
+    ) -> anyhow::Result<()> {
         if let Some(m) = &self.metrics_listen {
             let l = tokio::net::TcpListener::bind(m)
                 .await
@@ -579,6 +584,11 @@ impl Server {
                     .await;
             });
         }
+        Ok(())
+    }
+
+    /// Starts the Kafka consumer (and its readiness flag), when configured.
+    fn spawn_kafka(&self, tasks: &mut crate::shutdown::Shutdown) -> anyhow::Result<()> {
         if let Some(k) = &self.kafka {
             let (consumer, handle) =
                 crate::ingest::kafka::start(k, self.pipeline.clone(), tasks.stop())?;
@@ -604,6 +614,16 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Writes the address the server listens on to `DIR/listen.addr`.
+fn announce(data: &std::path::Path, addr: SocketAddr) -> anyhow::Result<()> {
+    crate::store::fsutil::write_file_durably(
+        &data.join("listen.addr"),
+        format!("{addr}\n").as_bytes(),
+        0o644,
+    )
+    .context("cannot write listen.addr")
 }
 
 /// Copies the verification tables' counters into the metrics every second.

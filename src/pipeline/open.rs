@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use super::checkpointer::Checkpointer;
+use super::checkpointer::{Checkpointer, ToCheckpointer};
 use super::health::{self, Health};
 use super::keylog::{self, KeyLog};
-use super::writer::Writer;
+use super::writer::{Request, Writer};
 use super::{OpenError, Pipeline, PipelineConfig};
 use crate::event::{Event, Hash, PIPELINE_AGENT};
 use crate::keys::history::KeyHistory;
@@ -102,21 +102,7 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
         buffer: Vec::with_capacity(1 << 20),
     };
     let (tx, rx) = mpsc::channel(64);
-    let rt = tokio::runtime::Handle::current();
-    let threads = vec![
-        spawn(
-            "vigil-log-writer",
-            "log writer thread",
-            &health,
-            move || writer.run(rx, rt),
-        )?,
-        spawn(
-            "vigil-checkpointer",
-            "checkpointer thread",
-            &health,
-            move || checkpointer.run(cp_rx),
-        )?,
-    ];
+    let threads = start_threads(writer, rx, checkpointer, cp_rx, &health)?;
     let pipeline = Pipeline {
         tx,
         checkpointer: cp_tx,
@@ -134,6 +120,28 @@ pub fn open(cfg: &PipelineConfig) -> Result<Pipeline, OpenError> {
     };
     pipeline.prepare_tables();
     Ok(pipeline)
+}
+
+/// Starts the log writer's and the checkpointer's threads.
+fn start_threads(
+    writer: Writer,
+    rx: mpsc::Receiver<Request>,
+    checkpointer: Checkpointer,
+    cp_rx: std::sync::mpsc::Receiver<ToCheckpointer>,
+    health: &Health,
+) -> Result<Vec<std::thread::JoinHandle<()>>, OpenError> {
+    let rt = tokio::runtime::Handle::current();
+    Ok(vec![
+        spawn("vigil-log-writer", "log writer thread", health, move || {
+            writer.run(rx, rt)
+        })?,
+        spawn(
+            "vigil-checkpointer",
+            "checkpointer thread",
+            health,
+            move || checkpointer.run(cp_rx),
+        )?,
+    ])
 }
 
 /// The checkpointer, after a first checkpoint over every durable record

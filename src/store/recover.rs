@@ -146,13 +146,8 @@ pub fn recover(layout: &Layout, expect: &Expect<'_>) -> Result<Recovered, Recove
         let scan = scan_last(layout, last, expect)?;
         let size = last + scan.offsets.len() as u64;
         let len = match scan.end {
-            WalkEnd::Clean => {
-                // Every byte is a good record or mark.
-                let path = layout.segment(last);
-                std::fs::metadata(&path)
-                    .map_err(io("read", layout, &path))?
-                    .len()
-            }
+            // Every byte is a good record or mark.
+            WalkEnd::Clean => file_len(layout, last)?,
             WalkEnd::Damaged {
                 segment,
                 offset,
@@ -178,10 +173,7 @@ pub fn recover(layout: &Layout, expect: &Expect<'_>) -> Result<Recovered, Recove
                 layout,
                 last,
                 len,
-                format!(
-                    "the log holds {size} records but a checkpoint covers {}: records were removed",
-                    expect.checkpointed
-                ),
+                removed(size, expect.checkpointed),
             ));
         }
         let prev = match scan.chain {
@@ -220,6 +212,21 @@ pub fn recover(layout: &Layout, expect: &Expect<'_>) -> Result<Recovered, Recove
         prev: [0; 32],
         cut,
     })
+}
+
+/// The length of segment `first`'s file.
+fn file_len(layout: &Layout, first: u64) -> Result<u64, RecoverError> {
+    let path = layout.segment(first);
+    Ok(std::fs::metadata(&path)
+        .map_err(io("read", layout, &path))?
+        .len())
+}
+
+/// Why a log shorter than its checkpoint is refused.
+fn removed(size: u64, checkpointed: u64) -> String {
+    format!(
+        "the log holds {size} records but a checkpoint covers {checkpointed}: records were removed"
+    )
 }
 
 /// A torn write at the end of the last segment.
