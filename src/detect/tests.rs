@@ -56,6 +56,20 @@ fn a_routine_agent_raises_nothing_and_stays_within_4_kib() {
     assert!(max <= 4096, "{max} bytes");
 }
 
+/// Agent `agent`'s event `n`: offboarding `employee` at `t`, under
+/// `correlation`.
+fn offboarding(agent: &str, n: u64, t: i64, employee: &str, correlation: &str) -> Observation {
+    let mut e = event(
+        agent,
+        n,
+        t,
+        "hr.offboard_employee",
+        &format!("hris://employees/{employee}"),
+    );
+    e.correlation_id = correlation.into();
+    e
+}
+
 #[test]
 fn an_offboarding_sweep_alerts_within_three_events_and_merges() {
     let mut d = Detector::default();
@@ -63,14 +77,13 @@ fn an_offboarding_sweep_alerts_within_three_events_and_merges() {
     let mut first = None;
     let mut ids = Vec::new();
     for i in 0..40 {
-        let mut e = event(
+        let e = offboarding(
             "hr-bot",
             n,
             t0 + MIN + i * 2000,
-            "hr.offboard_employee",
-            &format!("hris://employees/X{i}"),
+            &format!("X{i}"),
+            "inject-1",
         );
-        e.correlation_id = "inject-1".into();
         n += 1;
         if let Some(em) = d.observe(&e, "now") {
             first.get_or_insert(i);
@@ -297,14 +310,7 @@ fn a_flood_under_an_open_anomaly_adds_versions_only_while_it_changes() {
     let mut versions = 0;
     let mut last = None;
     for i in 0..400 {
-        let mut e = event(
-            "flooder",
-            n,
-            t0 + MIN + i * 50,
-            "hr.offboard_employee",
-            &format!("hris://employees/F{i}"),
-        );
-        e.correlation_id = "flood-1".into();
+        let e = offboarding("flooder", n, t0 + MIN + i * 50, &format!("F{i}"), "flood-1");
         n += 1;
         if let Some(em) = d.observe(&e, "now") {
             versions += 1;
