@@ -468,8 +468,6 @@ fn open_anomaly(found: &Found) -> Anomaly {
     }
 }
 
-/// Merges a later alert into an open anomaly; returns whether that made
-/// a new revision (kinds or severity changed).
 /// What merging an event into an open anomaly did.
 struct Merged {
     /// The event's id was added to the anomaly's.
@@ -480,6 +478,8 @@ struct Merged {
     revised: bool,
 }
 
+/// Merges a later alert into an open anomaly: keeps its event id (up to
+/// [`MAX_EVENT_IDS`]), adds its kinds, takes a higher score.
 fn merge(open: &mut Anomaly, found: &Found) -> Merged {
     let kept_event =
         open.event_ids.len() < MAX_EVENT_IDS && !open.event_ids.contains(&found.obs.event_id);

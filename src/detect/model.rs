@@ -5,8 +5,8 @@
 //!
 //! Each agent keeps a reservoir of [`RESERVOIR`] feature vectors of events
 //! that taught its baseline; the model is first fitted once the reservoir
-//! is full, then again every [`RETRAIN_EVERY`] such events (deterministically: linfa's
-//! fixed seed, on one thread) and keeps only
+//! is full, then again every [`RETRAIN_EVERY`] such events
+//! (deterministically: linfa's fixed seed, on one thread), and keeps only
 //! its parameters, in `f32`. An event scores by its negative
 //! log-likelihood against the worst of the training samples.
 
