@@ -221,6 +221,9 @@ fn judge_all(items: Vec<Item>, ctx: &judge::Context<'_>) -> Vec<Judged> {
         .collect()
 }
 
+/// Where the writer answers a queued batch.
+type Answer = oneshot::Receiver<Result<Vec<ItemResult>, PipelineError>>;
+
 /// A running pipeline over one data directory.
 pub struct Pipeline {
     tx: mpsc::Sender<Request>,
@@ -291,7 +294,7 @@ impl Pipeline {
         let queued = self.queue(judged, received_at, arrived).await;
         drop(judging);
         let results = match queued {
-            Ok(rx) => rx.await.map_err(|_| self.gone()).and_then(|r| r),
+            Ok(rx) => self.answer(rx).await,
             Err(e) => Err(e),
         };
         if let (Some(items), Ok(r)) = (traced, &results) {
@@ -311,6 +314,11 @@ impl Pipeline {
         arrived: Instant,
     ) -> Result<Vec<ItemResult>, PipelineError> {
         let rx = self.queue(items, received_at, arrived).await?;
+        self.answer(rx).await
+    }
+
+    /// The writer's answer to a queued batch.
+    async fn answer(&self, rx: Answer) -> Result<Vec<ItemResult>, PipelineError> {
         rx.await.map_err(|_| self.gone())?
     }
 
@@ -321,7 +329,7 @@ impl Pipeline {
         items: Vec<Judged>,
         received_at: Timestamp,
         arrived: Instant,
-    ) -> Result<oneshot::Receiver<Result<Vec<ItemResult>, PipelineError>>, PipelineError> {
+    ) -> Result<Answer, PipelineError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Batch(Batch {

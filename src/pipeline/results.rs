@@ -7,8 +7,7 @@ use crate::json::write_jcs_string;
 use crate::log::receipt::{ServedReceipt, Verdict};
 
 /// The status of one item in an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// A new accepted receipt.
     Accepted,
@@ -26,6 +25,12 @@ impl Status {
             Status::Duplicate => "duplicate",
             Status::Rejected => "rejected",
         }
+    }
+}
+
+impl Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
