@@ -93,6 +93,18 @@ impl Board {
         let _ = self.live.send(v);
     }
 
+    /// Shows a version the detector made. What the board adds to an
+    /// anomaly (the analyst's feedback, the response) is not the
+    /// detector's to know: it carries over from the anomaly's latest
+    /// version, so a later merge does not take it away.
+    pub fn show(&mut self, mut anomaly: Anomaly) {
+        if let Some(latest) = self.get(&anomaly.anomaly_id) {
+            anomaly.feedback = latest.feedback.clone();
+            anomaly.response = latest.response.clone();
+        }
+        self.push(anomaly);
+    }
+
     /// The latest version of an anomaly.
     pub fn get(&self, anomaly_id: &str) -> Option<&Anomaly> {
         self.versions

@@ -267,7 +267,7 @@ impl Stage {
         let Some(emitted) = emitted else {
             return;
         };
-        self.shared.board().push(emitted.anomaly.clone());
+        self.shared.board().show(emitted.anomaly.clone());
         m.anomalies_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for kind in &emitted.anomaly.kinds {

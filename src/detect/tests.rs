@@ -329,3 +329,48 @@ fn a_flood_under_an_open_anomaly_adds_versions_only_while_it_changes() {
         "the last version shown is the anomaly as it stands"
     );
 }
+
+#[test]
+fn feedback_and_response_on_the_board_outlive_later_merges() {
+    let mut d = Detector::default();
+    let (mut n, t0) = routine(&mut d, "hr-bot", 5);
+    let mut board = board::Board::default();
+    let mut shown = 0;
+    for i in 0..40 {
+        let e = offboarding(
+            "hr-bot",
+            n,
+            t0 + MIN + i * 2000,
+            &format!("Y{i}"),
+            "inject-2",
+        );
+        n += 1;
+        let Some(em) = d.observe(&e, "now") else {
+            continue;
+        };
+        let id = em.anomaly.anomaly_id.clone();
+        board.show(em.anomaly);
+        shown += 1;
+        if shown == 1 {
+            board.feedback(
+                &id,
+                anomaly::Feedback {
+                    verdict: "confirmed".into(),
+                    note: None,
+                    index: 7,
+                },
+            );
+            board.respond(
+                &id,
+                anomaly::Response {
+                    action: "step_up".into(),
+                    status: "pending".into(),
+                },
+            );
+        }
+    }
+    assert!(shown > 1, "later merges were shown: {shown}");
+    let a = board.list(&board::Filter::default()).remove(0);
+    assert_eq!(a.feedback.map(|f| f.verdict).as_deref(), Some("confirmed"));
+    assert_eq!(a.response.action, "step_up");
+}
