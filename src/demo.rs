@@ -41,6 +41,9 @@ pub struct DemoArgs {
 
 /// Days of history replayed at once before the live week.
 const HISTORY_DAYS: i64 = 7;
+/// How long before the first attack the live part starts, in simulated
+/// ms (5 s at the default speed).
+const LEAD_MS: i64 = crate::simulate::HOUR_MS;
 /// Simulated days in all.
 const DAYS: i64 = 14;
 /// The demo's fleet (agents and keys) is the same on every run.
@@ -183,18 +186,27 @@ impl Feed {
         }
     }
 
-    /// Sends the first week at once (baselines learn it in event time);
-    /// returns an accepted event to show the receipt of.
+    /// Sends the first week at once, and on up to [`LEAD_MS`] before the
+    /// first attack (baselines learn it in event time; the live part then
+    /// reaches an attack within seconds); returns an accepted event to
+    /// show the receipt of.
     async fn history(&mut self) -> anyhow::Result<Option<Sent>> {
-        let end = self.sim.times[0] + HISTORY_DAYS * crate::simulate::DAY_MS;
+        let t0 = self.sim.times[0];
+        let week = t0 + HISTORY_DAYS * crate::simulate::DAY_MS;
+        let end = self
+            .first_attack_ms()?
+            .map_or(week, |t| week.max(t - LEAD_MS));
         let upto = self.sim.times.partition_point(|&t| t < end);
         let started = std::time::Instant::now();
         while self.next < upto {
             let n = (upto - self.next).min(500);
             self.send(n).await?;
         }
+        let hours = (end - t0) / crate::simulate::HOUR_MS;
         println!(
-            "  history      replayed {HISTORY_DAYS} days ({upto} events) in {:.1} s: every agent now has a baseline, learnt in event time",
+            "  history      replayed {} days {} h ({upto} events) in {:.1} s: every agent now has a baseline, learnt in event time",
+            hours / 24,
+            hours % 24,
             started.elapsed().as_secs_f64()
         );
         let first = &self.sim.events[0];
@@ -204,6 +216,23 @@ impl Feed {
             event_id: field("event_id"),
             agent_id: field("agent_id"),
         }))
+    }
+
+    /// When the first event of any attack occurs, in ms.
+    fn first_attack_ms(&self) -> anyhow::Result<Option<i64>> {
+        let ids: std::collections::HashSet<&str> = (self.sim.labels.episodes.iter())
+            .flat_map(|e| e.event_ids.iter().map(String::as_str))
+            .collect();
+        for (event, &t) in self.sim.events.iter().zip(&self.sim.times) {
+            let v = json::parse(event)?;
+            if v.get("event_id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| ids.contains(id))
+            {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
     }
 
     /// Sends one event whose signature no longer matches (its action was
