@@ -31,7 +31,7 @@
 //!   [`demo`], [`loadgen`], [`failpoint`] (fault injection for tests),
 //!   [`simulate`] (a labelled fleet, and `vigil eval` that scores detection).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 #[cfg(feature = "server")]
 pub mod agents;
