@@ -146,6 +146,11 @@ fn bench_judge(c: &mut Criterion) {
         g.bench_function(format!("table_batch_of_{n}_keys"), |b| {
             b.iter(|| cache.verify_all(&checks))
         });
+        // The same batch with no tables: the cold path.
+        let none = TableCache::new(0);
+        g.bench_function(format!("cold_batch_of_{n}_keys"), |b| {
+            b.iter(|| none.verify_all(&checks))
+        });
     }
     g.finish();
     let mut g = c.benchmark_group("canonicalise");

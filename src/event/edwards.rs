@@ -219,6 +219,60 @@ impl Completed {
     }
 }
 
+/// A decoding under way: `y`, and `x^2 = u / v` to solve.
+struct Decoding {
+    bytes: [u8; 32],
+    y: Fe,
+    u: Fe,
+    v: Fe,
+}
+
+impl Decoding {
+    /// `y` from the encoding (`None` if it is not below `p`), and `u =
+    /// y^2 - 1`, `v = d y^2 + 1`.
+    fn start(bytes: &[u8; 32]) -> Option<Decoding> {
+        let y = Fe::from_bytes(bytes);
+        let mut y_bytes = *bytes;
+        y_bytes[31] &= 0x7f;
+        if y.to_bytes() != y_bytes {
+            return None; // y >= p: not canonical
+        }
+        let yy = y.square();
+        Some(Decoding {
+            bytes: *bytes,
+            y,
+            u: yy.sub(Fe::ONE).carry(),
+            v: yy.mul(constants().d).add(Fe::ONE).carry(),
+        })
+    }
+
+    /// The point, from the candidate `x = u v^3 (u v^7)^((p-5)/8)`; `None`
+    /// if `u / v` has no square root or the sign bit is impossible.
+    fn finish(&self, candidate: Fe) -> Option<Point> {
+        let (u, v) = (self.u, self.v);
+        let mut x = candidate;
+        let vxx = v.mul(x.square());
+        if vxx.equals(u.neg()) {
+            x = x.mul(constants().sqrt_m1);
+        } else if !vxx.equals(u) {
+            return None;
+        }
+        let sign = self.bytes[31] >> 7 == 1;
+        if x.is_zero() && sign {
+            return None;
+        }
+        if x.is_negative() != sign {
+            x = x.neg();
+        }
+        Some(Point {
+            x,
+            y: self.y,
+            z: Fe::ONE,
+            t: x.mul(self.y),
+        })
+    }
+}
+
 impl Point {
     const IDENTITY: Point = Point {
         x: Fe::ZERO,
@@ -230,39 +284,21 @@ impl Point {
     /// RFC 8032 section 5.1.3 decoding (the key was vetted as canonical and
     /// not of small order before it gets here).
     fn decompress(bytes: &[u8; 32]) -> Option<Point> {
-        let c = constants();
-        let y = Fe::from_bytes(bytes);
-        let mut y_bytes = *bytes;
-        y_bytes[31] &= 0x7f;
-        if y.to_bytes() != y_bytes {
-            return None; // y >= p: not canonical
-        }
-        let yy = y.square();
-        let u = yy.sub(Fe::ONE).carry();
-        let v = yy.mul(c.d).add(Fe::ONE).carry();
+        let start = Decoding::start(bytes)?;
+        let (u, v) = (start.u, start.v);
         let v3 = v.square().mul(v);
         let v7 = v3.square().mul(v);
-        let mut x = u.mul(v3).mul(u.mul(v7).pow_p58());
-        let vxx = v.mul(x.square());
-        if vxx.equals(u.neg()) {
-            x = x.mul(c.sqrt_m1);
-        } else if !vxx.equals(u) {
-            return None;
-        }
-        if x.is_zero() && bytes[31] >> 7 == 1 {
-            return None;
-        }
-        if x.is_negative() != (bytes[31] >> 7 == 1) {
-            x = x.neg();
-        }
-        Some(Point {
-            x,
-            y,
-            z: Fe::ONE,
-            t: x.mul(y),
-        })
+        start.finish(u.mul(v3).mul(u.mul(v7).pow_p58()))
     }
 
+    /// `-self`.
+    fn neg(&self) -> Point {
+        Point {
+            x: self.x.neg(),
+            t: self.t.neg(),
+            ..*self
+        }
+    }
     /// The canonical 32-byte encoding.
     fn compress(&self) -> [u8; 32] {
         let zinv = self.z.invert();
@@ -444,6 +480,44 @@ pub struct Combination<'a> {
     pub k: [u8; 32],
     /// `P`'s table.
     pub table: &'a FixedBase,
+}
+
+/// One `[s]B - [k]A` for a key without a table: see [`base_minus_cold`].
+pub struct ColdCombination {
+    /// `s`, a canonical scalar's little-endian bytes.
+    pub s: [u8; 32],
+    /// `k`, likewise.
+    pub k: [u8; 32],
+    /// `A`'s encoding (a public key vetted when it was parsed).
+    pub a: [u8; 32],
+}
+
+/// The canonical encoding of `[s]B - [k]A` for each combination (`None`
+/// where `A` does not decode), eight at a time, when this CPU has AVX-512
+/// IFMA and the batch has more than one; otherwise `None`, and the caller
+/// takes the usual path.
+pub fn base_minus_cold(batch: &[ColdCombination]) -> Option<Vec<Option<[u8; 32]>>> {
+    #[cfg(target_arch = "x86_64")]
+    if batch.len() > 1 && ifma::available() {
+        // SAFETY: `available` found the target features it is compiled for.
+        #[allow(unsafe_code)]
+        let points = unsafe { ifma::base_minus_cold(batch) };
+        let encodings = compress_all(
+            &points
+                .iter()
+                .map(|p| p.unwrap_or(Point::IDENTITY))
+                .collect::<Vec<_>>(),
+        );
+        return Some(
+            points
+                .iter()
+                .zip(encodings)
+                .map(|(p, e)| p.map(|_| e))
+                .collect(),
+        );
+    }
+    let _ = batch;
+    None
 }
 
 /// [`base_minus`] of each combination, with one field inversion for the
