@@ -13,6 +13,11 @@
 //! ones (Hisil–Wong–Carter–Dawson 2008), which are complete on this curve.
 //! Everything here is checked against curve25519-dalek in this module's
 //! tests and against `verify_strict` in [`super::tables`]'.
+//!
+//! On a CPU with AVX-512 IFMA, batches run eight at a time in 64-bit
+//! lanes (`ifma`): [`base_minus_all`] for keys with a table, and
+//! [`base_minus_cold`] for keys without one (variable-base, four doublings
+//! per 4-bit window). `VIGIL_IFMA=0` keeps the scalar path.
 
 use std::sync::OnceLock;
 

@@ -10,7 +10,9 @@
 //! the canonical encoding of `[S]B - [k]A` with `R`'s bytes.
 //!
 //! [`TableCache`] keeps tables within a memory budget. A key's first
-//! verifications use the usual path; once it has missed twice, a background
+//! verifications use the usual path (in a batch on a CPU with AVX-512
+//! IFMA, [`super::edwards::base_minus_cold`]: the same checks, eight at a
+//! time, without a table); once it has missed twice, a background
 //! thread builds its table (at most [`BUILDS_PER_SECOND`], so that many
 //! cold keys cannot spend the CPU on tables that would not pay back), and
 //! the least recently used table goes when the budget is full (then at most
