@@ -632,7 +632,8 @@ mod tests {
     use curve25519_dalek::{EdwardsPoint, Scalar};
     use proptest::prelude::*;
 
-    fn scalar(seed: &[u8; 32]) -> Scalar {
+    /// A scalar from 32 random bytes (reduced).
+    pub(super) fn scalar(seed: &[u8; 32]) -> Scalar {
         let mut wide = [0u8; 64];
         wide[..32].copy_from_slice(seed);
         Scalar::from_bytes_mod_order_wide(&wide)
