@@ -497,10 +497,19 @@ pub struct ColdCombination {
     pub a: [u8; 32],
 }
 
+/// Whether batches run eight at a time here (AVX-512 IFMA, and not
+/// turned off with `VIGIL_IFMA=0`).
+pub fn lanes_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return ifma::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// The canonical encoding of `[s]B - [k]A` for each combination (`None`
-/// where `A` does not decode), eight at a time, when this CPU has AVX-512
-/// IFMA and the batch has more than one; otherwise `None`, and the caller
-/// takes the usual path.
+/// where `A` does not decode), eight at a time, when [`lanes_available`]
+/// and the batch has more than one; otherwise `None`, and the caller takes
+/// the usual path.
 pub fn base_minus_cold(batch: &[ColdCombination]) -> Option<Vec<Option<[u8; 32]>>> {
     #[cfg(target_arch = "x86_64")]
     if batch.len() > 1 && ifma::available() {

@@ -30,7 +30,8 @@ use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha512};
 
 use super::edwards::{
-    base_minus, base_minus_all, base_minus_cold, ColdCombination, Combination, FixedBase,
+    base_minus, base_minus_all, base_minus_cold, lanes_available, ColdCombination, Combination,
+    FixedBase,
 };
 use super::signature::{is_small_order_encoding, verify};
 
@@ -109,6 +110,36 @@ fn scalars(a: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> Option<([u8; 32], [u8; 3
     h.update(msg);
     let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
     Some((s, k.to_bytes()))
+}
+
+/// The verdicts of the `cold` checks (keys without a table): eight at a
+/// time where the lanes are available, else the usual path one by one.
+fn verify_cold(checks: &[Check<'_>], cold: &[usize], verdicts: &mut [bool]) {
+    let usual = |i: usize| verify(checks[i].key, checks[i].msg, checks[i].sig);
+    if cold.len() < 2 || !lanes_available() {
+        cold.iter().for_each(|&i| verdicts[i] = usual(i));
+        return;
+    }
+    let mut batch = Vec::with_capacity(cold.len());
+    let mut of = Vec::with_capacity(cold.len());
+    for &i in cold {
+        let c = &checks[i];
+        let a = c.key.to_bytes();
+        // Refused before any arithmetic: the verdict stays false.
+        if let Some((s, k)) = scalars(&a, c.msg, c.sig) {
+            batch.push(ColdCombination { s, k, a });
+            of.push(i);
+        }
+    }
+    match base_minus_cold(&batch) {
+        Some(encodings) => {
+            for (&i, enc) in of.iter().zip(encodings) {
+                verdicts[i] = enc.map_or_else(|| usual(i), |enc| enc == checks[i].sig[..32]);
+            }
+        }
+        // One left after the refusals.
+        None => of.iter().for_each(|&i| verdicts[i] = usual(i)),
+    }
 }
 
 /// The group order `L = 2^252 + 27742317777372353535851937790883648493`,
@@ -234,7 +265,7 @@ impl TableCache {
                 None => cold.push(i),
             }
         }
-        self.verify_cold(checks, &cold, &mut verdicts);
+        verify_cold(checks, &cold, &mut verdicts);
         let batch: Vec<Combination> = tabled
             .iter()
             .map(|(_, s, k, t)| Combination {
@@ -247,38 +278,6 @@ impl TableCache {
             verdicts[*i] = enc == checks[*i].sig[..32];
         }
         verdicts
-    }
-
-    /// The verdicts of the `cold` checks (keys without a table): eight at
-    /// a time where the CPU has AVX-512 IFMA, else the usual path.
-    fn verify_cold(&self, checks: &[Check<'_>], cold: &[usize], verdicts: &mut [bool]) {
-        let mut batch = Vec::with_capacity(cold.len());
-        let mut of = Vec::with_capacity(cold.len());
-        for &i in cold {
-            let c = &checks[i];
-            let a = c.key.to_bytes();
-            if let Some((s, k)) = scalars(&a, c.msg, c.sig) {
-                batch.push(ColdCombination { s, k, a });
-                of.push(i);
-            }
-        }
-        match base_minus_cold(&batch) {
-            Some(encodings) => {
-                for (&i, enc) in of.iter().zip(encodings) {
-                    let c = &checks[i];
-                    verdicts[i] = match enc {
-                        Some(enc) => enc == c.sig[..32],
-                        None => verify(c.key, c.msg, c.sig),
-                    };
-                }
-            }
-            None => {
-                for &i in cold {
-                    let c = &checks[i];
-                    verdicts[i] = verify(c.key, c.msg, c.sig);
-                }
-            }
-        }
     }
 
     /// The key's table, counting the hit or noting the miss.

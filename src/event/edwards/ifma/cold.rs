@@ -168,7 +168,7 @@ fn select(multiples: &[C8; 8], digits: [i32; LANES]) -> C8 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::available;
+    use super::super::cpu_has_ifma;
     use super::*;
     use crate::event::edwards::tests::scalar;
     use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
@@ -185,7 +185,7 @@ mod tests {
             seeds in proptest::collection::vec(any::<([u8; 32], [u8; 32], [u8; 32])>(), 2..19),
             not_a_point in any::<prop::sample::Index>(),
         ) {
-            prop_assume!(available());
+            prop_assume!(cpu_has_ifma());
             let mut batch: Vec<ColdCombination> = seeds
                 .iter()
                 .map(|(s, k, a)| ColdCombination {
@@ -198,7 +198,7 @@ mod tests {
             let bad = not_a_point.index(batch.len());
             batch[bad].a = [0; 32];
             batch[bad].a[0] = 2;
-            // SAFETY: `available` is true (assumed above).
+            // SAFETY: the CPU has IFMA (assumed above).
             #[allow(unsafe_code)]
             let points = unsafe { base_minus_cold(&batch) };
             for (i, (c, p)) in batch.iter().zip(points).enumerate() {

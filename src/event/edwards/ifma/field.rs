@@ -214,21 +214,21 @@ pub(super) fn pow_p58(x: &F8) -> F8 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::available;
+    use super::super::cpu_has_ifma;
     use super::*;
 
     /// Limbs at the top of every bound the arithmetic allows (`2^52 - 1`,
     /// every partial sum at its largest) reduce to what fiat computes.
     #[test]
     fn the_largest_limbs_multiply_like_fiat() {
-        if !available() {
+        if !cpu_has_ifma() {
             eprintln!("no AVX-512 IFMA here: the lanes are not used");
             return;
         }
         let top = [(1u64 << 52) - 1; 5];
         let mixed = [(1u64 << 52) - 1, 1 << 51, (1 << 51) - 1, 0, (1 << 52) - 19];
         for (a, b) in [(top, top), (top, mixed), (mixed, mixed)] {
-            // SAFETY: `available` is true (checked above).
+            // SAFETY: the CPU has IFMA (checked above).
             #[allow(unsafe_code)]
             let got = unsafe { mul_once(a, b) };
             let loose = |l: [u64; 5]| Loose(f::fiat_25519_loose_field_element(l));
@@ -240,7 +240,7 @@ mod tests {
     /// Squaring gives what multiplying by itself gives.
     #[test]
     fn squares_are_products() {
-        if !available() {
+        if !cpu_has_ifma() {
             eprintln!("no AVX-512 IFMA here: the lanes are not used");
             return;
         }
@@ -248,7 +248,7 @@ mod tests {
         let mixed = [(1u64 << 52) - 1, 1 << 51, (1 << 51) - 1, 0, (1 << 52) - 19];
         let small = [12345, 0, 1, 1 << 50, 7];
         for a in [top, mixed, small] {
-            // SAFETY: `available` is true (checked above).
+            // SAFETY: the CPU has IFMA (checked above).
             #[allow(unsafe_code)]
             let (sq, product) = unsafe { (square_once(a), mul_once(a, a)) };
             assert_eq!(sq, product);
