@@ -756,6 +756,8 @@ mod tests {
                 .collect();
             let one_by_one: Vec<[u8; 32]> =
                 batch.iter().map(|c| base_minus(&c.s, &c.k, c.table)).collect();
+            // The scalar batch, whether or not this CPU runs lanes.
+            prop_assert_eq!(&compress_all(&base_minus_points(&batch)), &one_by_one);
             prop_assert_eq!(base_minus_all(&batch), one_by_one);
         }
     }
