@@ -218,16 +218,19 @@ mod tests {
     use super::*;
 
     /// Limbs at the top of every bound the arithmetic allows (`2^52 - 1`,
-    /// every partial sum at its largest) reduce to what fiat computes.
+    /// every partial sum at its largest).
+    const TOP: [u64; 5] = [(1 << 52) - 1; 5];
+    /// Limbs at and around the bounds, and zero.
+    const MIXED: [u64; 5] = [(1 << 52) - 1, 1 << 51, (1 << 51) - 1, 0, (1 << 52) - 19];
+
+    /// The largest limbs reduce to what fiat computes.
     #[test]
     fn the_largest_limbs_multiply_like_fiat() {
         if !cpu_has_ifma() {
             eprintln!("no AVX-512 IFMA here: the lanes are not used");
             return;
         }
-        let top = [(1u64 << 52) - 1; 5];
-        let mixed = [(1u64 << 52) - 1, 1 << 51, (1 << 51) - 1, 0, (1 << 52) - 19];
-        for (a, b) in [(top, top), (top, mixed), (mixed, mixed)] {
+        for (a, b) in [(TOP, TOP), (TOP, MIXED), (MIXED, MIXED)] {
             // SAFETY: the CPU has IFMA (checked above).
             #[allow(unsafe_code)]
             let got = unsafe { mul_once(a, b) };
@@ -244,10 +247,7 @@ mod tests {
             eprintln!("no AVX-512 IFMA here: the lanes are not used");
             return;
         }
-        let top = [(1u64 << 52) - 1; 5];
-        let mixed = [(1u64 << 52) - 1, 1 << 51, (1 << 51) - 1, 0, (1 << 52) - 19];
-        let small = [12345, 0, 1, 1 << 50, 7];
-        for a in [top, mixed, small] {
+        for a in [TOP, MIXED, [12345, 0, 1, 1 << 50, 7]] {
             // SAFETY: the CPU has IFMA (checked above).
             #[allow(unsafe_code)]
             let (sq, product) = unsafe { (square_once(a), mul_once(a, a)) };
