@@ -70,25 +70,40 @@ fn offboarding(agent: &str, n: u64, t: i64, employee: &str, correlation: &str) -
     e
 }
 
+/// Forty offboardings by hr-bot, two seconds apart from a minute after
+/// `t0` (employees `{prefix}0`, `{prefix}1`, ...; the first numbered `n`):
+/// what detection emitted, with the offboarding's index.
+fn offboarding_sweep(
+    d: &mut Detector,
+    n: u64,
+    t0: i64,
+    prefix: &str,
+    correlation: &str,
+) -> Vec<(i64, Emitted)> {
+    (0..40)
+        .filter_map(|i| {
+            let t = t0 + MIN + i * 2000;
+            let e = offboarding(
+                "hr-bot",
+                n + i as u64,
+                t,
+                &format!("{prefix}{i}"),
+                correlation,
+            );
+            d.observe(&e, "now").map(|em| (i, em))
+        })
+        .collect()
+}
+
 #[test]
 fn an_offboarding_sweep_alerts_within_three_events_and_merges() {
     let mut d = Detector::default();
-    let (mut n, t0) = routine(&mut d, "hr-bot", 5);
+    let (n, t0) = routine(&mut d, "hr-bot", 5);
     let mut first = None;
     let mut ids = Vec::new();
-    for i in 0..40 {
-        let e = offboarding(
-            "hr-bot",
-            n,
-            t0 + MIN + i * 2000,
-            &format!("X{i}"),
-            "inject-1",
-        );
-        n += 1;
-        if let Some(em) = d.observe(&e, "now") {
-            first.get_or_insert(i);
-            ids.push(em.anomaly.anomaly_id.clone());
-        }
+    for (i, em) in offboarding_sweep(&mut d, n, t0, "X", "inject-1") {
+        first.get_or_insert(i);
+        ids.push(em.anomaly.anomaly_id.clone());
     }
     assert_eq!(first, Some(0), "the first never-seen action alerts");
     ids.dedup();
@@ -333,21 +348,10 @@ fn a_flood_under_an_open_anomaly_adds_versions_only_while_it_changes() {
 #[test]
 fn feedback_and_response_on_the_board_outlive_later_merges() {
     let mut d = Detector::default();
-    let (mut n, t0) = routine(&mut d, "hr-bot", 5);
+    let (n, t0) = routine(&mut d, "hr-bot", 5);
     let mut board = board::Board::default();
     let mut shown = 0;
-    for i in 0..40 {
-        let e = offboarding(
-            "hr-bot",
-            n,
-            t0 + MIN + i * 2000,
-            &format!("Y{i}"),
-            "inject-2",
-        );
-        n += 1;
-        let Some(em) = d.observe(&e, "now") else {
-            continue;
-        };
+    for (_, em) in offboarding_sweep(&mut d, n, t0, "Y", "inject-2") {
         let id = em.anomaly.anomaly_id.clone();
         board.show(em.anomaly);
         shown += 1;
