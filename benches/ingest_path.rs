@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ed25519_dalek::SigningKey;
-use vigil::event::tables::{Check, TableCache};
+use vigil::event::tables::{Check, TableCache, TableShape, DEFAULT_TABLE_BYTES};
 use vigil::keys::private::PrivateJwk;
 use vigil::keys::{parse_jwks, KeySet, TimeRules};
 use vigil::pipeline::judge::{judge, Context};
@@ -76,13 +76,13 @@ fn bench_judge(c: &mut Criterion) {
     let mut g = c.benchmark_group("verify");
     let msg = vec![b'x'; 600];
     let sig = vigil::event::signature::sign(&k.key, &msg);
-    let table = vigil::event::tables::KeyTable::new(&public);
+    let table = vigil::event::tables::KeyTable::new(&public, TableShape::FULL);
     g.bench_function("usual", |b| {
         b.iter(|| vigil::event::signature::verify(&public, &msg, &sig))
     });
     g.bench_function("table", |b| b.iter(|| table.verify(&msg, &sig)));
     g.bench_function("table_build", |b| {
-        b.iter(|| vigil::event::tables::KeyTable::new(&public))
+        b.iter(|| vigil::event::tables::KeyTable::new(&public, TableShape::FULL))
     });
     let dalek_sig = ed25519_dalek::Signature::from_bytes(&sig);
     g.bench_function("verify_strict", |b| {
@@ -110,7 +110,11 @@ fn bench_judge(c: &mut Criterion) {
                 let pk = vigil::event::signature::parse_public_key(sk.verifying_key().as_bytes())
                     .unwrap();
                 let sig = vigil::event::signature::sign(&sk, &msg);
-                (pk, vigil::event::tables::KeyTable::new(&pk), sig)
+                (
+                    pk,
+                    vigil::event::tables::KeyTable::new(&pk, TableShape::FULL),
+                    sig,
+                )
             })
             .collect();
         let mut i = 0;
@@ -145,6 +149,16 @@ fn bench_judge(c: &mut Criterion) {
             .collect();
         g.bench_function(format!("table_batch_of_{n}_keys"), |b| {
             b.iter(|| cache.verify_all(&checks))
+        });
+        // Compact tables: each key gets what the default budget gives each
+        // of 10,000 keys (one 4-bit window in 11, 40 doublings a check).
+        let compact = TableCache::new(n * DEFAULT_TABLE_BYTES / 10_000);
+        compact.prepare(keys.iter().map(|(pk, ..)| pk));
+        while compact.len() < n {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        g.bench_function(format!("compact_batch_of_{n}_keys"), |b| {
+            b.iter(|| compact.verify_all(&checks))
         });
         // The same batch with no tables: the cold path.
         let none = TableCache::new(0);

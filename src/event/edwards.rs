@@ -6,7 +6,9 @@
 //! window (signed radix `2^w`), and the base point one shared table:
 //! `[S]B - [k]A` is then one addition per non-zero digit of each scalar, no
 //! doublings, with entries read by index (the inputs of a verification are
-//! public, so nothing here needs to be constant-time).
+//! public, so nothing here needs to be constant-time). A compact table
+//! keeps one window in `s` ([`FixedBase::with_stride`]) and pays `w (s -
+//! 1)` doublings instead: many keys' tables then fit where few would.
 //!
 //! The field is fiat-crypto's (formally verified) 64-bit arithmetic modulo
 //! `2^255 - 19`; the point formulas are the usual extended twisted Edwards
@@ -372,18 +374,18 @@ pub fn prepare_base_point() {
     FixedBase::base_point();
 }
 
-/// One addition of a table entry: which, and whether it is subtracted.
-#[derive(Clone, Copy, Default)]
-struct Step {
-    entry: u16,
-    subtract: bool,
-}
-
-/// Multiples of one point at every window of a signed radix-`2^w`
-/// expansion: `entries[i * half + j] = (j + 1) * 2^(w i) * P`, `half =
-/// 2^(w-1)`.
+/// Multiples of one point for a signed radix-`2^w` expansion, at every
+/// `stride`-th window: `entries[j * half + m] = (m + 1) * 2^(w stride j) *
+/// P`, `half = 2^(w-1)`.
+///
+/// With a stride of 1 every window has its entries, and `[k]P` is one
+/// addition per non-zero digit. A stride of `s` keeps one window in `s`
+/// (a table `s` times smaller) and reaches the others by Horner's rule:
+/// the digits of windows `r, r + s, r + 2s, ...` are added for `r` from
+/// `s - 1` down to 0, with `w` doublings of the sum between two `r`.
 pub struct FixedBase {
     w: u32,
+    stride: usize,
     entries: Vec<Niels>,
 }
 
@@ -394,35 +396,64 @@ impl FixedBase {
         256usize.div_ceil(w as usize)
     }
 
-    /// Bytes a table of window width `w` takes.
-    pub const fn bytes_for(w: u32) -> usize {
-        Self::windows(w) * (1usize << (w - 1)) * std::mem::size_of::<Niels>()
+    /// Bytes a table of window width `w` and `stride` takes.
+    pub const fn bytes_for(w: u32, stride: usize) -> usize {
+        Self::windows(w).div_ceil(stride) * (1usize << (w - 1)) * std::mem::size_of::<Niels>()
             + std::mem::size_of::<FixedBase>()
     }
 
     /// The table of the point encoded as `point`, for windows of `w` bits
-    /// (2 to 12); `None` if the encoding is not canonical or not on the
-    /// curve.
+    /// (2 to 12) and every window kept; `None` if the encoding is not
+    /// canonical or not on the curve.
     pub fn new(point: &[u8; 32], w: u32) -> Option<FixedBase> {
+        Self::with_stride(point, w, 1)
+    }
+
+    /// [`FixedBase::new`], keeping one window in `stride` (1 to the number
+    /// of windows).
+    pub fn with_stride(point: &[u8; 32], w: u32, stride: usize) -> Option<FixedBase> {
         assert!((2..=12).contains(&w), "window width {w} is not in 2..=12");
+        assert!(
+            (1..=Self::windows(w)).contains(&stride),
+            "stride {stride} is not in 1..={}",
+            Self::windows(w)
+        );
         let p = Point::decompress(point)?;
         let half = 1usize << (w - 1);
-        let mut points = Vec::with_capacity(Self::windows(w) * half);
+        let kept = Self::windows(w).div_ceil(stride);
+        let mut points = Vec::with_capacity(kept * half);
         let mut base = p;
-        for _ in 0..Self::windows(w) {
+        for _ in 0..kept {
             let mut m = base;
             for _ in 0..half {
                 points.push(m);
                 m = m.add(&base);
             }
-            // The next window's base: 2^w base = 2 (half base).
+            // The next kept window's base: 2^(w stride) base, from 2^w
+            // base = 2 (half base).
             let last = points[points.len() - 1];
             base = last.add(&last);
+            for _ in w..stride as u32 * w {
+                base = base.add(&base);
+            }
         }
         Some(FixedBase {
             w,
+            stride,
             entries: to_niels(&points),
         })
+    }
+
+    /// The entry for digit `d` (non-zero) of window `i`.
+    fn entry(&self, i: usize, d: i32) -> &Niels {
+        let half = 1usize << (self.w - 1);
+        &self.entries[(i / self.stride) * half + d.unsigned_abs() as usize - 1]
+    }
+
+    /// What the tables of a batch must share to be walked side by side:
+    /// the doublings between two kept windows.
+    fn shape(&self) -> (u32, usize) {
+        (self.w, self.stride)
     }
 
     /// The table of the Ed25519 base point, in windows of
@@ -435,34 +466,37 @@ impl FixedBase {
         })
     }
 
-    /// Adds (or subtracts) `scalar * P` into `acc`, digit by digit.
+    /// Adds (or subtracts) `scalar * P` into `acc`, digit by digit; with
+    /// a stride above 1, `acc` is doubled on the way (Horner's rule), so it
+    /// must start at the identity.
     ///
     /// The entries are known before the first addition, and read by index
     /// (nothing a prefetcher could guess), so one load of each of their
     /// cache lines is issued first: their misses overlap instead of
     /// stalling one addition after another.
     fn accumulate(&self, acc: &mut Point, scalar: &[u8; 32], negate: bool) {
-        let half = 1usize << (self.w - 1);
-        let mut steps = [Step::default(); MAX_WINDOWS];
-        let mut n = 0;
+        let mut digits = [0i32; MAX_WINDOWS];
+        let mut touched = 0u64;
         for (i, d) in signed_digits(scalar, self.w).enumerate() {
+            digits[i] = d;
             if d != 0 {
-                steps[n] = Step {
-                    entry: (i * half + d.unsigned_abs() as usize - 1) as u16,
-                    subtract: negate != (d < 0),
-                };
-                n += 1;
+                let e = self.entry(i, d);
+                touched ^= e.y_plus_x.0[0] ^ e.y_minus_x.0[0] ^ e.xy2d.0[4];
             }
         }
-        let steps = &steps[..n];
-        let mut touched = 0u64;
-        for s in steps {
-            let e = &self.entries[s.entry as usize];
-            touched ^= e.y_plus_x.0[0] ^ e.y_minus_x.0[0] ^ e.xy2d.0[4];
-        }
         std::hint::black_box(touched);
-        for s in steps {
-            acc.add_niels(&self.entries[s.entry as usize], s.subtract);
+        let windows = Self::windows(self.w);
+        for r in (0..self.stride).rev() {
+            if r + 1 < self.stride {
+                for _ in 0..self.w {
+                    *acc = acc.add(acc);
+                }
+            }
+            for i in (r..windows).step_by(self.stride) {
+                if digits[i] != 0 {
+                    acc.add_niels(self.entry(i, digits[i]), negate != (digits[i] < 0));
+                }
+            }
         }
     }
 }
@@ -472,12 +506,13 @@ impl FixedBase {
 pub fn base_minus(s: &[u8; 32], k: &[u8; 32], p: &FixedBase) -> [u8; 32] {
     debug_assert!(s[31] < 0x20 && k[31] < 0x20, "scalars below 2^253");
     let mut acc = Point::IDENTITY;
-    FixedBase::base_point().accumulate(&mut acc, s, false);
     p.accumulate(&mut acc, k, true);
+    FixedBase::base_point().accumulate(&mut acc, s, false);
     acc.compress()
 }
 
 /// One `[s]B - [k]P` of a batch: see [`base_minus_all`].
+#[derive(Clone, Copy)]
 pub struct Combination<'a> {
     /// `s`, a canonical scalar's little-endian bytes.
     pub s: [u8; 32],
@@ -540,12 +575,42 @@ pub fn base_minus_cold(batch: &[ColdCombination]) -> Option<Vec<Option<[u8; 32]>
 pub fn base_minus_all(batch: &[Combination<'_>]) -> Vec<[u8; 32]> {
     #[cfg(target_arch = "x86_64")]
     if batch.len() > 1 && ifma::available() {
-        // SAFETY: `available` found the target features it is compiled for.
-        #[allow(unsafe_code)]
-        let points = unsafe { ifma::base_minus_points(batch) };
+        let points = by_shape(batch, |same| {
+            // SAFETY: `available` found the target features it is compiled for.
+            #[allow(unsafe_code)]
+            unsafe {
+                ifma::base_minus_points(same)
+            }
+        });
         return compress_all(&points);
     }
     compress_all(&base_minus_points(batch))
+}
+
+/// `walk` of the combinations whose tables have one shape, for each shape
+/// in the batch (lanes double together), the points put back in order.
+fn by_shape(
+    batch: &[Combination<'_>],
+    walk: impl Fn(&[Combination<'_>]) -> Vec<Point>,
+) -> Vec<Point> {
+    let first = batch.first().map(|c| c.table.shape());
+    if batch.iter().all(|c| Some(c.table.shape()) == first) {
+        return walk(batch);
+    }
+    let mut points = vec![Point::IDENTITY; batch.len()];
+    let mut shapes: Vec<(u32, usize)> = batch.iter().map(|c| c.table.shape()).collect();
+    shapes.sort_unstable();
+    shapes.dedup();
+    for shape in shapes {
+        let (at, same): (Vec<usize>, Vec<Combination>) = (batch.iter().enumerate())
+            .filter(|(_, c)| c.table.shape() == shape)
+            .map(|(i, c)| (i, *c))
+            .unzip();
+        for (i, p) in at.into_iter().zip(walk(&same)) {
+            points[i] = p;
+        }
+    }
+    points
 }
 
 /// `[s]B - [k]P` of each combination, one at a time.
@@ -555,8 +620,8 @@ fn base_minus_points(batch: &[Combination<'_>]) -> Vec<Point> {
         .map(|c| {
             debug_assert!(c.s[31] < 0x20 && c.k[31] < 0x20, "scalars below 2^253");
             let mut acc = Point::IDENTITY;
-            FixedBase::base_point().accumulate(&mut acc, &c.s, false);
             c.table.accumulate(&mut acc, &c.k, true);
+            FixedBase::base_point().accumulate(&mut acc, &c.s, false);
             acc
         })
         .collect()
@@ -721,13 +786,15 @@ mod tests {
         }
 
         /// `[s]B - [k]A` from the tables equals dalek's double-base
-        /// multiplication, for any scalars, keys and window widths.
+        /// multiplication, for any scalars, keys, window widths and
+        /// strides (one window kept to all of them).
         #[test]
         fn fixed_base_matches_dalek(s in any::<[u8; 32]>(), k in any::<[u8; 32]>(),
-                                    a in any::<[u8; 32]>(), w in 4u32..=8) {
+                                    a in any::<[u8; 32]>(), w in 3u32..=8, stride in 1usize..=86) {
             let (s, k, a) = (scalar(&s), scalar(&k), scalar(&a));
             let point: EdwardsPoint = ED25519_BASEPOINT_POINT * a;
-            let table = FixedBase::new(&point.compress().to_bytes(), w).unwrap();
+            let stride = stride.min(FixedBase::windows(w));
+            let table = FixedBase::with_stride(&point.compress().to_bytes(), w, stride).unwrap();
             let expected = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-point, &s);
             prop_assert_eq!(base_minus(&s.to_bytes(), &k.to_bytes(), &table),
                             expected.compress().to_bytes());
@@ -742,7 +809,9 @@ mod tests {
                 .iter()
                 .map(|(_, _, a)| {
                     let point: EdwardsPoint = ED25519_BASEPOINT_POINT * scalar(a);
-                    FixedBase::new(&point.compress().to_bytes(), 5).unwrap()
+                    // Two shapes: a batch walks each apart.
+                    let stride = if a[0] % 2 == 0 { 1 } else { 7 };
+                    FixedBase::with_stride(&point.compress().to_bytes(), 5, stride).unwrap()
                 })
                 .collect();
             let batch: Vec<Combination> = seeds

@@ -9,11 +9,17 @@
 //! the key was parsed, and the cofactorless equation checked by comparing
 //! the canonical encoding of `[S]B - [k]A` with `R`'s bytes.
 //!
-//! [`TableCache`] keeps tables within a memory budget. A key's first
-//! verifications use the usual path (in a batch on a CPU with AVX-512
-//! IFMA, [`super::edwards::base_minus_cold`]: the same checks, eight at a
-//! time, without a table); once it has missed twice, a background
-//! thread builds its table (at most [`BUILDS_PER_SECOND`], so that many
+//! [`TableCache`] keeps tables within a memory budget. The keys loaded
+//! from the registry get theirs at load, in the fastest [`TableShape`] in
+//! which all of them fit: full tables (161 KiB each; the default budget
+//! holds ~400), else compact ones (one 4-bit window in `s`, `4 (s - 1)`
+//! doublings a check: 10,000 keys fit the default budget at 5.6 KiB each,
+//! with 40 doublings instead of dalek's ~253). A key without a table (a
+//! fleet too large even for compact tables, or a key added since) uses
+//! the usual path (in a batch on a CPU with AVX-512 IFMA,
+//! [`super::edwards::base_minus_cold`]: the same checks, eight at a time,
+//! without a table); once it has missed twice, a background thread
+//! builds its table (at most [`BUILDS_PER_SECOND`], so that many
 //! cold keys cannot spend the CPU on tables that would not pay back), and
 //! the least recently used table goes when the budget is full (then at most
 //! [`BUILDS_PER_SECOND_WHEN_FULL`]: more active keys than the budget holds
@@ -61,23 +67,67 @@ const MISSED_KEYS: usize = 65_536;
 /// The default memory budget for tables.
 pub const DEFAULT_TABLE_BYTES: usize = 64 << 20;
 
+/// Window width of a compact table.
+pub const COMPACT_WINDOW: u32 = 4;
+/// The most windows a compact table skips for one it keeps: 16 keeps four
+/// (3.8 KiB), and a check then takes 60 doublings, a quarter of those of a
+/// check without a table.
+const MAX_STRIDE: usize = 16;
+
+/// How a key's table is laid out: its window width, and one window kept
+/// in `stride` (see [`FixedBase`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableShape {
+    /// Window width in bits.
+    pub w: u32,
+    /// One window kept in this many.
+    pub stride: usize,
+}
+
+impl TableShape {
+    /// Every window of [`KEY_WINDOW`] bits: the fastest checks.
+    pub const FULL: TableShape = TableShape {
+        w: KEY_WINDOW,
+        stride: 1,
+    };
+
+    /// Bytes one table of this shape takes.
+    pub const fn bytes(self) -> usize {
+        FixedBase::bytes_for(self.w, self.stride) + std::mem::size_of::<KeyTable>()
+    }
+
+    /// The fastest shape in which the tables of `keys` keys fit `budget`
+    /// bytes: full tables, else compact ones ([`COMPACT_WINDOW`] bits)
+    /// keeping as many windows as fit; `None` when even one window in
+    /// [`MAX_STRIDE`] does not.
+    pub fn fitting(keys: usize, budget: usize) -> Option<TableShape> {
+        let each = budget.checked_div(keys)?;
+        let compact = (1..=MAX_STRIDE).map(|stride| TableShape {
+            w: COMPACT_WINDOW,
+            stride,
+        });
+        std::iter::once(Self::FULL)
+            .chain(compact)
+            .find(|shape| shape.bytes() <= each)
+    }
+}
+
 /// The precomputed table of one public key.
 pub struct KeyTable {
     table: FixedBase,
     a: [u8; 32],
+    shape: TableShape,
 }
 
 impl KeyTable {
-    /// Bytes one table takes.
-    pub const BYTES: usize = FixedBase::bytes_for(KEY_WINDOW) + 32;
-
     /// The table of `key` (which [`super::signature::parse_public_key`]
-    /// vetted).
-    pub fn new(key: &VerifyingKey) -> KeyTable {
+    /// vetted), laid out as `shape`.
+    pub fn new(key: &VerifyingKey, shape: TableShape) -> KeyTable {
         KeyTable {
-            table: FixedBase::new(key.as_bytes(), KEY_WINDOW)
+            table: FixedBase::with_stride(key.as_bytes(), shape.w, shape.stride)
                 .expect("a parsed public key decompresses"),
             a: key.to_bytes(),
+            shape,
         }
     }
 
@@ -173,6 +223,21 @@ struct Entry {
     last_used: AtomicU64,
 }
 
+/// The tables held, and the bytes they take.
+#[derive(Default)]
+struct Held {
+    tables: HashMap<[u8; 32], Entry>,
+    bytes: usize,
+}
+
+/// What the builder thread is asked for.
+enum Build {
+    /// The table of a key that keeps missing, paced.
+    Missed(VerifyingKey),
+    /// The tables of keys just loaded, all of them at once.
+    Loaded(Vec<VerifyingKey>),
+}
+
 /// Counters of a table cache.
 #[derive(Debug, Default)]
 pub struct TableStats {
@@ -188,10 +253,12 @@ pub struct TableStats {
 
 /// Per-key tables within a memory budget (see the module docs).
 pub struct TableCache {
-    capacity: usize,
-    tables: RwLock<HashMap<[u8; 32], Entry>>,
+    budget: usize,
+    held: RwLock<Held>,
+    /// The shape of the tables built from now on ([`TableCache::prepare`]).
+    shape: Mutex<TableShape>,
     missed: Mutex<HashMap<[u8; 32], u32>>,
-    builder: Mutex<Option<SyncSender<VerifyingKey>>>,
+    builder: Mutex<Option<SyncSender<Build>>>,
     clock: AtomicU64,
     /// Hits, misses, builds and evictions so far.
     pub stats: TableStats,
@@ -202,32 +269,26 @@ impl TableCache {
     /// with its builder thread.
     pub fn new(budget_bytes: usize) -> Arc<TableCache> {
         let cache = Arc::new(TableCache {
-            capacity: budget_bytes / KeyTable::BYTES,
-            tables: RwLock::new(HashMap::new()),
+            budget: budget_bytes,
+            held: RwLock::new(Held::default()),
+            shape: Mutex::new(TableShape::FULL),
             missed: Mutex::new(HashMap::new()),
             builder: Mutex::new(None),
             clock: AtomicU64::new(0),
             stats: TableStats::default(),
         });
-        if cache.capacity > 0 {
-            let (tx, rx) = sync_channel::<VerifyingKey>(1024);
+        if cache.budget > 0 {
+            let (tx, rx) = sync_channel::<Build>(1024);
             let weak = Arc::downgrade(&cache);
             let spawned = std::thread::Builder::new()
                 .name("vigil-tables".into())
                 .spawn(move || {
                     super::edwards::prepare_base_point();
                     // Ends when the cache (the only sender) is dropped.
-                    while let Ok(key) = rx.recv() {
-                        let started = Instant::now();
-                        let Some(cache) = weak.upgrade() else { return };
-                        cache.insert(&key);
-                        let per_second = match cache.len() >= cache.capacity {
-                            true => BUILDS_PER_SECOND_WHEN_FULL,
-                            false => BUILDS_PER_SECOND,
-                        };
-                        drop(cache);
-                        let pace = Duration::from_secs(1) / per_second;
-                        std::thread::sleep(pace.saturating_sub(started.elapsed()));
+                    while let Ok(build) = rx.recv() {
+                        if !build_tables(&weak, build) {
+                            return;
+                        }
                     }
                 });
             if spawned.is_ok() {
@@ -282,18 +343,13 @@ impl TableCache {
 
     /// The key's table, counting the hit or noting the miss.
     fn table_for(&self, key: &VerifyingKey) -> Option<Arc<KeyTable>> {
-        let table = self
-            .tables
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key.as_bytes())
-            .map(|e| {
-                e.last_used.store(
-                    self.clock.fetch_add(1, Ordering::Relaxed),
-                    Ordering::Relaxed,
-                );
-                e.table.clone()
-            });
+        let table = self.held().tables.get(key.as_bytes()).map(|e| {
+            e.last_used.store(
+                self.clock.fetch_add(1, Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            e.table.clone()
+        });
         match &table {
             Some(_) => self.stats.hits.fetch_add(1, Ordering::Relaxed),
             None => {
@@ -305,7 +361,7 @@ impl TableCache {
     }
 
     fn note_miss(&self, key: &VerifyingKey) {
-        if self.capacity == 0 {
+        if self.budget == 0 {
             return;
         }
         let ready = {
@@ -313,7 +369,7 @@ impl TableCache {
                 .missed
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if missed.len() >= MISSED_KEYS.max(4 * self.capacity) {
+            if missed.len() >= MISSED_KEYS.max(4 * self.budget / self.shape().bytes()) {
                 missed.clear(); // cold keys do not pile up
             }
             let n = missed.entry(key.to_bytes()).or_insert(0);
@@ -326,7 +382,7 @@ impl TableCache {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(tx) = builder.as_ref() {
-                if let Err(TrySendError::Full(_)) = tx.try_send(*key) {
+                if let Err(TrySendError::Full(_)) = tx.try_send(Build::Missed(*key)) {
                     // Too many waiting: the key will miss again and retry.
                     self.missed
                         .lock()
@@ -338,23 +394,26 @@ impl TableCache {
     }
 
     /// Builds, in the background, the tables of those of `keys` that have
-    /// none, when all of them fit the budget: a fleet's keys are loaded
-    /// before its traffic, so each agent's first events already find its
-    /// table. A fleet larger than the budget gets tables on use instead
-    /// (for keys that miss repeatedly): which of its keys will be active
-    /// is not known at load.
+    /// none, in the fastest [`TableShape`] in which all of them fit the
+    /// budget: a fleet's keys are loaded before its traffic, so each
+    /// agent's first events already find its table. A fleet too large even
+    /// for compact tables gets full tables on use instead (for keys that
+    /// miss repeatedly): which of its keys will be active is not known at
+    /// load.
     pub fn prepare<'a>(&self, keys: impl IntoIterator<Item = &'a VerifyingKey>) {
         let keys: Vec<&VerifyingKey> = keys.into_iter().collect();
-        if keys.is_empty() || keys.len() > self.capacity {
+        let shape = TableShape::fitting(keys.len(), self.budget);
+        *self
+            .shape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = shape.unwrap_or(TableShape::FULL);
+        if shape.is_none() {
             return;
         }
         let missing: Vec<VerifyingKey> = {
-            let held = self
-                .tables
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let held = self.held();
             keys.into_iter()
-                .filter(|k| !held.contains_key(k.as_bytes()))
+                .filter(|k| !held.tables.contains_key(k.as_bytes()))
                 .copied()
                 .collect()
         };
@@ -363,45 +422,60 @@ impl TableCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(tx) = builder.as_ref() {
-            for key in missing {
-                // A full queue leaves the rest to be built on use.
-                if tx.try_send(key).is_err() {
-                    break;
-                }
-            }
+            // A full queue leaves them to be built on use.
+            let _ = tx.try_send(Build::Loaded(missing));
         }
     }
 
+    /// The shape of the tables built now.
+    fn shape(&self) -> TableShape {
+        *self
+            .shape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn held(&self) -> std::sync::RwLockReadGuard<'_, Held> {
+        self.held
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Builds and adds the table of `key` (unless it has one), evicting the
-    /// least recently used when the budget is full.
+    /// least recently used while the budget is exceeded.
     pub fn insert(&self, key: &VerifyingKey) {
-        if self.capacity == 0 || self.has_table(key) {
+        let shape = self.shape();
+        if shape.bytes() > self.budget || self.has_table(key) {
             return;
         }
-        let table = Arc::new(KeyTable::new(key));
+        let table = Arc::new(KeyTable::new(key, shape));
         self.stats.builds.fetch_add(1, Ordering::Relaxed);
-        let mut tables = self
-            .tables
+        let mut held = self
+            .held
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if tables.len() >= self.capacity {
-            if let Some(victim) = tables
-                .iter()
+        while held.bytes + shape.bytes() > self.budget {
+            let Some(victim) = (held.tables.iter())
                 .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
                 .map(|(k, _)| *k)
-            {
-                tables.remove(&victim);
-                self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+            else {
+                break;
+            };
+            if let Some(gone) = held.tables.remove(&victim) {
+                held.bytes -= gone.table.shape.bytes();
             }
+            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
         }
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        tables.insert(
-            key.to_bytes(),
-            Entry {
-                table,
-                last_used: AtomicU64::new(now),
-            },
-        );
+        let entry = Entry {
+            table,
+            last_used: AtomicU64::new(now),
+        };
+        if let Some(old) = held.tables.insert(key.to_bytes(), entry) {
+            held.bytes -= old.table.shape.bytes();
+        }
+        held.bytes += shape.bytes();
+        drop(held);
         self.missed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -409,28 +483,57 @@ impl TableCache {
     }
 
     fn has_table(&self, key: &VerifyingKey) -> bool {
-        self.tables
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains_key(key.as_bytes())
+        self.held().tables.contains_key(key.as_bytes())
+    }
+
+    /// Whether another table of the current shape would evict one.
+    fn is_full(&self) -> bool {
+        self.held().bytes + self.shape().bytes() > self.budget
     }
 
     /// Tables held now.
-    fn len(&self) -> usize {
-        self.tables
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+    pub fn len(&self) -> usize {
+        self.held().tables.len()
+    }
+
+    /// Whether no table is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Bytes the tables take now.
     pub fn bytes(&self) -> usize {
-        self.tables
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
-            * KeyTable::BYTES
+        self.held().bytes
     }
+}
+
+/// Runs one request of the builder thread; `false` once the cache is gone.
+fn build_tables(cache: &std::sync::Weak<TableCache>, build: Build) -> bool {
+    match build {
+        Build::Loaded(keys) => {
+            for key in keys {
+                let Some(cache) = cache.upgrade() else {
+                    return false;
+                };
+                cache.insert(&key);
+            }
+        }
+        Build::Missed(key) => {
+            let started = Instant::now();
+            let Some(cache) = cache.upgrade() else {
+                return false;
+            };
+            cache.insert(&key);
+            let per_second = match cache.is_full() {
+                true => BUILDS_PER_SECOND_WHEN_FULL,
+                false => BUILDS_PER_SECOND,
+            };
+            drop(cache);
+            let pace = Duration::from_secs(1) / per_second;
+            std::thread::sleep(pace.saturating_sub(started.elapsed()));
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -454,10 +557,16 @@ mod tests {
             seed in any::<[u8; 32]>(),
             msg in proptest::collection::vec(any::<u8>(), 0..700),
             flip in 0usize..(64 * 8 + 64),
+            stride in 0usize..=MAX_STRIDE,
         ) {
             let sk = SigningKey::from_bytes(&seed);
             let key = parse_public_key(sk.verifying_key().as_bytes()).unwrap();
-            let table = KeyTable::new(&key);
+            // Full tables, and compact ones of every stride.
+            let shape = match stride {
+                0 => TableShape::FULL,
+                stride => TableShape { w: COMPACT_WINDOW, stride },
+            };
+            let table = KeyTable::new(&key, shape);
             let sig = sign(&sk, &msg);
             prop_assert!(table.verify(&msg, &sig));
             prop_assert!(strict(&key, &msg, &sig));
@@ -568,12 +677,12 @@ mod tests {
         let mut sig = [0u8; 64];
         sig[..32].copy_from_slice(&r);
         sig[32..].copy_from_slice(s.as_bytes());
-        assert!(!KeyTable::new(&key).verify(msg, &sig));
+        assert!(!KeyTable::new(&key, TableShape::FULL).verify(msg, &sig));
         assert!(!strict(&key, msg, &sig));
         // S >= L is refused too.
         let mut big_s = sign(&sk, msg);
         big_s[63] |= 0xf0;
-        assert!(!KeyTable::new(&key).verify(msg, &big_s));
+        assert!(!KeyTable::new(&key, TableShape::FULL).verify(msg, &big_s));
     }
 
     /// `R` plus a point of order 8 (a mixed-order `R`, which cofactored
@@ -584,7 +693,7 @@ mod tests {
         use curve25519_dalek::edwards::CompressedEdwardsY;
         let sk = SigningKey::from_bytes(&[11u8; 32]);
         let key = parse_public_key(sk.verifying_key().as_bytes()).unwrap();
-        let table = KeyTable::new(&key);
+        let table = KeyTable::new(&key, TableShape::FULL);
         let msg = b"mixed order R";
         let sig = sign(&sk, msg);
         assert!(table.verify(msg, &sig));
@@ -619,7 +728,7 @@ mod tests {
 
     #[test]
     fn the_cache_builds_tables_for_keys_that_miss_and_keeps_its_budget() {
-        let cache = TableCache::new(2 * KeyTable::BYTES);
+        let cache = TableCache::new(2 * TableShape::FULL.bytes());
         let keys: Vec<SigningKey> = (1..=3u8)
             .map(|i| SigningKey::from_bytes(&[i; 32]))
             .collect();
@@ -640,7 +749,7 @@ mod tests {
             assert!(!cache.verify(&key, b"n", &sig));
         }
         assert!(cache.stats.hits.load(Ordering::Relaxed) >= 2);
-        assert_eq!(cache.bytes(), 2 * KeyTable::BYTES);
+        assert_eq!(cache.bytes(), 2 * TableShape::FULL.bytes());
         assert_eq!(cache.stats.evictions.load(Ordering::Relaxed), 1);
     }
 
@@ -652,10 +761,10 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        let fits = TableCache::new(3 * KeyTable::BYTES);
+        let fits = TableCache::new(3 * TableShape::FULL.bytes());
         fits.prepare(&keys);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while fits.bytes() < 3 * KeyTable::BYTES {
+        while fits.bytes() < 3 * TableShape::FULL.bytes() {
             assert!(Instant::now() < deadline, "the three tables are built");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -664,9 +773,62 @@ mod tests {
         assert_eq!(fits.stats.builds.load(Ordering::Relaxed), 3);
         assert_eq!(fits.stats.misses.load(Ordering::Relaxed), 0);
 
-        let too_many = TableCache::new(2 * KeyTable::BYTES);
+        // Three keys in the room of two full tables: compact ones, which
+        // verify as the full ones do, eight at a time where the CPU allows.
+        let compact = TableCache::new(2 * TableShape::FULL.bytes());
+        compact.prepare(&keys);
+        while compact.len() < 3 {
+            assert!(Instant::now() < deadline, "the three tables are built");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(compact.bytes() <= 2 * TableShape::FULL.bytes());
+        assert_eq!(compact.shape().w, COMPACT_WINDOW);
+        let sks: Vec<SigningKey> = (1..=3u8)
+            .map(|i| SigningKey::from_bytes(&[i; 32]))
+            .collect();
+        let sigs: Vec<[u8; 64]> = sks.iter().map(|sk| sign(sk, b"m")).collect();
+        let checks: Vec<Check> = (0..6)
+            .map(|i| Check {
+                key: &keys[i % 3],
+                msg: if i < 3 { b"m" } else { b"n" },
+                sig: &sigs[i % 3],
+            })
+            .collect();
+        assert_eq!(
+            compact.verify_all(&checks),
+            [true, true, true, false, false, false]
+        );
+        assert_eq!(compact.stats.hits.load(Ordering::Relaxed), 6);
+
+        // Not even the most compact fit: which keys will be active is
+        // unknown, so none is built at load.
+        let too_many = TableCache::new(TableShape::fitting(1, 4 << 10).unwrap().bytes());
         too_many.prepare(&keys);
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(too_many.bytes(), 0, "which keys will be active is unknown");
+    }
+
+    #[test]
+    fn the_shape_is_the_fastest_that_fits() {
+        let full = TableShape::FULL.bytes();
+        assert_eq!(TableShape::fitting(10, 10 * full), Some(TableShape::FULL));
+        assert_eq!(TableShape::fitting(0, full), None);
+        // 10,000 keys in the default budget: 6.7 KiB each.
+        let shape = TableShape::fitting(10_000, DEFAULT_TABLE_BYTES).unwrap();
+        assert_eq!(
+            shape,
+            TableShape {
+                w: COMPACT_WINDOW,
+                stride: 11
+            }
+        );
+        assert!(10_000 * shape.bytes() <= DEFAULT_TABLE_BYTES);
+        let wider = TableShape {
+            w: COMPACT_WINDOW,
+            stride: 10,
+        };
+        assert!(10_000 * wider.bytes() > DEFAULT_TABLE_BYTES);
+        // 100,000 keys: not even four windows of 4 bits each.
+        assert_eq!(TableShape::fitting(100_000, DEFAULT_TABLE_BYTES), None);
     }
 }

@@ -20,26 +20,6 @@ struct C8 {
 }
 
 impl P8 {
-    /// `2 self` (Hisil-Wong-Carter-Dawson's doubling with `a = -1`).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512ifma")]
-    fn double(&mut self) {
-        let a = square(&self.x);
-        let b = square(&self.y);
-        let zz = square(&self.z);
-        let c = add(&zz, &zz);
-        let a_plus_b = add(&a, &b);
-        let xy = add(&self.x, &self.y);
-        let e = sub(&square(&xy), &a_plus_b);
-        let g = sub(&b, &a);
-        let f = sub(&g, &c);
-        let h = sub(&F8::splat([0; 5]), &a_plus_b);
-        self.x = mul(&e, &f);
-        self.y = mul(&g, &h);
-        self.t = mul(&e, &h);
-        self.z = mul(&f, &g);
-    }
-
     /// The form [`P8::add_cached`] reads.
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
@@ -111,9 +91,7 @@ pub(crate) fn base_minus_cold(batch: &[ColdCombination]) -> Vec<Option<Point>> {
         let windows = FixedBase::windows(COLD_WINDOW);
         for i in (0..windows).rev() {
             if i + 1 < windows {
-                for _ in 0..COLD_WINDOW {
-                    acc.double();
-                }
+                acc.double_times(COLD_WINDOW);
             }
             acc.add_cached(&select(&multiples, std::array::from_fn(|l| digits[l][i])));
         }
