@@ -246,7 +246,7 @@ pub(super) fn base_minus_points<'a>(batch: &[Combination<'a>]) -> Vec<Point> {
 }
 
 /// Asks for the cache lines of every entry of `steps` (into L2: a chunk's
-/// entries are ~100 KiB), without waiting for them: the entries are read
+/// entries are ~80 KiB), without waiting for them: the entries are read
 /// by index, nothing a hardware prefetcher could guess, and a table held
 /// for each of thousands of keys is not in any cache.
 #[inline]
