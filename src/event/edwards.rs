@@ -374,6 +374,17 @@ pub fn prepare_base_point() {
     FixedBase::base_point();
 }
 
+/// How a table is laid out: its window width, and one window kept in
+/// `stride` (see [`FixedBase`]). Tables of one shape are walked side by
+/// side (their lanes double together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TableShape {
+    /// Window width in bits.
+    pub w: u32,
+    /// One window kept in this many.
+    pub stride: usize,
+}
+
 /// Multiples of one point for a signed radix-`2^w` expansion, at every
 /// `stride`-th window: `entries[j * half + m] = (m + 1) * 2^(w stride j) *
 /// P`, `half = 2^(w-1)`.
@@ -450,10 +461,12 @@ impl FixedBase {
         &self.entries[(i / self.stride) * half + d.unsigned_abs() as usize - 1]
     }
 
-    /// What the tables of a batch must share to be walked side by side:
-    /// the doublings between two kept windows.
-    fn shape(&self) -> (u32, usize) {
-        (self.w, self.stride)
+    /// The table's window width and stride.
+    fn shape(&self) -> TableShape {
+        TableShape {
+            w: self.w,
+            stride: self.stride,
+        }
     }
 
     /// The table of the Ed25519 base point, in windows of
@@ -598,7 +611,7 @@ fn by_shape(
         return walk(batch);
     }
     let mut points = vec![Point::IDENTITY; batch.len()];
-    let mut shapes: Vec<(u32, usize)> = batch.iter().map(|c| c.table.shape()).collect();
+    let mut shapes: Vec<TableShape> = batch.iter().map(|c| c.table.shape()).collect();
     shapes.sort_unstable();
     shapes.dedup();
     for shape in shapes {

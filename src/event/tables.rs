@@ -35,6 +35,7 @@ use curve25519_dalek::Scalar;
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha512};
 
+pub use super::edwards::TableShape;
 use super::edwards::{
     base_minus, base_minus_all, base_minus_cold, lanes_available, ColdCombination, Combination,
     FixedBase,
@@ -74,16 +75,7 @@ pub const COMPACT_WINDOW: u32 = 4;
 /// check without a table.
 const MAX_STRIDE: usize = 16;
 
-/// How a key's table is laid out: its window width, and one window kept
-/// in `stride` (see [`FixedBase`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TableShape {
-    /// Window width in bits.
-    pub w: u32,
-    /// One window kept in this many.
-    pub stride: usize,
-}
-
+// The shapes a key's table takes here (defined with the table itself).
 impl TableShape {
     /// Every window of [`KEY_WINDOW`] bits: the fastest checks.
     pub const FULL: TableShape = TableShape {

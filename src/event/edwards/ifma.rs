@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{signed_digits, Combination, Fe, FixedBase, Niels, Point};
+use super::{signed_digits, Combination, Fe, FixedBase, Niels, Point, TableShape};
 
 mod cold;
 mod field;
@@ -205,8 +205,9 @@ pub(super) fn base_minus_points<'a>(batch: &[Combination<'a>]) -> Vec<Point> {
     let Some(first) = batch.first() else {
         return Vec::new();
     };
-    let (w, stride) = first.table.shape();
-    debug_assert!(batch.iter().all(|c| c.table.shape() == (w, stride)));
+    let shape = first.table.shape();
+    debug_assert!(batch.iter().all(|c| c.table.shape() == shape));
+    let TableShape { w, stride } = shape;
     let base = FixedBase::base_point();
     let key_steps = FixedBase::windows(w);
     let steps_of = |chunk: &[Combination<'a>]| {
