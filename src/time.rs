@@ -104,6 +104,26 @@ impl Timestamp {
     }
 }
 
+/// [`Timestamp::to_rfc3339_millis`] for a stream of times, formatted once
+/// per millisecond however many events share it.
+#[derive(Debug, Default)]
+pub struct MillisText {
+    ms: Option<i128>,
+    text: String,
+}
+
+impl MillisText {
+    /// `t` in RFC 3339 with milliseconds.
+    pub fn of(&mut self, t: Timestamp) -> &str {
+        let ms = t.0.div_euclid(1_000_000);
+        if self.ms != Some(ms) {
+            self.ms = Some(ms);
+            self.text = t.to_rfc3339_millis();
+        }
+        &self.text
+    }
+}
+
 fn is_leap(y: i64) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }
@@ -155,6 +175,22 @@ mod tests {
         assert_eq!(t, Timestamp(0));
         let t = Timestamp::parse_event_time("2024-02-29T23:59:59.123456789Z").unwrap();
         assert_eq!(t.0 % NANOS_PER_SEC, 123_456_789);
+    }
+
+    #[test]
+    fn millis_text_formats_each_millisecond_anew() {
+        let mut text = MillisText::default();
+        let t = Timestamp::parse_event_time("2026-11-02T09:15:10.120Z").unwrap();
+        assert_eq!(text.of(t), "2026-11-02T09:15:10.120Z");
+        assert_eq!(
+            text.of(Timestamp(t.0 + 999_999)),
+            "2026-11-02T09:15:10.120Z"
+        );
+        assert_eq!(
+            text.of(Timestamp(t.0 + 1_000_000)),
+            "2026-11-02T09:15:10.121Z"
+        );
+        assert_eq!(text.of(Timestamp(-1)), "1969-12-31T23:59:59.999Z");
     }
 
     #[test]

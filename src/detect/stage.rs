@@ -112,6 +112,8 @@ pub struct Stage {
     announce: Option<tokio::sync::mpsc::Sender<Anomaly>>,
     /// The save running in the background, if any.
     saving: Option<tokio::task::JoinHandle<()>>,
+    /// The wall-clock time written as `detected_at`.
+    now_text: crate::time::MillisText,
 }
 
 /// The Kafka topic anomalies are published to.
@@ -157,6 +159,7 @@ impl Stage {
             kafka: None,
             announce: None,
             saving: None,
+            now_text: crate::time::MillisText::default(),
         };
         (stage, shared)
     }
@@ -252,7 +255,7 @@ impl Stage {
         };
         let now = Timestamp::now();
         let started = std::time::SystemTime::now();
-        let emitted = self.detector.observe(&obs, &now.to_rfc3339_millis());
+        let emitted = self.detector.observe(&obs, self.now_text.of(now));
         if crate::telemetry::trace::enabled() {
             traced(
                 rec,

@@ -44,6 +44,68 @@ pub struct Event {
     pub event_hash: Hash,
 }
 
+/// What the log writer and the answers need of a judged event: its
+/// identity, its hashes and, once accepted, the fields detection reads.
+///
+/// Judging reduces each [`Event`] to this on the thread that parsed it, so
+/// the parsed tree is freed where it was allocated, and the writer (one
+/// thread for the whole pipeline) moves a few strings instead of a tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// `event_id`.
+    pub event_id: String,
+    /// `agent_id`.
+    pub agent_id: String,
+    /// `key_id`, `""` when absent.
+    pub key_id: String,
+    /// `correlation_id`, `""` when absent.
+    pub correlation_id: String,
+    /// `trace_id`, `""` when absent.
+    pub trace_id: String,
+    /// `span_id`, `""` when absent.
+    pub span_id: String,
+    /// SHA-256 of JCS(event without signature).
+    pub content_hash: Hash,
+    /// SHA-256 of JCS(whole event).
+    pub event_hash: Hash,
+    /// The detection fields, when `with_fields` was asked (accepted events).
+    pub fields: Option<Fields>,
+}
+
+impl Summary {
+    /// Reduces `event`, taking its strings out of the tree rather than
+    /// copying them; the fields are read only when `with_fields`.
+    pub fn of(event: Event, with_fields: bool) -> Summary {
+        let fields = if with_fields {
+            Fields::of(&event.value)
+        } else {
+            None
+        };
+        let mut members = event.value.into_members().unwrap_or_default();
+        let mut take = |name: &str| {
+            members
+                .iter_mut()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| match v {
+                    Value::String(s) => Some(std::mem::take(s)),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        };
+        Summary {
+            event_id: take("event_id"),
+            agent_id: take("agent_id"),
+            key_id: take("key_id"),
+            correlation_id: take("correlation_id"),
+            trace_id: take("trace_id"),
+            span_id: take("span_id"),
+            content_hash: event.content_hash,
+            event_hash: event.event_hash,
+            fields,
+        }
+    }
+}
+
 /// Why an input cannot be receipted: it is answered and quarantined instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unidentifiable {
@@ -151,5 +213,36 @@ impl Event {
     /// The correlation id, `""` when absent.
     pub fn correlation_id(&self) -> &str {
         self.str_field("correlation_id")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_keeps_what_is_receipted_and_answered() {
+        let raw = br#"{"spec":"vigil.event/v1","event_id":"e1","agent_id":"a1","key_id":"k1",
+            "correlation_id":"c1","trace_id":"t1","occurred_at":"2026-11-02T09:15:10Z",
+            "action":"hr.read","resource":"emp/42","signature":"x"}"#;
+        let event = Event::parse(raw).unwrap();
+        let (content_hash, event_hash) = (event.content_hash, event.event_hash);
+        let fields = Fields::of(&event.value);
+        let s = Summary::of(event.clone(), true);
+        assert_eq!(
+            [
+                &s.event_id,
+                &s.agent_id,
+                &s.key_id,
+                &s.correlation_id,
+                &s.trace_id,
+                &s.span_id
+            ],
+            ["e1", "a1", "k1", "c1", "t1", ""]
+        );
+        assert_eq!((s.content_hash, s.event_hash), (content_hash, event_hash));
+        assert_eq!(s.fields, fields);
+        assert_eq!(s.fields.unwrap().resource.as_deref(), Some("emp/42"));
+        assert_eq!(Summary::of(event, false).fields, None);
     }
 }

@@ -36,6 +36,9 @@ struct Parser<'a> {
     /// Apply I-JSON's rules (duplicates, surrogates, exact numbers); off
     /// when only JSON syntax is being checked.
     strict: bool,
+    /// The whole input, when it is valid UTF-8 (checked once, so that
+    /// strings are copied without checking each run again).
+    text: Option<&'a str>,
 }
 
 /// Parses one I-JSON value that fills `input` (surrounding whitespace allowed).
@@ -60,6 +63,7 @@ fn parse_with(input: &[u8], strict: bool) -> Result<Value, ParseError> {
         input,
         pos: 0,
         strict,
+        text: std::str::from_utf8(input).ok(),
     };
     let value = p.value()?;
     p.skip_ws();
@@ -279,6 +283,12 @@ impl<'a> Parser<'a> {
     }
 
     fn push_run(&self, out: &mut String, start: usize) -> Result<(), ParseError> {
+        if let Some(text) = self.text {
+            // A run starts after `"` or an escape and ends at `"` or `\`:
+            // ASCII bytes, so always on character boundaries.
+            out.push_str(&text[start..self.pos]);
+            return Ok(());
+        }
         match std::str::from_utf8(&self.input[start..self.pos]) {
             Ok(s) => {
                 out.push_str(s);
@@ -289,6 +299,7 @@ impl<'a> Parser<'a> {
                     input: self.input,
                     pos: start + e.valid_up_to(),
                     strict: self.strict,
+                    text: None,
                 };
                 Err(at.error("invalid UTF-8 in string"))
             }
@@ -468,6 +479,20 @@ mod tests {
                 Value::Null
             ]))
         );
+    }
+
+    #[test]
+    fn copies_raw_utf8_around_escapes() {
+        let v = parse("{\"é\":\"ü\\n€x\\\"😀\"}".as_bytes()).unwrap();
+        assert_eq!(v.get("é").unwrap().as_str().unwrap(), "ü\n€x\"😀");
+    }
+
+    #[test]
+    fn refuses_invalid_utf8_where_it_is() {
+        let e = parse(b"{\"a\":\"ok\\n\xc3(\"}").unwrap_err();
+        assert_eq!((e.what.as_str(), e.offset), ("invalid UTF-8 in string", 10));
+        let e = parse(b"[\"\xff\"]").unwrap_err();
+        assert_eq!((e.what.as_str(), e.offset), ("invalid UTF-8 in string", 2));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::event::schema;
 use std::sync::Arc;
 
 use crate::event::tables::{Check, TableCache};
-use crate::event::{Event, Unidentifiable, PIPELINE_AGENT};
+use crate::event::{Event, Summary, Unidentifiable, PIPELINE_AGENT};
 use crate::keys::{AgentKey, AgentStatus, KeySet, TimeRules};
 use crate::log::receipt::{Reason, Verdict};
 use crate::time::Timestamp;
@@ -21,8 +21,8 @@ pub enum Judgement {
     Quarantine(Unidentifiable),
     /// A receipt will be written (unless it is a duplicate).
     Receipt {
-        /// The parsed event.
-        event: Box<Event>,
+        /// What is receipted and answered of the event.
+        event: Box<Summary>,
         /// The verdict before duplicate and conflict checks.
         verdict: Verdict,
         /// For a rejection, what was wrong and how to fix it.
@@ -105,7 +105,7 @@ struct Pending<'a> {
 
 fn rejected(event: Event, reason: Reason, why: String) -> Judgement {
     Judgement::Receipt {
-        event: Box::new(event),
+        event: Box::new(Summary::of(event, false)),
         verdict: Verdict::Rejected(reason),
         error: Some(why),
     }
@@ -164,7 +164,7 @@ fn after_signature(p: Pending<'_>, valid: bool, ctx: &Context<'_>) -> Judgement 
     }
     match later_checks(&p, ctx) {
         Ok(()) => Judgement::Receipt {
-            event: Box::new(p.event),
+            event: Box::new(Summary::of(p.event, true)),
             verdict: Verdict::Accepted,
             error: None,
         },

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::event::signature::{b64url, sign};
 use crate::event::tables::TableCache;
-use crate::event::{Event, Unidentifiable, EVENT_SPEC, PIPELINE_AGENT};
+use crate::event::{Event, Summary, Unidentifiable, EVENT_SPEC, PIPELINE_AGENT};
 use crate::json::{self, Value};
 use crate::keys::registry::KeyError;
 use crate::keys::{KeyRegistry, TimeRules};
@@ -385,7 +385,7 @@ impl Pipeline {
         let raw = Bytes::from(event.canonical.whole.clone());
         let judged = Judged {
             judgement: Judgement::Receipt {
-                event: Box::new(event),
+                event: Box::new(Summary::of(event, true)),
                 verdict: Verdict::Accepted,
                 error: None,
             },

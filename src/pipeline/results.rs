@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::event::{Event, Unidentifiable};
+use crate::event::{Summary, Unidentifiable};
 use crate::json::write_jcs_string;
 use crate::log::receipt::{ServedReceipt, Verdict};
 
@@ -99,10 +99,10 @@ impl ItemResult {
         out.push(b'}');
     }
 
-    fn of(event: &Event, status: Status) -> ItemResult {
+    fn of(event: &Summary, status: Status) -> ItemResult {
         ItemResult {
-            event_id: Some(event.event_id().to_string()),
-            agent_id: Some(event.agent_id().to_string()),
+            event_id: Some(event.event_id.clone()),
+            agent_id: Some(event.agent_id.clone()),
             status,
             reason: None,
             receipt: None,
@@ -125,7 +125,7 @@ impl ItemResult {
     }
 
     /// A new accepted receipt.
-    pub fn accepted(event: &Event, receipt: ServedReceipt) -> ItemResult {
+    pub fn accepted(event: &Summary, receipt: ServedReceipt) -> ItemResult {
         ItemResult {
             receipt: Some(receipt),
             ..ItemResult::of(event, Status::Accepted)
@@ -133,7 +133,7 @@ impl ItemResult {
     }
 
     /// A duplicate of an accepted receipt.
-    pub fn duplicate(event: &Event, receipt: Option<ServedReceipt>) -> ItemResult {
+    pub fn duplicate(event: &Summary, receipt: Option<ServedReceipt>) -> ItemResult {
         ItemResult {
             receipt,
             ..ItemResult::of(event, Status::Duplicate)
@@ -142,7 +142,7 @@ impl ItemResult {
 
     /// A rejection, new or repeated.
     pub fn rejected(
-        event: &Event,
+        event: &Summary,
         verdict: Verdict,
         error: Option<String>,
         receipt: Option<ServedReceipt>,

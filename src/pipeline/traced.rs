@@ -24,13 +24,13 @@ pub(super) fn traced(judged: &[Judged], links: Vec<Option<TraceContext>>) -> Vec
         .zip(links)
         .map(|(j, link)| match &j.judgement {
             Judgement::Receipt { event, .. } => {
-                let own = (event.str_field("trace_id"), event.str_field("span_id"));
+                let own = (event.trace_id.as_str(), event.span_id.as_str());
                 Some(Traced {
-                    parent: TraceContext::of_event(event.agent_id(), event.event_id(), Some(own)),
+                    parent: TraceContext::of_event(&event.agent_id, &event.event_id, Some(own)),
                     attributes: event_attributes(
-                        event.agent_id(),
-                        event.event_id(),
-                        event.correlation_id(),
+                        &event.agent_id,
+                        &event.event_id,
+                        &event.correlation_id,
                     ),
                     link,
                 })

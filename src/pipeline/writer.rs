@@ -16,8 +16,7 @@ use super::checkpointer::{DurableGroup, ToCheckpointer};
 use super::health::Health;
 use super::judge::Judgement;
 use super::{Committed, ItemResult, PipelineError};
-use crate::event::Fields;
-use crate::event::{Event, Hash};
+use crate::event::{Event, Hash, Summary};
 use crate::log::merkle::leaf_hash;
 use crate::log::receipt::{chain_hash, Reason, ReceiptBody, ServedReceipt, Verdict, RECEIPT_SPEC};
 use crate::log::record;
@@ -403,7 +402,7 @@ impl Writer {
         received: &str,
     ) -> Result<ItemResult, Halted> {
         let source = Source::of(&item.source);
-        let (event, mut verdict, mut error) = match item.judgement {
+        let (mut event, mut verdict, mut error) = match item.judgement {
             Judgement::Quarantine(u) => {
                 metrics().by_source.inc(source, Outcome::Quarantined);
                 group.quarantine(&u, item.source, item.raw, received);
@@ -415,13 +414,10 @@ impl Writer {
                 error,
             } => (event, verdict, error),
         };
-        if crate::failpoint::hit("writer-panic", event.event_id()) {
-            panic!(
-                "failpoint writer-panic fired on event {:?}",
-                event.event_id()
-            );
+        if crate::failpoint::hit("writer-panic", &event.event_id) {
+            panic!("failpoint writer-panic fired on event {:?}", event.event_id);
         }
-        let (agent, id) = (event.agent_id(), event.event_id());
+        let (agent, id) = (event.agent_id.as_str(), event.event_id.as_str());
         let claim_key = Key::accepted(agent, id);
         if let Some(claim) = self.claim(group, &claim_key, agent, id)? {
             let same_content = claim.content_hash == event.content_hash;
@@ -458,7 +454,7 @@ impl Writer {
                 ));
             }
         }
-        let served = self.append(group, &event, verdict, &item.raw, received, claim_key);
+        let served = self.append(group, &mut event, verdict, &item.raw, received, claim_key);
         Ok(match verdict {
             Verdict::Accepted => {
                 metrics()
@@ -479,22 +475,22 @@ impl Writer {
     fn append(
         &mut self,
         group: &mut Group,
-        event: &Event,
+        event: &mut Summary,
         verdict: Verdict,
         raw: &[u8],
         received: &str,
         claim_key: Key,
     ) -> ServedReceipt {
         let index = self.next;
-        let (agent, id) = (event.agent_id(), event.event_id());
+        let (agent, id) = (event.agent_id.as_str(), event.event_id.as_str());
         let body = ReceiptBody {
             spec: RECEIPT_SPEC.to_string(),
             log: self.origin.clone(),
             index,
             event_id: id.to_string(),
             agent_id: agent.to_string(),
-            key_id: event.key_id().to_string(),
-            correlation_id: event.correlation_id().to_string(),
+            key_id: event.key_id.clone(),
+            correlation_id: event.correlation_id.clone(),
             event_hash: crate::hexenc::encode(event.event_hash),
             received_at: received.to_string(),
             verdict: verdict.as_string(),
@@ -529,7 +525,7 @@ impl Writer {
         let served = ServedReceipt::from_jcs(&jcs, &leaf, &chain);
         let mut record = LogRecord::new(index, body, jcs.clone(), raw.to_vec());
         if verdict == Verdict::Accepted {
-            record = record.with_fields(Fields::of(&event.value));
+            record = record.with_fields(event.fields.take());
         }
         group.records.push(Arc::new(record));
         group.keys.push(keys);
@@ -571,7 +567,7 @@ impl Writer {
         &self,
         group: &Group,
         key: &Key,
-        event: &Event,
+        event: &Summary,
         verdict: Verdict,
     ) -> Result<Option<u64>, Halted> {
         if let Some(&i) = group.seen.get(key) {
@@ -580,7 +576,7 @@ impl Writer {
         let hash = crate::hexenc::encode(event.event_hash);
         let found = self
             .view
-            .lookup(key, event.agent_id(), event.event_id(), |b| {
+            .lookup(key, &event.agent_id, &event.event_id, |b| {
                 b.event_hash == hash && b.verdict() == Some(verdict)
             })
             .map_err(|e| self.index_failed(e))?;
