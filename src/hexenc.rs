@@ -15,9 +15,16 @@ pub fn encode(bytes: impl AsRef<[u8]>) -> String {
 /// Appends `bytes` as lowercase hex to `out`.
 pub fn encode_into(bytes: &[u8], out: &mut String) {
     out.reserve(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    // A hash at a time through a buffer on the stack: pushing one `char`
+    // at a time checks the capacity and encodes UTF-8 for each digit.
+    for chunk in bytes.chunks(32) {
+        let mut digits = [0u8; 64];
+        for (pair, b) in digits.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
+        let text = &digits[..chunk.len() * 2];
+        out.push_str(std::str::from_utf8(text).expect("hex digits are ASCII"));
     }
 }
 
