@@ -110,8 +110,11 @@ pub struct Stage {
     /// running with Kafka: a slow or absent broker never holds up
     /// detection.
     announce: Option<tokio::sync::mpsc::Sender<Anomaly>>,
-    /// The save running in the background, if any.
-    saving: Option<tokio::task::JoinHandle<()>>,
+    /// The save running in the background, if any, and how long its
+    /// copy of the state took.
+    saving: Option<(tokio::task::JoinHandle<Duration>, Duration)>,
+    /// When the next save is due.
+    pace: crate::store::fsutil::SavePace,
     /// The wall-clock time written as `detected_at`.
     now_text: crate::time::MillisText,
 }
@@ -159,6 +162,7 @@ impl Stage {
             kafka: None,
             announce: None,
             saving: None,
+            pace: crate::store::fsutil::SavePace::new(SAVE_EVERY),
             now_text: crate::time::MillisText::default(),
         };
         (stage, shared)
@@ -177,7 +181,7 @@ impl Stage {
             tokio::spawn(announce(sink, rx))
         });
         let mut cursor = pipeline.view().tail(self.position);
-        let mut saved_at = (Instant::now(), self.position);
+        let mut saved_at = self.position;
         let save_tick = tokio::time::sleep(SAVE_EVERY);
         tokio::pin!(save_tick);
         loop {
@@ -209,11 +213,9 @@ impl Stage {
                     .as_mut()
                     .reset(tokio::time::Instant::now() + SAVE_EVERY);
             }
-            if self.position != saved_at.1
-                && saved_at.0.elapsed() >= SAVE_EVERY
-                && self.save_in_background()
-            {
-                saved_at = (Instant::now(), self.position);
+            self.save_finished().await;
+            if self.position != saved_at && self.pace.due() && self.save_in_background() {
+                saved_at = self.position;
             }
         }
         self.save_last().await;
@@ -329,22 +331,35 @@ impl Stage {
     /// receipted (so the saved position never skips one that is not in
     /// the log), then writes durably; detection goes on meanwhile.
     fn save_in_background(&mut self) -> bool {
-        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+        if self.saving.is_some() {
             return false;
         }
+        self.pace.started();
+        let started = Instant::now();
         let pending = std::mem::take(&mut self.publishing);
         // The agents' parts are shared (copy on write), but the map of
         // 10,000 agents is still copied: the runtime's other tasks (HTTP
         // answers) move to another thread meanwhile.
         let saved = crate::background::off_the_runtime(|| self.snapshot());
         let path = self.path.clone();
-        self.saving = Some(tokio::spawn(write_state(pending, saved, path)));
+        let task = tokio::spawn(write_state(pending, saved, path));
+        self.saving = Some((task, started.elapsed()));
         true
+    }
+
+    /// Tells the pace what the background save took, once it is done.
+    async fn save_finished(&mut self) {
+        if !self.saving.as_ref().is_some_and(|(h, _)| h.is_finished()) {
+            return;
+        }
+        let (task, copying) = self.saving.take().expect("a finished save");
+        let writing = task.await.unwrap_or_default();
+        self.pace.finished(copying + writing);
     }
 
     /// Saves at stop: waits for the running save, then saves the end.
     async fn save_last(&mut self) {
-        if let Some(h) = self.saving.take() {
+        if let Some((h, _)) = self.saving.take() {
             let _ = h.await;
         }
         let pending = std::mem::take(&mut self.publishing);
@@ -361,9 +376,17 @@ impl Stage {
     }
 }
 
-async fn write_state(mut pending: tokio::task::JoinSet<()>, saved: Saved, path: PathBuf) {
+/// Writes the state once the anomalies it counts are receipted; returns
+/// how long the writing took.
+async fn write_state(
+    mut pending: tokio::task::JoinSet<()>,
+    saved: Saved,
+    path: PathBuf,
+) -> Duration {
     while pending.join_next().await.is_some() {}
+    let started = Instant::now();
     crate::store::fsutil::save_derived_state(path, "detection state", saved).await;
+    started.elapsed()
 }
 
 /// The log's event id of an anomaly's version.

@@ -129,13 +129,20 @@ impl Hygiene {
     pub async fn run(self: Arc<Self>, pipeline: Arc<Pipeline>, mut stop: Stop) {
         let mut saved = self.inventory().position();
         let mut cursor = pipeline.view().tail(saved);
-        let mut tick = tokio::time::interval(SAVE_EVERY);
+        // Looks each second; the pace says when a save is due.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut pace = crate::store::fsutil::SavePace::new(SAVE_EVERY);
         loop {
             let first = tokio::select! {
                 _ = stop.stopped() => break,
                 _ = tick.tick() => {
-                    saved = self.save(saved).await;
+                    if pace.due() {
+                        pace.started();
+                        let started = std::time::Instant::now();
+                        saved = self.save(saved).await;
+                        pace.finished(started.elapsed());
+                    }
                     continue;
                 }
                 r = cursor.next() => match r {

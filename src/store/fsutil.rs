@@ -85,6 +85,55 @@ pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
     sync_dir(parent(dir))
 }
 
+/// Most of the time the periodic saves of one derived state may take: a
+/// save that took `t` is followed by the next no sooner than
+/// `SAVE_DUTY * t` later.
+pub const SAVE_DUTY: u32 = 20;
+
+/// When the next periodic save of a derived state is due: `every` after
+/// the last one started, and no sooner than [`SAVE_DUTY`] times what it
+/// took. A large state (detection with 10,000 agents takes about half a
+/// second to copy, serialise and write) is then saved less often instead
+/// of taking a growing share of the CPU from ingest; a restart replays a
+/// few more records of the log.
+#[derive(Debug, Clone)]
+pub struct SavePace {
+    every: std::time::Duration,
+    started: std::time::Instant,
+    took: std::time::Duration,
+}
+
+impl SavePace {
+    /// A pace of one save every `every` at most, counted from now.
+    pub fn new(every: std::time::Duration) -> SavePace {
+        SavePace {
+            every,
+            started: std::time::Instant::now(),
+            took: std::time::Duration::ZERO,
+        }
+    }
+
+    /// When the next save is due.
+    pub fn next(&self) -> std::time::Instant {
+        self.started + self.every.max(self.took * SAVE_DUTY)
+    }
+
+    /// Whether the next save is due now.
+    pub fn due(&self) -> bool {
+        std::time::Instant::now() >= self.next()
+    }
+
+    /// A save starts now.
+    pub fn started(&mut self) {
+        self.started = std::time::Instant::now();
+    }
+
+    /// The save last started took `took` in all.
+    pub fn finished(&mut self, took: std::time::Duration) {
+        self.took = took;
+    }
+}
+
 /// Saves a state derived from the log (JSON) durably, on a background
 /// thread of lower priority ([`crate::background`]). A failure is logged,
 /// not returned: such a state is rebuilt from the log when it is missing
@@ -111,6 +160,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slow_save_is_followed_by_the_next_later() {
+        let every = std::time::Duration::from_secs(5);
+        let mut pace = SavePace::new(every);
+        let before = std::time::Instant::now();
+        pace.started();
+        pace.finished(std::time::Duration::from_millis(10));
+        assert!(pace.next() >= before + every && pace.next() <= before + every * 2);
+        assert!(!pace.due());
+        pace.finished(std::time::Duration::from_secs(1));
+        let later = before + std::time::Duration::from_secs(20);
+        assert!(pace.next() >= later && pace.next() < later + every);
+    }
 
     #[test]
     fn large_files_are_written_whole_in_synced_chunks() {
