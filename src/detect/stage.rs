@@ -334,8 +334,7 @@ impl Stage {
         if self.saving.is_some() {
             return false;
         }
-        self.pace.started();
-        let started = Instant::now();
+        let started = self.pace.started();
         let pending = std::mem::take(&mut self.publishing);
         // The agents' parts are shared (copy on write), but the map of
         // 10,000 agents is still copied: the runtime's other tasks (HTTP

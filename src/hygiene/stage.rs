@@ -138,8 +138,7 @@ impl Hygiene {
                 _ = stop.stopped() => break,
                 _ = tick.tick() => {
                     if pace.due() {
-                        pace.started();
-                        let started = std::time::Instant::now();
+                        let started = pace.started();
                         saved = self.save(saved).await;
                         pace.finished(started.elapsed());
                     }

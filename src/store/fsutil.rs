@@ -123,9 +123,10 @@ impl SavePace {
         std::time::Instant::now() >= self.next()
     }
 
-    /// A save starts now.
-    pub fn started(&mut self) {
+    /// A save starts now; returns now, to time it by.
+    pub fn started(&mut self) -> std::time::Instant {
         self.started = std::time::Instant::now();
+        self.started
     }
 
     /// The save last started took `took` in all.
@@ -165,8 +166,7 @@ mod tests {
     fn a_slow_save_is_followed_by_the_next_later() {
         let every = std::time::Duration::from_secs(5);
         let mut pace = SavePace::new(every);
-        let before = std::time::Instant::now();
-        pace.started();
+        let before = pace.started();
         pace.finished(std::time::Duration::from_millis(10));
         assert!(pace.next() >= before + every && pace.next() <= before + every * 2);
         assert!(!pace.due());
